@@ -1,0 +1,148 @@
+"""`orderpipe bench`: throughput and peak memory of each phase on generated data.
+
+Every phase runs in a fresh process (spawned), so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orderpipe.errors import OrderpipeError
+
+
+@dataclass(frozen=True)
+class PhaseFigures:
+    """One phase's measurement."""
+
+    phase: str
+    events: int
+    seconds: float
+    events_per_second: float
+    peak_rss_mb: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """All phases, in the order they ran."""
+
+    events: int
+    seed: int
+    phases: list[PhaseFigures]
+
+
+def _generate(workdir: str, events: int, seed: int) -> dict[str, Any]:
+    from orderpipe.generate import Dirt, generate_events
+
+    result = generate_events(
+        Path(workdir) / "raw.jsonl", events, seed=seed, dirt=Dirt(duplicates=events // 50)
+    )
+    return {"events": result.events, "lines": result.lines}
+
+
+def _etl(workdir: str) -> dict[str, Any]:
+    from orderpipe.etl import EtlPaths, run_etl
+
+    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
+    result = run_etl(Path(workdir) / "raw.jsonl", paths, merge=False)
+    return {"events": result.clean, "lines": result.lines, "rejected": result.rejected}
+
+
+def _ingest(workdir: str, url: str) -> dict[str, Any]:
+    from orderpipe.db.engine import drop_tables, make_engine
+    from orderpipe.etl import EtlPaths
+    from orderpipe.ingest import ingest_dataset, read_clean_dataset
+
+    engine = make_engine(url)
+    drop_tables(engine)  # a measurement starts from empty tables
+    engine.dispose()
+    clean = read_clean_dataset(
+        EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports").parquet
+    )
+    started = time.perf_counter()
+    result = ingest_dataset(clean, url)
+    return {
+        "events": result.events,
+        "method": result.method,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+PHASES: dict[str, Callable[..., dict[str, Any]]] = {
+    "generate": _generate,
+    "etl": _etl,
+    "ingest": _ingest,
+}
+
+
+def _child(name: str, args: tuple[Any, ...], queue: Any) -> None:
+    try:
+        started = time.perf_counter()
+        detail = PHASES[name](*args)
+        seconds = detail.pop("seconds", time.perf_counter() - started)
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        queue.put(("ok", seconds, peak_kb / 1024, detail))
+    except BaseException as exc:
+        queue.put(("error", 0.0, 0.0, {"error": f"{type(exc).__name__}: {exc}"}))
+
+
+def _measure(label: str, name: str, *args: Any) -> PhaseFigures:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(name, args, queue))
+    process.start()
+    status, seconds, peak_mb, detail = queue.get()
+    process.join()
+    if status != "ok":
+        raise OrderpipeError(f"bench phase {label} failed: {detail['error']}")
+    events = int(detail.pop("events"))
+    return PhaseFigures(
+        phase=label,
+        events=events,
+        seconds=round(seconds, 3),
+        events_per_second=round(events / seconds) if seconds else 0.0,
+        peak_rss_mb=round(peak_mb, 1),
+        detail=detail,
+    )
+
+
+def run_bench(
+    events: int,
+    *,
+    seed: int = 42,
+    database_url: str | None = None,
+    workdir: Path | None = None,
+    on_phase: Callable[[PhaseFigures], None] | None = None,
+) -> BenchResult:
+    """Time generate, etl and ingest (SQLite, plus `database_url` when it is not SQLite).
+
+    The orderpipe tables of `database_url` are dropped and recreated: point it at a database
+    kept for benchmarks.
+    """
+    if events < 1:
+        raise OrderpipeError("--events must be at least 1")
+    phases: list[PhaseFigures] = []
+    with tempfile.TemporaryDirectory(prefix="orderpipe-bench-", dir=workdir) as tmp:
+        plan: list[tuple[str, str, tuple[Any, ...]]] = [
+            ("generate", "generate", (tmp, events, seed)),
+            ("etl", "etl", (tmp,)),
+            ("ingest-sqlite", "ingest", (tmp, f"sqlite:///{tmp}/bench.db")),
+        ]
+        if database_url and not database_url.startswith("sqlite"):
+            from sqlalchemy.engine import make_url
+
+            backend = make_url(database_url).get_backend_name()
+            plan.append((f"ingest-{backend}", "ingest", (tmp, database_url)))
+        for label, name, args in plan:
+            figures = _measure(label, name, *args)
+            phases.append(figures)
+            if on_phase:
+                on_phase(figures)
+    return BenchResult(events=events, seed=seed, phases=phases)

@@ -1,0 +1,430 @@
+"""The `orderpipe` command line: parse options, call one service, render its result.
+
+No logic lives here. Heavy libraries are imported inside the commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from orderpipe.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="orderpipe",
+    help="An e-commerce order pipeline end to end: generate -> etl -> ingest (SQLite or MySQL).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object (the result) on stdout.")
+]
+
+
+@dataclasses.dataclass
+class CliState:
+    debug: bool = False
+    settings: Settings | None = None
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of failures.")] = False,
+) -> None:
+    """orderpipe: generate -> etl -> ingest, each step its own command.
+
+    Settings come from ORDERPIPE_* environment variables and ./.env (see `orderpipe doctor`).
+    """
+    ctx.obj = CliState(debug=debug)
+
+
+# ---------------------------------------------------------------- plumbing
+def _state(ctx: typer.Context) -> CliState:
+    return ctx.obj if isinstance(ctx.obj, CliState) else CliState()
+
+
+def _consoles(as_json: bool) -> tuple[Console, Console]:
+    """(human output, diagnostics): with --json both go to stderr, stdout keeps the JSON."""
+    err = Console(stderr=True)
+    return (err if as_json else Console()), err
+
+
+def _fail(ctx: typer.Context, message: str, code: int = 1) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if _state(ctx).debug:
+        traceback.print_exc()
+    return typer.Exit(code)
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    from orderpipe.settings import load_settings
+
+    state = _state(ctx)
+    if state.settings is None or overrides:
+        cleaned = {key: value for key, value in overrides.items() if value is not None}
+        state.settings = load_settings(**cleaned)
+    return state.settings
+
+
+def _run(ctx: typer.Context, call: Callable[[], T]) -> T:
+    """Call a service; domain errors become one red line and exit 1."""
+    from orderpipe.errors import OrderpipeError
+
+    try:
+        return call()
+    except OrderpipeError as exc:
+        raise _fail(ctx, str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(ctx, "interrupted", 130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if _state(ctx).debug:
+            raise
+        message = f"unexpected {type(exc).__name__}: {exc} (--debug shows the traceback)"
+        raise _fail(ctx, message) from None
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _emit(result: Any, as_json: bool, render: Callable[[Console], None]) -> None:
+    out, _ = _consoles(as_json)
+    render(out)
+    if as_json:
+        sys.stdout.write(json.dumps(_jsonable(result)) + "\n")
+        sys.stdout.flush()
+
+
+@contextmanager
+def _progress(as_json: bool) -> Iterator[Progress]:
+    """A progress display on stderr when it is a terminal; silent otherwise."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    ) as progress:
+        yield progress
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+# ---------------------------------------------------------------- commands
+@app.command()
+def generate(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Distinct events.")] = 4000,
+    duplicates: Annotated[
+        int | None,
+        typer.Option(min=0, help="Extra lines re-sending an event (default: 2 % of --events)."),
+    ] = None,
+    bad_lines: Annotated[
+        int, typer.Option(min=0, help="Malformed lines (invalid JSON, missing keys, wrong types).")
+    ] = 0,
+    missing_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of events with a missing channel.")
+    ] = 0.05,
+    untidy_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of text fields with stray spaces/case.")
+    ] = 0.10,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+    days: Annotated[int, typer.Option(min=1, help="Days covered, from 2026-01-01.")] = 60,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Default: <data_dir>/raw/orders_events.jsonl",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write synthetic raw order events as JSON Lines.
+
+    Example: [bold]orderpipe generate --events 100000 --bad-lines 20 --seed 7[/]
+    """
+    from orderpipe.generate import Dirt, generate_events
+
+    def call() -> Any:
+        settings = _settings(ctx)
+        target = output or settings.data_dir / "raw" / "orders_events.jsonl"
+        dirt = Dirt(
+            duplicates=events // 50 if duplicates is None else duplicates,
+            missing_rate=missing_rate,
+            untidy_rate=untidy_rate,
+            bad_lines=bad_lines,
+        )
+        return generate_events(target, events, seed=seed, dirt=dirt, days=days)
+
+    result = _run(ctx, call)
+    _emit(
+        result,
+        as_json,
+        lambda out: out.print(
+            _table(
+                "generate",
+                [
+                    ("events", _n(result.events)),
+                    ("duplicate lines", _n(result.duplicates)),
+                    ("bad lines", _n(result.bad_lines)),
+                    ("lines written", _n(result.lines)),
+                    ("seconds", f"{result.seconds:.2f}"),
+                    ("output", str(result.output)),
+                ],
+            )
+        ),
+    )
+
+
+@app.command()
+def etl(
+    ctx: typer.Context,
+    input_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="Raw JSON Lines; default: <data_dir>/raw/orders_events.jsonl"
+        ),
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Rebuild the dataset, do not merge."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Clean raw events (polars): types, dedupe, impute, features; quarantine bad lines.
+
+    Writes <data_dir>/processed/orders_events_cleaned.{parquet,csv,jsonl},
+    <data_dir>/rejected/<input>.rejected.jsonl and <reports_dir>/etl_quality.json.
+
+    Example: [bold]orderpipe etl --input data/raw/orders_events.jsonl[/]
+    """
+    from orderpipe.etl import EtlPaths, run_etl
+
+    def call() -> Any:
+        settings = _settings(ctx)
+        source = input_path or settings.data_dir / "raw" / "orders_events.jsonl"
+        paths = EtlPaths.under(settings.data_dir, settings.reports_dir)
+        return run_etl(source, paths, merge=not replace)
+
+    result = _run(ctx, call)
+
+    def render(out: Console) -> None:
+        rows = [
+            ("lines read", _n(result.lines)),
+            ("clean events", _n(result.clean)),
+            ("duplicates dropped", _n(result.duplicates)),
+            ("quarantined", _n(result.rejected)),
+        ]
+        rows += [(f"  {reason}", _n(count)) for reason, count in result.rejected_by_reason.items()]
+        rows += [
+            ("dataset rows", _n(result.dataset_rows)),
+            ("new events", _n(result.new_events)),
+            ("changed events", _n(result.changed_events)),
+            ("seconds", f"{result.seconds:.2f}"),
+            ("dataset", str(result.outputs["parquet"])),
+        ]
+        out.print(_table("etl", rows))
+
+    _emit(result, as_json, render)
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    input_path: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Clean dataset (.parquet/.csv/.jsonl); default: etl's."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides ORDERPIPE_DATABASE_URL for this run.")
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Rows per transaction; default: best for the database."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upsert the clean dataset into table_customers, table_orders and table_events.
+
+    Bulk and idempotent: re-running leaves identical tables; older data never overwrites newer.
+
+    Example: [bold]orderpipe ingest --database-url mysql+pymysql://user:pw@127.0.0.1:3306/shop[/]
+    """
+    from orderpipe.etl import EtlPaths
+    from orderpipe.ingest import run_ingest
+
+    with _progress(as_json) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = progress.add_task(table, total=total)
+            progress.update(tasks[table], completed=done)
+
+        def call() -> Any:
+            settings = _settings(ctx, database_url=database_url, ingest_chunk_size=chunk_size)
+            source = input_path or EtlPaths.under(settings.data_dir, settings.reports_dir).parquet
+            return run_ingest(
+                source,
+                settings.url,
+                chunk_size=settings.ingest_chunk_size,
+                local_infile=settings.mysql_local_infile,
+                progress=on_progress,
+            )
+
+        result = _run(ctx, call)
+    _emit(
+        result,
+        as_json,
+        lambda out: out.print(
+            _table(
+                "ingest",
+                [
+                    ("database", result.database),
+                    ("method", result.method),
+                    ("events", _n(result.events)),
+                    ("orders", _n(result.orders)),
+                    ("customers", _n(result.customers)),
+                    ("seconds", f"{result.seconds:.2f}"),
+                    ("events/s", _n(result.events_per_second)),
+                ],
+            )
+        ),
+    )
+
+
+@app.command()
+def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the settings in effect (secrets masked) and check the database and Kafka.
+
+    Exit code 1 when something is down, with the reason.
+
+    Example: [bold]ORDERPIPE_DATABASE_URL=mysql+pymysql://u:p@127.0.0.1/db orderpipe doctor[/]
+    """
+    from orderpipe.doctor import run_doctor
+
+    result = _run(ctx, lambda: run_doctor(_settings(ctx)))
+
+    def render(out: Console) -> None:
+        out.print(_table("settings", list(result.settings.items())))
+        checks = Table(title="checks", title_justify="left")
+        for column in ("check", "status", "detail"):
+            checks.add_column(column)
+        for check in result.checks:
+            status = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+            checks.add_row(check.name, status, check.detail)
+        out.print(checks)
+        out.print(_table("versions", list(result.versions.items())))
+
+    _emit(result, as_json, render)
+    if not result.ok:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
+        raise _fail(ctx, failed)
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option("--events", "-n", min=1)] = 100_000,
+    seed: Annotated[int, typer.Option()] = 42,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Also ingest into this MySQL/MariaDB database. Its orderpipe tables "
+            "are DROPPED and recreated: use a database kept for benchmarks."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure events/s and peak memory of generate, etl and ingest (each in its own process).
+
+    Example: [bold]orderpipe bench --events 1000000 --json[/]
+    """
+    from orderpipe.bench import run_bench
+
+    _, err = _consoles(as_json)
+
+    def on_phase(figures: Any) -> None:
+        err.print(
+            f"[dim]{figures.phase}: {figures.seconds:.2f} s, "
+            f"{figures.events_per_second:,.0f} events/s[/]",
+            highlight=False,
+        )
+
+    result = _run(
+        ctx, lambda: run_bench(events, seed=seed, database_url=database_url, on_phase=on_phase)
+    )
+
+    def render(out: Console) -> None:
+        table = Table(
+            title=f"bench: {result.events:,} events (seed {result.seed})", title_justify="left"
+        )
+        for column in ("phase", "events", "seconds", "events/s", "peak RSS (MB)"):
+            table.add_column(column, justify="left" if column == "phase" else "right")
+        for p in result.phases:
+            table.add_row(
+                p.phase,
+                _n(p.events),
+                f"{p.seconds:.2f}",
+                _n(p.events_per_second),
+                f"{p.peak_rss_mb:,.0f}",
+            )
+        out.print(table)
+
+    _emit(result, as_json, render)
+
+
+def run() -> None:
+    """Entry point for `python -m orderpipe`."""
+    app(prog_name="orderpipe")

@@ -1,0 +1,1 @@
+"""Database layer: ORM tables, engine creation and the dialect-aware bulk upsert."""

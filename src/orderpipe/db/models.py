@@ -1,0 +1,92 @@
+"""The four contract tables as SQLAlchemy ORM declarative classes.
+
+Timestamps are naive UTC with microseconds (DATETIME(6) on MySQL/MariaDB); amounts are doubles.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Double, ForeignKey, Integer, SmallInteger, String
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+ID = 64
+# Rows are stored in primary-key order, as InnoDB does; on SQLite this saves a second B-tree per
+# table (the rowid one), which halves the work of a bulk upsert.
+CLUSTERED = {"sqlite_with_rowid": False}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of orderpipe's tables."""
+
+
+class Customer(Base):
+    __tablename__ = "table_customers"
+    __table_args__ = CLUSTERED
+
+    customer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    country: Mapped[str] = mapped_column(String(2))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Order(Base):
+    __tablename__ = "table_orders"
+    __table_args__ = CLUSTERED
+
+    order_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(ID), ForeignKey("table_customers.customer_id"), index=True
+    )
+    device: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(32))
+    main_category: Mapped[str] = mapped_column(String(64))
+    n_items: Mapped[int] = mapped_column(Integer)
+    basket_value: Mapped[float] = mapped_column(Double)
+    shipping_fee: Mapped[float] = mapped_column(Double)
+    discount: Mapped[float] = mapped_column(Double)
+    order_total: Mapped[float] = mapped_column(Double)
+    is_returned: Mapped[int] = mapped_column(SmallInteger)
+    price_average_per_item: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Event(Base):
+    __tablename__ = "table_events"
+    __table_args__ = CLUSTERED
+
+    event_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    event_year: Mapped[int] = mapped_column(SmallInteger)
+    event_month: Mapped[int] = mapped_column(SmallInteger)
+    event_day: Mapped[int] = mapped_column(SmallInteger)
+    event_hour: Mapped[int] = mapped_column(SmallInteger)
+    order_id: Mapped[str] = mapped_column(
+        String(ID), ForeignKey("table_orders.order_id"), index=True
+    )
+    # No index of its own: customer lookups go through table_orders.customer_id.
+    customer_id: Mapped[str] = mapped_column(String(ID), ForeignKey("table_customers.customer_id"))
+
+
+class Prediction(Base):
+    __tablename__ = "table_predictions"
+    __table_args__ = CLUSTERED
+
+    event_id: Mapped[str] = mapped_column(
+        String(ID), ForeignKey("table_events.event_id"), primary_key=True
+    )
+    order_id: Mapped[str] = mapped_column(String(ID))
+    customer_id: Mapped[str] = mapped_column(String(ID))
+    return_proba: Mapped[float] = mapped_column(Double)
+    model_version: Mapped[str] = mapped_column(String(32))
+    predicted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# Which column says how recent a row is: an upsert never replaces a row with an older one.
+RECENCY_COLUMN = {
+    Customer.__table__: "updated_at",
+    Order.__table__: "updated_at",
+    Event.__table__: "event_time",
+    Prediction.__table__: "predicted_at",
+}

@@ -1,0 +1,149 @@
+"""Dialect-aware bulk upsert that never replaces a row with older data.
+
+MySQL/MariaDB: INSERT ... ON DUPLICATE KEY UPDATE (executemany, or LOAD DATA LOCAL INFILE into a
+staging table then one INSERT ... SELECT); SQLite and PostgreSQL: INSERT ... ON CONFLICT DO UPDATE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from orderpipe.db.models import RECENCY_COLUMN
+
+if TYPE_CHECKING:
+    import polars as pl
+    from sqlalchemy import Connection, Table
+
+
+DB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"  # naive UTC; SQLAlchemy's own SQLite format too
+
+
+def upsert(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
+    """Insert the rows of `frame`, or update a stored row when the incoming one is as recent.
+
+    One executemany of the compiled dialect statement, straight to the driver: PyMySQL >= 1.2
+    turns it into multi-row statements, sqlite3 runs it in C. Datetimes must be naive UTC.
+    """
+    import polars as pl
+
+    if frame.height == 0:
+        return 0
+    compiled = _upsert_statement(conn.dialect.name, table).compile(dialect=conn.dialect)
+    frame = frame.with_columns(
+        pl.col(name).dt.strftime(DB_DATETIME_FORMAT)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.Datetime
+    )
+    if compiled.positiontup is not None:  # qmark/format drivers (sqlite3)
+        params: Any = frame.select(list(compiled.positiontup)).rows()
+    else:  # pyformat drivers (PyMySQL)
+        params = frame.select(list(compiled.params)).to_dicts()
+    conn.exec_driver_sql(compiled.string, params)
+    return frame.height
+
+
+def _upsert_statement(dialect: str, table: Table) -> Any:
+    from sqlalchemy import func
+
+    recency = RECENCY_COLUMN[table]
+    keys = {c.name for c in table.primary_key.columns}
+    updatable = [c.name for c in table.columns if c.name not in keys and c.name != recency]
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert
+
+        stmt = insert(table)
+        newer = stmt.inserted[recency] >= table.c[recency]
+        # MySQL applies these assignments left to right: the recency column must come last so
+        # every IF() above still compares with the stored (old) value.
+        assignments = [
+            (name, func.IF(newer, stmt.inserted[name], table.c[name]))
+            for name in [*updatable, recency]
+        ]
+        return stmt.on_duplicate_key_update(assignments)
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=sorted(keys),
+            set_={name: stmt.excluded[name] for name in [*updatable, recency]},
+            where=stmt.excluded[recency] >= table.c[recency],
+        )
+    raise ValueError(f"no upsert for the {dialect} dialect")
+
+
+def local_infile_available(conn: Connection) -> bool:
+    """True when the MySQL/MariaDB server accepts LOAD DATA LOCAL INFILE from this client."""
+    from sqlalchemy import text
+
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return False
+    try:
+        return bool(conn.execute(text("SELECT @@GLOBAL.local_infile")).scalar())
+    except Exception:
+        return False
+
+
+def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
+    """MySQL/MariaDB fast path: LOAD DATA LOCAL INFILE into a temporary table, then one upsert.
+
+    `frame` holds the table's columns; datetimes must be naive UTC.
+    """
+    from sqlalchemy import text
+
+    if frame.height == 0:
+        return 0
+    recency = RECENCY_COLUMN[table]
+    keys = {c.name for c in table.primary_key.columns}
+    columns = [c.name for c in table.columns]
+    updatable = [name for name in columns if name not in keys and name != recency]
+    stage = f"stage_{table.name}"
+    quoted = ", ".join(f"`{name}`" for name in columns)
+    newer = f"VALUES(`{recency}`) >= `{table.name}`.`{recency}`"
+    assignments = ", ".join(
+        f"`{name}` = IF({newer}, VALUES(`{name}`), `{table.name}`.`{name}`)"
+        for name in [*updatable, recency]
+    )
+    fd, path = tempfile.mkstemp(prefix=f"orderpipe-{table.name}-", suffix=".csv")
+    os.close(fd)
+    try:
+        frame.select(columns).write_csv(
+            # With ESCAPED BY '' a bare NULL is SQL NULL; every text value is quoted.
+            path,
+            include_header=False,
+            null_value="NULL",
+            quote_style="non_numeric",
+            datetime_format="%Y-%m-%d %H:%M:%S%.6f",
+            float_precision=None,
+        )
+        conn.execute(text(f"DROP TEMPORARY TABLE IF EXISTS `{stage}`"))
+        # A bare staging table (no keys, no indexes): LOAD DATA only appends to it.
+        conn.execute(
+            text(f"CREATE TEMPORARY TABLE `{stage}` AS SELECT {quoted} FROM `{table.name}` LIMIT 0")
+        )
+        conn.execute(
+            text(
+                f"LOAD DATA LOCAL INFILE :path INTO TABLE `{stage}` CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+                f"LINES TERMINATED BY '\\n' ({quoted})"
+            ),
+            {"path": path},
+        )
+        conn.execute(
+            text(
+                # File order (time order) beats key order here: the time-ordered secondary indexes
+                # then grow at their end, and random hex keys are random either way.
+                f"INSERT INTO `{table.name}` ({quoted}) SELECT {quoted} FROM `{stage}` "
+                f"ON DUPLICATE KEY UPDATE {assignments}"
+            )
+        )
+        conn.execute(text(f"DROP TEMPORARY TABLE `{stage}`"))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return frame.height

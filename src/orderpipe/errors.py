@@ -1,0 +1,12 @@
+"""The one exception type a user sees: a domain failure with a one-line message.
+
+The CLI turns it into a red line and exit code 1; `--debug` adds the traceback.
+"""
+
+
+class OrderpipeError(Exception):
+    """A failure the user can act on; its message is one line that says what to do."""
+
+
+class ConfigError(OrderpipeError):
+    """A setting has a value orderpipe cannot use."""

@@ -1,0 +1,178 @@
+"""Settings: one validated object built from ORDERPIPE_* variables, `./.env` and old aliases.
+
+Loaded once by the CLI and passed down; services never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote_plus
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orderpipe.errors import ConfigError
+
+SUPPORTED_DIALECTS = ("sqlite", "mysql", "mariadb", "postgresql")
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(f"ORDERPIPE_{name}", *aliases)
+
+
+class Settings(BaseSettings):
+    """Every setting of orderpipe; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    kafka_bootstrap_servers: str = Field(
+        "embedded", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+    )
+    kafka_topic: str = Field("orders-events", validation_alias=_env("KAFKA_TOPIC", "KAFKA_TOPIC"))
+    kafka_group_id: str = Field("orderpipe-consumer", validation_alias=_env("KAFKA_GROUP_ID"))
+    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
+    artifacts_dir: Path = Field(Path("artifacts"), validation_alias=_env("ARTIFACTS_DIR"))
+    reports_dir: Path = Field(Path("reports"), validation_alias=_env("REPORTS_DIR"))
+    eco_enabled: bool = Field(True, validation_alias=_env("ECO_ENABLED"))
+    eco_country_iso_code: str = Field(
+        "FRA", validation_alias=_env("ECO_COUNTRY_ISO_CODE", "CC_COUNTRY_ISO_CODE")
+    )
+    eco_output_dir: Path = Field(
+        Path("reports/emissions"), validation_alias=_env("ECO_OUTPUT_DIR", "CC_OUTPUT_DIR")
+    )
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
+    )
+    # Rows per transaction; unset = the best size for the database (see ingest.chunk_size_for).
+    ingest_chunk_size: int | None = Field(None, gt=0, validation_alias=_env("INGEST_CHUNK_SIZE"))
+    mysql_local_infile: bool = Field(True, validation_alias=_env("MYSQL_LOCAL_INFILE"))
+
+    # Compatibility with a `.env` written for the original scripts.
+    mysql_user: str | None = Field(None, validation_alias=AliasChoices("MYSQL_USER"))
+    mysql_password: SecretStr | None = Field(None, validation_alias=AliasChoices("MYSQL_PASSWORD"))
+    mysql_database: str | None = Field(None, validation_alias=AliasChoices("MYSQL_DATABASE"))
+    mysql_host: str = Field("127.0.0.1", validation_alias=AliasChoices("MYSQL_HOST"))
+    mysql_port: int = Field(3306, gt=0, lt=65536, validation_alias=AliasChoices("MYSQL_PORT"))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("eco_country_iso_code")
+    @classmethod
+    def _iso3(cls, value: str) -> str:
+        value = value.strip().upper()
+        if len(value) != 3 or not value.isalpha():
+            raise ValueError("expected a 3-letter ISO country code such as FRA")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        value = value.strip()
+        if value == "embedded":
+            return value
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected 'embedded' or host:port[,host:port], got {server!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_database_url(self) -> Settings:
+        if self.database_url is None:
+            if self.mysql_user and self.mysql_database:
+                password = self.mysql_password.get_secret_value() if self.mysql_password else ""
+                auth = quote_plus(self.mysql_user) + (
+                    f":{quote_plus(password)}" if password else ""
+                )
+                self.database_url = f"mysql+pymysql://{auth}@{self.mysql_host}:{self.mysql_port}/{self.mysql_database}"
+            else:
+                self.database_url = f"sqlite:///{self.data_dir / 'orderpipe.db'}"
+        _check_database_url(self.database_url)
+        return self
+
+    @property
+    def url(self) -> str:
+        """The database URL (never None once validated)."""
+        assert self.database_url is not None
+        return self.database_url
+
+    def masked_database_url(self) -> str:
+        """The database URL with its password replaced by ***, for display."""
+        return mask_url(self.url)
+
+    def public_view(self) -> dict[str, str]:
+        """Every setting as text, secrets masked: what `doctor` shows."""
+        view: dict[str, str] = {}
+        for name in type(self).model_fields:
+            if name.startswith("mysql_") and name != "mysql_local_infile":
+                continue
+            value = getattr(self, name)
+            view[name] = self.masked_database_url() if name == "database_url" else str(value)
+        return view
+
+
+def mask_url(url: str) -> str:
+    """Render a database URL with the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _check_database_url(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "database_url is not a database URL (expected e.g. sqlite:///data/orderpipe.db "
+            "or mysql+pymysql://user:password@host:3306/db)"
+        ) from None
+    if parsed.get_backend_name() not in SUPPORTED_DIALECTS:
+        raise ValueError(
+            f"database_url uses {parsed.get_backend_name()!r}; supported: sqlite, mysql, mariadb"
+        )
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    field = Settings.model_fields.get(name)
+    alias = getattr(field, "validation_alias", None) if field else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return name if name.isupper() else f"ORDERPIPE_{name.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings once; a bad value becomes one ConfigError line naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        name = _env_name(tuple(first.get("loc", ())))
+        if name == "settings" and "database_url" in message:
+            name = "ORDERPIPE_DATABASE_URL"
+        raise ConfigError(f"invalid setting {name}: {message}") from None

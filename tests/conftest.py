@@ -1,0 +1,79 @@
+"""Shared fixtures: a working folder per test, the real services from docker/services.sh.
+
+A service fixture skips its test when the service is not configured, except under CI=true,
+where a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orderpipe.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _require(variable: str, service: str) -> str:
+    value = os.environ.get(variable)
+    if value:
+        return value
+    message = f"{service} is not available: {variable} is unset (run `docker/services.sh up`)"
+    if IN_CI:
+        pytest.fail(f"CI=true requires every service: {message}")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current directory, with no ORDERPIPE_*/MYSQL_*/KAFKA_*/CC_* variables leaking in."""
+    for name in list(os.environ):
+        if name.startswith(("ORDERPIPE_", "MYSQL_", "KAFKA_", "CC_")) and "_TEST_" not in name:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def settings(workdir: Path) -> Settings:
+    """Settings for a test: every folder inside its working directory, SQLite database."""
+    return Settings(
+        _env_file=None,
+        data_dir=workdir / "data",
+        artifacts_dir=workdir / "artifacts",
+        reports_dir=workdir / "reports",
+    )
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url() -> str:
+    """The URL of the MariaDB/MySQL test database (ORDERPIPE_TEST_MYSQL_URL)."""
+    return _require("ORDERPIPE_TEST_MYSQL_URL", "MariaDB")
+
+
+@pytest.fixture
+def mysql_url(mysql_server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped after the test."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"orderpipe_it_{uuid.uuid4().hex[:10]}"
+    server = create_engine(make_url(mysql_server_url))
+    with server.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield make_url(mysql_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The Apache Kafka broker started by docker/services.sh (ORDERPIPE_TEST_KAFKA_BOOTSTRAP)."""
+    return _require("ORDERPIPE_TEST_KAFKA_BOOTSTRAP", "Apache Kafka")

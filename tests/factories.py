@@ -1,0 +1,48 @@
+"""Builders for the test data each test makes for itself."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+BASE_EVENT: dict[str, Any] = {
+    "event_id": "evt-0001",
+    "event_time": "2026-11-20T10:31:02.123456Z",
+    "order_id": "ORD-00042",
+    "customer": {"customer_id": "CUST-0007", "country": "FR"},
+    "order": {
+        "device": "mobile",
+        "channel": "seo",
+        "main_category": "fashion",
+        "n_items": 3,
+        "basket_value": 120.5,
+        "shipping_fee": 0.0,
+        "discount": None,
+        "order_total": 120.5,
+        "is_returned": 0,
+    },
+}
+
+
+def raw_event(**changes: Any) -> dict[str, Any]:
+    """A raw contract event; keys `customer.x` / `order.x` change nested fields, value ... drops."""
+    event = copy.deepcopy(BASE_EVENT)
+    for key, value in changes.items():
+        target, _, leaf = key.rpartition("__")
+        holder = event[target] if target else event
+        if value is ...:
+            holder.pop(leaf, None)
+        else:
+            holder[leaf] = value
+    return event
+
+
+def write_lines(path: Path, items: list[Any]) -> Path:
+    """Write events (dicts, encoded) and raw strings (as they are) one per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write((item if isinstance(item, str) else json.dumps(item)) + "\n")
+    return path

@@ -1,0 +1,36 @@
+"""`orderpipe bench` measures every batch phase in its own process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from orderpipe.cli import app
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bench_reports_each_phase(workdir: object) -> None:
+    result = CliRunner().invoke(app, ["bench", "--events", "3000", "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    phases = {p["phase"]: p for p in report["phases"]}
+    assert list(phases) == ["generate", "etl", "ingest-sqlite"]
+    assert phases["generate"]["events"] == 3000
+    assert phases["ingest-sqlite"]["events"] == 3000
+    for figures in phases.values():
+        assert figures["seconds"] > 0
+        assert figures["events_per_second"] > 0
+        assert figures["peak_rss_mb"] > 10
+
+
+@pytest.mark.mysql
+def test_bench_measures_mysql_too(workdir: object, mysql_url: str) -> None:
+    result = CliRunner().invoke(
+        app, ["bench", "--events", "2000", "--json", "--database-url", mysql_url]
+    )
+    assert result.exit_code == 0, result.stderr
+    phases = [p["phase"] for p in json.loads(result.stdout)["phases"]]
+    assert phases[-1] == "ingest-mysql"

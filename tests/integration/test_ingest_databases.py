@@ -1,0 +1,188 @@
+"""Ingest on SQLite and on the real MariaDB: idempotent, replay-safe, identical results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from sqlalchemy import select, text
+
+from orderpipe.db.engine import make_engine
+from orderpipe.db.models import Base
+from orderpipe.errors import OrderpipeError
+from orderpipe.etl import EtlPaths, run_etl
+from orderpipe.generate import Dirt, generate_events
+from orderpipe.ingest import ingest_dataset, read_clean_dataset, run_ingest
+from tests.factories import raw_event, write_lines
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/orderpipe.db"
+    return request.getfixturevalue("mysql_url")
+
+
+def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, ordered by key, timestamps as text."""
+    engine = make_engine(url)
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+            tables[table.name] = [
+                tuple(v.isoformat() if isinstance(v, datetime) else v for v in row) for row in rows
+            ]
+    engine.dispose()
+    return tables
+
+
+def clean_from(tmp_path: Path, events: list[Any], name: str = "raw") -> pl.DataFrame:
+    paths = EtlPaths.under(tmp_path / name, tmp_path / f"{name}-reports")
+    run_etl(write_lines(tmp_path / f"{name}.jsonl", events), paths)
+    return read_clean_dataset(paths.parquet)
+
+
+@pytest.fixture(scope="module")
+def generated_clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("generated")
+    raw = generate_events(root / "raw.jsonl", 5000, seed=3, dirt=Dirt(duplicates=100)).output
+    paths = EtlPaths.under(root / "data", root / "reports")
+    run_etl(raw, paths)
+    return paths.parquet
+
+
+def test_ingest_fills_the_three_tables(database_url: str, generated_clean: Path) -> None:
+    result = run_ingest(generated_clean, database_url)
+    clean = pl.read_parquet(generated_clean)
+    tables = dump(database_url)
+    assert result.events == len(tables["table_events"]) == clean.height
+    assert result.orders == len(tables["table_orders"]) == clean["order_id"].n_unique()
+    assert result.customers == len(tables["table_customers"]) == clean["customer_id"].n_unique()
+
+
+def test_ingest_twice_leaves_identical_tables(database_url: str, generated_clean: Path) -> None:
+    run_ingest(generated_clean, database_url)
+    first = dump(database_url)
+    run_ingest(generated_clean, database_url, chunk_size=777)
+    assert dump(database_url) == first
+
+
+def test_replay_does_not_overwrite_newer_order(database_url: str, tmp_path: Path) -> None:
+    newer = clean_from(
+        tmp_path,
+        [
+            raw_event(
+                event_id="e2",
+                event_time="2026-11-20T12:00:00Z",
+                order__n_items=9,
+                customer__country="BE",
+            )
+        ],
+        "new",
+    )
+    older = clean_from(
+        tmp_path,
+        [
+            raw_event(
+                event_id="e1",
+                event_time="2026-11-20T08:00:00Z",
+                order__n_items=1,
+                customer__country="FR",
+            ),
+            raw_event(event_id="e2", event_time="2026-11-20T07:00:00Z", order__n_items=4),
+        ],
+        "old",
+    )
+    ingest_dataset(newer, database_url)
+    ingest_dataset(older, database_url)
+    tables = dump(database_url)
+    [order] = tables["table_orders"]
+    assert order[5] == 9  # n_items of the newest event
+    assert order[-1].startswith("2026-11-20T12:00:00")
+    assert tables["table_customers"][0][1] == "BE"
+    events = dict((row[0], row[1]) for row in tables["table_events"])
+    assert events["e2"].startswith("2026-11-20T12:00:00")  # the older copy of e2 did not win
+    assert set(events) == {"e1", "e2"}
+
+
+def test_newer_data_does_update(database_url: str, tmp_path: Path) -> None:
+    ingest_dataset(clean_from(tmp_path, [raw_event(order__n_items=2)], "a"), database_url)
+    ingest_dataset(
+        clean_from(
+            tmp_path,
+            [raw_event(event_id="e9", order__n_items=6, event_time="2026-12-01T00:00:00Z")],
+            "b",
+        ),
+        database_url,
+    )
+    assert dump(database_url)["table_orders"][0][5] == 6
+
+
+def test_timestamps_keep_microseconds_in_utc(database_url: str, tmp_path: Path) -> None:
+    clean = clean_from(tmp_path, [raw_event(event_time="2026-11-20T10:31:02.123456+02:00")])
+    ingest_dataset(clean, database_url)
+    assert dump(database_url)["table_events"][0][1] == "2026-11-20T08:31:02.123456"
+
+
+def test_foreign_keys_hold_after_a_bulk_ingest(database_url: str, generated_clean: Path) -> None:
+    run_ingest(generated_clean, database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        orphans = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM table_events e "
+                "LEFT JOIN table_orders o ON o.order_id = e.order_id "
+                "LEFT JOIN table_customers c ON c.customer_id = e.customer_id "
+                "WHERE o.order_id IS NULL OR c.customer_id IS NULL"
+            )
+        ).scalar()
+        if conn.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+    assert orphans == 0
+
+
+@pytest.mark.mysql
+def test_sqlite_and_mariadb_hold_identical_contents(
+    mysql_url: str, generated_clean: Path, tmp_path: Path
+) -> None:
+    sqlite_url = f"sqlite:///{tmp_path}/same.db"
+    run_ingest(generated_clean, sqlite_url)
+    run_ingest(generated_clean, mysql_url)
+    assert dump(sqlite_url) == dump(mysql_url)
+
+
+@pytest.mark.mysql
+def test_mysql_fast_and_fallback_paths_agree(
+    mysql_url: str, mysql_server_url: str, generated_clean: Path
+) -> None:
+    fast = run_ingest(generated_clean, mysql_url)
+    loaded = dump(mysql_url)
+    engine = make_engine(mysql_url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+    slow = run_ingest(generated_clean, mysql_url, local_infile=False)
+    assert (fast.method, slow.method) == ("load-data", "executemany")
+    assert dump(mysql_url) == loaded
+
+
+def test_unreachable_database_is_one_clear_line(generated_clean: Path) -> None:
+    with pytest.raises(OrderpipeError) as caught:
+        run_ingest(generated_clean, "mysql+pymysql://u:secret@127.0.0.1:1/nowhere")
+    message = str(caught.value)
+    assert message.startswith("cannot reach the database mysql+pymysql://u:***@127.0.0.1:1")
+    assert "secret" not in message and "\n" not in message
+
+
+def test_missing_dataset_says_which_command_to_run(tmp_path: Path) -> None:
+    with pytest.raises(OrderpipeError, match="run `orderpipe etl` first"):
+        run_ingest(tmp_path / "none.parquet", f"sqlite:///{tmp_path}/x.db")

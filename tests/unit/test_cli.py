@@ -1,0 +1,106 @@
+"""The CLI contract: exit codes, one JSON object with --json, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orderpipe.cli import app
+
+runner = CliRunner(env={"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"})
+
+
+def invoke(*args: str) -> object:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_help_lists_the_commands_with_examples() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("generate", "etl", "ingest", "doctor", "bench"):
+        assert command in result.stdout
+    for command in ("generate", "etl", "ingest", "doctor", "bench"):
+        assert "Example:" in invoke(command, "--help").stdout
+
+
+def test_batch_pipeline_through_the_cli(workdir: Path) -> None:
+    generated = invoke("generate", "--events", "500", "--bad-lines", "5", "--json")
+    assert generated.exit_code == 0, generated.stderr
+    payload = json.loads(generated.stdout)
+    assert payload["lines"] == 500 + 10 + 5
+
+    cleaned = invoke("etl", "--json")
+    assert cleaned.exit_code == 0, cleaned.stderr
+    etl = json.loads(cleaned.stdout)
+    assert etl["lines"] == etl["clean"] + etl["duplicates"] + etl["rejected"]
+    assert etl["rejected"] == 5
+
+    ingested = invoke("ingest", "--json")
+    assert ingested.exit_code == 0, ingested.stderr
+    assert json.loads(ingested.stdout)["events"] == 500
+    assert (workdir / "data" / "orderpipe.db").is_file()
+
+
+def test_json_output_is_exactly_one_object(workdir: Path) -> None:
+    result = invoke("generate", "--events", "50", "--json")
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["events"] == 50
+    assert "generate" in result.stderr  # the human table went to stderr
+
+
+def test_bad_usage_exits_2(workdir: Path) -> None:
+    assert invoke("generate", "--events", "zero").exit_code == 2
+    assert invoke("generate", "--events", "0").exit_code == 2
+    assert invoke("no-such-command").exit_code == 2
+
+
+def test_runtime_failure_is_one_red_line_and_exit_1(workdir: Path) -> None:
+    result = invoke("etl", "--input", "missing.jsonl")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: input file not found: missing.jsonl (run `orderpipe generate` first)"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_setting_is_one_line_and_exit_1(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDERPIPE_INGEST_CHUNK_SIZE", "-1")
+    result = invoke("generate", "--events", "10")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: invalid setting ORDERPIPE_INGEST_CHUNK_SIZE: Input should be greater than 0"
+    )
+
+
+def test_debug_shows_the_traceback(workdir: Path) -> None:
+    result = invoke("--debug", "etl", "--input", "missing.jsonl")
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr
+
+
+def test_doctor_reports_a_database_that_is_down(workdir: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["doctor", "--json"],
+        env={"ORDERPIPE_DATABASE_URL": "mysql+pymysql://u:pw@127.0.0.1:1/db"},
+    )
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    database = next(c for c in report["checks"] if c["name"] == "database")
+    assert database["ok"] is False
+    assert "pw" not in result.stdout.replace("pymysql", "")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: database:")
+
+
+def test_doctor_passes_on_the_embedded_defaults(workdir: Path) -> None:
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["settings"]["database_url"] == "sqlite:///data/orderpipe.db"

@@ -1,0 +1,289 @@
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from orderpipe import schema
+from orderpipe.errors import OrderpipeError
+from orderpipe.etl import EtlPaths, run_etl
+from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
+from tests.factories import raw_event, write_lines
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> EtlPaths:
+    return EtlPaths.under(tmp_path / "data", tmp_path / "reports")
+
+
+def _rejected(paths: EtlPaths, source: Path) -> list[dict]:
+    return [json.loads(line) for line in paths.rejected_for(source).read_text().splitlines()]
+
+
+def test_every_line_is_clean_duplicate_or_quarantined(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = generate_events(
+        tmp_path / "raw.jsonl", 3000, dirt=Dirt(duplicates=90, bad_lines=40, missing_rate=0.2)
+    ).output
+    result = run_etl(raw, paths)
+    assert result.lines == 3000 + 90 + 40
+    assert result.clean == 3000
+    assert result.duplicates == 90
+    assert result.rejected == 40
+    assert result.lines == result.clean + result.duplicates + result.rejected
+    assert len(_rejected(paths, raw)) == 40
+    report = json.loads(paths.quality_report.read_text())
+    assert report["lines"] == result.lines
+    assert sum(report["rejected_by_reason"].values()) == 40
+
+
+def test_generator_bad_lines_get_the_right_reason(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = generate_events(
+        tmp_path / "raw.jsonl", 300, dirt=Dirt(bad_lines=len(BAD_LINE_KINDS))
+    ).output
+    run_etl(raw, paths)
+    reasons = sorted(row["reason"].split(" (")[0] for row in _rejected(paths, raw))
+    assert reasons == sorted(
+        [
+            "invalid JSON",
+            "invalid JSON",
+            "missing order object",
+            "missing is_returned",
+            "missing n_items",
+            "n_items is not an integer",
+            "basket_value is not a number",
+            "missing event_id",
+            "event_time is an epoch number, not an ISO-8601 timestamp",
+            "customer must be an object",
+        ]
+    )
+
+
+def test_latest_event_time_wins_a_duplicate(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = write_lines(
+        tmp_path / "raw.jsonl",
+        [
+            raw_event(event_time="2026-11-20T10:00:05Z", order__n_items=5),
+            raw_event(event_time="2026-11-20T10:00:01Z", order__n_items=1),
+            raw_event(event_time="2026-11-20T10:00:03Z", order__n_items=3),
+        ],
+    )
+    result = run_etl(raw, paths)
+    clean = pl.read_parquet(paths.parquet)
+    assert (result.clean, result.duplicates) == (1, 2)
+    assert clean["n_items"].to_list() == [5]
+
+
+def test_exact_tie_keeps_the_later_line(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = write_lines(
+        tmp_path / "raw.jsonl",
+        [
+            raw_event(order__n_items=1),
+            raw_event(order__n_items=2),
+        ],
+    )
+    run_etl(raw, paths)
+    assert pl.read_parquet(paths.parquet)["n_items"].to_list() == [2]
+
+
+def test_running_etl_twice_changes_nothing(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = generate_events(
+        tmp_path / "raw.jsonl", 2000, dirt=Dirt(duplicates=50, bad_lines=5)
+    ).output
+    run_etl(raw, paths)
+    first = {p: p.read_bytes() for p in (paths.parquet, paths.csv, paths.jsonl)}
+    again = run_etl(raw, paths)
+    assert {p: p.read_bytes() for p in first} == first
+    assert (again.new_events, again.changed_events, again.dataset_rows) == (0, 0, 2000)
+
+
+def test_merge_adds_new_events_and_updates_newer_ones(tmp_path: Path, paths: EtlPaths) -> None:
+    first = write_lines(
+        tmp_path / "a.jsonl",
+        [
+            raw_event(event_id="e1", event_time="2026-11-20T10:00:00Z"),
+            raw_event(event_id="e2", event_time="2026-11-20T10:00:00Z", order__n_items=2),
+        ],
+    )
+    second = write_lines(
+        tmp_path / "b.jsonl",
+        [
+            raw_event(event_id="e2", event_time="2026-11-20T11:00:00Z", order__n_items=9),
+            raw_event(event_id="e3", event_time="2026-11-20T09:00:00Z"),
+            raw_event(event_id="e1", event_time="2026-11-20T08:00:00Z", order__n_items=7),
+        ],
+    )
+    run_etl(first, paths)
+    result = run_etl(second, paths)
+    clean = pl.read_parquet(paths.parquet).sort("event_id")
+    assert clean["event_id"].to_list() == ["e1", "e2", "e3"]
+    assert clean["n_items"].to_list() == [3, 9, 3]  # e1's older copy did not win
+    assert (result.new_events, result.changed_events) == (1, 1)
+
+
+def test_replace_rebuilds_the_dataset(tmp_path: Path, paths: EtlPaths) -> None:
+    run_etl(write_lines(tmp_path / "a.jsonl", [raw_event(event_id="e1")]), paths)
+    run_etl(write_lines(tmp_path / "b.jsonl", [raw_event(event_id="e2")]), paths, merge=False)
+    assert pl.read_parquet(paths.parquet)["event_id"].to_list() == ["e2"]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (raw_event(order__is_returned=...), "missing is_returned"),
+        (raw_event(order__n_items=...), "missing n_items"),
+        (raw_event(order__n_items=None), "missing n_items"),
+        (raw_event(event_id=None), "missing event_id"),
+        (raw_event(event_id="  "), "missing event_id"),
+        (raw_event(event_time=1763634662123), "event_time is an epoch number"),
+        (raw_event(event_time="20/11/2026 10:31"), "event_time is not an ISO-8601 timestamp"),
+        (raw_event(event_time="1970-01-01T00:00:01Z"), "event_time is out of range"),
+        (raw_event(event_time=...), "missing event_time"),
+        (raw_event(order_id=None), "missing order_id"),
+        (raw_event(customer__customer_id=...), "missing customer_id"),
+        (raw_event(order=...), "missing order object"),
+        (raw_event(order__n_items=2.5), "n_items is not an integer"),
+        (raw_event(order__n_items=0), "n_items must be at least 1"),
+        (raw_event(order__is_returned=2), "is_returned must be 0 or 1"),
+        (raw_event(order__basket_value="12,5"), "basket_value is not a number"),
+        (raw_event(order__discount="NaN"), "discount is not a number"),
+        (
+            raw_event(order__basket_value=None, order__order_total=None),
+            "missing basket_value and order_total",
+        ),
+        (raw_event(order__shipping_fee=-1), "amounts must not be negative"),
+        (raw_event(order={"n_items": [1]}), "order.n_items must be a scalar"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"event_id": "x", "event_time": ', "invalid JSON"),
+        ("", "empty line"),
+    ],
+)
+def test_bad_records_are_quarantined_with_a_reason(
+    tmp_path: Path, paths: EtlPaths, line: object, reason: str
+) -> None:
+    raw = write_lines(tmp_path / "raw.jsonl", [raw_event(event_id="good"), line])
+    result = run_etl(raw, paths)
+    assert (result.clean, result.rejected) == (1, 1)
+    [rejected] = _rejected(paths, raw)
+    assert rejected["reason"].startswith(reason)
+    assert rejected["line_number"] == 2
+    assert rejected["raw"] == (line if isinstance(line, str) else json.dumps(line))
+
+
+def test_non_utf8_line_is_quarantined_not_fatal(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_bytes(json.dumps(raw_event()).encode() + b"\n" + b'{"event_id": "\xff\xfe"}\n')
+    result = run_etl(raw, paths)
+    assert (result.clean, result.rejected) == (1, 1)
+    assert _rejected(paths, raw)[0]["reason"] == "not UTF-8 text"
+
+
+def test_every_reason_is_documented(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = generate_events(tmp_path / "raw.jsonl", 500, dirt=Dirt(bad_lines=30)).output
+    run_etl(raw, paths)
+    for row in _rejected(paths, raw):
+        assert (
+            row["reason"] in schema.REJECT_REASONS
+            or row["reason"].startswith(schema.LINE_REASONS)
+            or any(part in row["reason"] for part in schema.LINE_REASONS)
+        )
+
+
+@pytest.mark.parametrize(
+    ("event_time", "expected"),
+    [
+        ("2026-11-20T10:31:02Z", "2026-11-20T10:31:02.000000Z"),
+        ("2026-11-20T10:31:02.5+02:00", "2026-11-20T08:31:02.500000Z"),
+        ("2026-11-20 10:31:02.123456", "2026-11-20T10:31:02.123456Z"),
+        ("2026-11-20T10:31:02-0530", "2026-11-20T16:01:02.000000Z"),
+    ],
+)
+def test_timestamps_are_converted_to_utc(
+    tmp_path: Path, paths: EtlPaths, event_time: str, expected: str
+) -> None:
+    run_etl(write_lines(tmp_path / "raw.jsonl", [raw_event(event_time=event_time)]), paths)
+    record = json.loads(paths.jsonl.read_text().splitlines()[0])
+    assert record["event_time"] == expected
+    assert record["event_year"] == int(expected[:4])
+    assert record["event_hour"] == int(expected[11:13])
+
+
+def test_text_is_normalised_and_missing_values_imputed(tmp_path: Path, paths: EtlPaths) -> None:
+    raw = write_lines(
+        tmp_path / "raw.jsonl",
+        [
+            raw_event(
+                customer__country=" fr ",
+                order__device="  MOBILE",
+                order__channel=None,
+                order__main_category="Home  Garden ",
+                order__discount=None,
+                order__shipping_fee=None,
+                order__basket_value=100.0,
+                order__order_total=104.99,
+            ),
+            raw_event(
+                event_id="e2",
+                customer__country="France",
+                order__device="",
+                order__basket_value=None,
+                order__order_total=55.0,
+                order__shipping_fee=5.0,
+                order__discount=10.0,
+            ),
+        ],
+    )
+    result = run_etl(raw, paths)
+    rows = pl.read_parquet(paths.parquet).sort("event_id").to_dicts()
+    first, second = rows[1], rows[0]
+    assert (first["country"], first["device"], first["channel"], first["main_category"]) == (
+        "FR",
+        "mobile",
+        "unknown",
+        "home garden",
+    )
+    assert (first["discount"], first["shipping_fee"]) == (0.0, 4.99)  # total - basket + discount
+    assert (second["country"], second["device"]) == ("UN", "unknown")
+    assert second["basket_value"] == 60.0  # 55 - 5 + 10
+    assert second["price_average_per_item"] == 20.0
+    assert result.imputed["channel"] == 1
+    assert result.normalised["device"] == 1
+
+
+def test_original_project_file_quirks(tmp_path: Path, paths: EtlPaths) -> None:
+    """Order ids reused across customers, nulls and duplicates, as the original generator did."""
+    raw = write_lines(
+        tmp_path / "raw.jsonl",
+        [
+            raw_event(event_id="a", order_id="ORD-1", customer__customer_id="C1"),
+            raw_event(
+                event_id="b",
+                order_id="ORD-1",
+                customer__customer_id="C2",
+                event_time="2026-11-21T00:00:00",
+            ),
+            raw_event(
+                event_id="b",
+                order_id="ORD-1",
+                customer__customer_id="C2",
+                event_time="2026-11-21T00:00:00",
+            ),
+            raw_event(event_id="c", order__channel=None, order__discount=None),
+        ],
+    )
+    result = run_etl(raw, paths)
+    assert (result.clean, result.duplicates, result.rejected) == (3, 1, 0)
+    report = json.loads(paths.quality_report.read_text())
+    assert report["dataset"]["order_ids_shared_by_several_customers"] == 1
+
+
+def test_missing_input_is_a_clear_error(tmp_path: Path, paths: EtlPaths) -> None:
+    with pytest.raises(OrderpipeError, match="input file not found"):
+        run_etl(tmp_path / "nope.jsonl", paths)
+
+
+def test_outputs_have_the_clean_contract_columns(tmp_path: Path, paths: EtlPaths) -> None:
+    run_etl(generate_events(tmp_path / "raw.jsonl", 100).output, paths)
+    assert pl.read_parquet(paths.parquet).columns == list(schema.CLEAN_COLUMNS)
+    assert pl.read_csv(paths.csv).columns == list(schema.CLEAN_COLUMNS)
+    assert list(json.loads(paths.jsonl.read_text().splitlines()[0])) == list(schema.CLEAN_COLUMNS)
+    assert pl.read_parquet(paths.parquet).schema == pl.Schema(schema.CLEAN_SCHEMA)
