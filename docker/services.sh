@@ -25,7 +25,13 @@ log() { printf 'services: %s\n' "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive FILE PATTERN: the PID in FILE runs and its command line mentions PATTERN (a PID file
+# left by a killed session may name a process that has nothing to do with us).
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local pid; pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
 
 # ---------------------------------------------------------------- MariaDB
 mariadb_bin() {
@@ -54,7 +60,7 @@ mariadb_up() {
   mariadb_install || return 1
   local dir=$state/mariadb
   mkdir -p "$dir"
-  if pid_alive "$dir/mariadb.pid"; then
+  if pid_alive "$dir/mariadb.pid" mariadbd; then
     log "MariaDB is running (pid $(cat "$dir/mariadb.pid")) but does not answer yet"
   else
     if port_open "$mysql_port"; then
@@ -81,7 +87,7 @@ mariadb_up() {
   local i
   for i in $(seq 1 120); do
     if mariadb --no-defaults -S "$dir/mariadb.sock" -u root -e 'SELECT 1' >/dev/null 2>&1; then break; fi
-    pid_alive "$dir/mariadb.pid" || { log "MariaDB exited at start: see $dir/error.log"; return 1; }
+    pid_alive "$dir/mariadb.pid" mariadbd || { log "MariaDB exited at start: see $dir/error.log"; return 1; }
     sleep 0.5
   done
   mariadb --no-defaults -S "$dir/mariadb.sock" -u root <<SQL || { log "could not create the test user"; return 1; }
@@ -98,9 +104,9 @@ SQL
 
 mariadb_down() {
   local pidf=$state/mariadb/mariadb.pid
-  if pid_alive "$pidf"; then
+  if pid_alive "$pidf" mariadbd; then
     kill "$(cat "$pidf")" && log "stopping MariaDB (pid $(cat "$pidf"))"
-    local i; for i in $(seq 1 60); do pid_alive "$pidf" || break; sleep 0.5; done
+    local i; for i in $(seq 1 60); do pid_alive "$pidf" mariadbd || break; sleep 0.5; done
   fi
   rm -f "$pidf"
 }
@@ -145,7 +151,7 @@ kafka_up() {
   kafka_jars || return 1
   local dir=$state/kafka cp="$here/kafka/target/lib/*"
   mkdir -p "$dir"
-  if pid_alive "$dir/kafka.pid"; then
+  if pid_alive "$dir/kafka.pid" kafka.Kafka; then
     log "Apache Kafka is running (pid $(cat "$dir/kafka.pid")) but does not answer yet"
   else
     if port_open "$kafka_port" || port_open "$controller_port"; then
@@ -188,7 +194,7 @@ PROPS
   local i
   for i in $(seq 1 120); do
     kafka_answers && { log "Apache Kafka answers on 127.0.0.1:$kafka_port"; return 0; }
-    pid_alive "$dir/kafka.pid" || { log "Apache Kafka exited at start: see $dir/kafka.log"; return 1; }
+    pid_alive "$dir/kafka.pid" kafka.Kafka || { log "Apache Kafka exited at start: see $dir/kafka.log"; return 1; }
     sleep 0.5
   done
   log "Apache Kafka did not answer within 60 s: see $dir/kafka.log"
@@ -197,10 +203,10 @@ PROPS
 
 kafka_down() {
   local pidf=$state/kafka/kafka.pid
-  if pid_alive "$pidf"; then
+  if pid_alive "$pidf" kafka.Kafka; then
     kill "$(cat "$pidf")" && log "stopping Apache Kafka (pid $(cat "$pidf"))"
-    local i; for i in $(seq 1 60); do pid_alive "$pidf" || break; sleep 0.5; done
-    pid_alive "$pidf" && kill -9 "$(cat "$pidf")"
+    local i; for i in $(seq 1 60); do pid_alive "$pidf" kafka.Kafka || break; sleep 0.5; done
+    pid_alive "$pidf" kafka.Kafka && kill -9 "$(cat "$pidf")"
   fi
   rm -f "$pidf"
 }
