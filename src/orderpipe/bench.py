@@ -75,10 +75,71 @@ def _ingest(workdir: str, url: str) -> dict[str, Any]:
     }
 
 
+def _train(workdir: str) -> dict[str, Any]:
+    from orderpipe.etl import EtlPaths
+    from orderpipe.generate import truth_path_for
+    from orderpipe.ml.train import run_train
+
+    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
+    results = run_train(
+        "all",
+        paths.parquet,
+        Path(workdir) / "artifacts",
+        truth_path=truth_path_for(Path(workdir) / "raw.jsonl"),
+    )
+    detail: dict[str, Any] = {"events": results[0].rows}
+    for result in results:
+        test = result.metrics["test"]
+        detail[f"{result.name}_seconds"] = round(result.seconds, 3)
+        detail[f"{result.name}_estimator"] = result.estimator
+        if result.name == "classification":
+            detail["roc_auc"] = round(test["roc_auc"], 4)
+            detail["brier"] = round(test["brier"], 4)
+            if "oracle" in result.metrics:
+                detail["oracle_roc_auc"] = round(result.metrics["oracle"]["roc_auc"], 4)
+                detail["oracle_brier"] = round(result.metrics["oracle"]["brier"], 4)
+        else:
+            detail["r2"] = round(test["r2"], 4)
+            detail["median_baseline_r2"] = round(result.metrics["median_baseline"]["r2"], 4)
+    return detail
+
+
+def _score(workdir: str) -> dict[str, Any]:
+    """Batch scoring alone (no database): one predict_proba per chunk of the clean dataset."""
+    from datetime import UTC, datetime
+
+    from orderpipe.etl import EtlPaths
+    from orderpipe.ingest import read_clean_dataset
+    from orderpipe.ml.model import load_model
+    from orderpipe.ml.predict import SCORE_CHUNK, score_batch
+
+    model = load_model(Path(workdir) / "artifacts", "classification")
+    clean = read_clean_dataset(
+        EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports").parquet
+    )
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    for offset in range(0, clean.height, SCORE_CHUNK):
+        score_batch(model, clean.slice(offset, SCORE_CHUNK), now)
+    return {"events": clean.height, "seconds": time.perf_counter() - started}
+
+
+def _predict(workdir: str, url: str) -> dict[str, Any]:
+    from orderpipe.etl import EtlPaths
+    from orderpipe.ml.predict import run_predict
+
+    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
+    result = run_predict(paths.parquet, url, Path(workdir) / "artifacts")
+    return {"events": result.scored, "seconds": result.seconds}
+
+
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {
     "generate": _generate,
     "etl": _etl,
     "ingest": _ingest,
+    "train": _train,
+    "score": _score,
+    "predict": _predict,
 }
 
 
@@ -121,7 +182,7 @@ def run_bench(
     workdir: Path | None = None,
     on_phase: Callable[[PhaseFigures], None] | None = None,
 ) -> BenchResult:
-    """Time generate, etl and ingest (SQLite, plus `database_url` when it is not SQLite).
+    """Time generate, etl, ingest, train, scoring and predict (SQLite, plus `database_url`).
 
     The orderpipe tables of `database_url` are dropped and recreated: point it at a database
     kept for benchmarks.
@@ -134,12 +195,16 @@ def run_bench(
             ("generate", "generate", (tmp, events, seed)),
             ("etl", "etl", (tmp,)),
             ("ingest-sqlite", "ingest", (tmp, f"sqlite:///{tmp}/bench.db")),
+            ("train", "train", (tmp,)),
+            ("score", "score", (tmp,)),
+            ("predict-sqlite", "predict", (tmp, f"sqlite:///{tmp}/bench.db")),
         ]
         if database_url and not database_url.startswith("sqlite"):
             from sqlalchemy.engine import make_url
 
             backend = make_url(database_url).get_backend_name()
             plan.append((f"ingest-{backend}", "ingest", (tmp, database_url)))
+            plan.append((f"predict-{backend}", "predict", (tmp, database_url)))
         for label, name, args in plan:
             figures = _measure(label, name, *args)
             phases.append(figures)

@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 app = typer.Typer(
     name="orderpipe",
-    help="An e-commerce order pipeline end to end: generate -> etl -> ingest (SQLite or MySQL).",
+    help="An e-commerce order pipeline end to end: generate -> etl -> ingest -> train -> predict.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -51,7 +51,7 @@ def main(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of failures.")] = False,
 ) -> None:
-    """orderpipe: generate -> etl -> ingest, each step its own command.
+    """orderpipe: generate -> etl -> ingest -> train -> predict, each step its own command.
 
     Settings come from ORDERPIPE_* environment variables and ./.env (see `orderpipe doctor`).
     """
@@ -345,6 +345,138 @@ def ingest(
 
 
 @app.command()
+def train(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="classification, regression or all.")] = "all",
+    input_path: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Clean Parquet; default: etl's dataset."),
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            help="Generator truth file for the oracle metrics; default: found beside "
+            "<data_dir>/raw/orders_events.jsonl when it exists."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and estimators.")] = 42,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the return classifier and/or the basket-value regressor; save Pipeline + metadata.
+
+    Writes <artifacts_dir>/<name>_model.joblib and <name>_model_meta.json.
+
+    Example: [bold]orderpipe train classification[/]
+    """
+    from orderpipe.etl import EtlPaths
+    from orderpipe.generate import truth_path_for
+    from orderpipe.ml.train import run_train
+
+    if model not in ("classification", "regression", "all"):
+        raise _fail(ctx, f"unknown model {model!r}: choose classification, regression or all", 2)
+
+    def call() -> Any:
+        settings = _settings(ctx)
+        dataset = input_path or EtlPaths.under(settings.data_dir, settings.reports_dir).parquet
+        truth_path = truth or truth_path_for(settings.data_dir / "raw" / "orders_events.jsonl")
+        return run_train(model, dataset, settings.artifacts_dir, seed=seed, truth_path=truth_path)
+
+    results = _run(ctx, call)
+
+    def render(out: Console) -> None:
+        for result in results:
+            test = result.metrics["test"]
+            rows = [
+                ("estimator", result.estimator),
+                ("model_version", result.model_version),
+                ("rows", _n(result.rows)),
+                ("seconds", f"{result.seconds:.1f}"),
+            ]
+            if result.name == "classification":
+                rows += [
+                    (key, f"{test[key]:.4f}")
+                    for key in (
+                        "roc_auc",
+                        "pr_auc",
+                        "log_loss",
+                        "brier",
+                        "f1",
+                        "precision",
+                        "recall",
+                    )
+                ]
+                if "oracle" in result.metrics:
+                    oracle = result.metrics["oracle"]
+                    rows += [
+                        ("oracle roc_auc", f"{oracle['roc_auc']:.4f}"),
+                        ("oracle brier", f"{oracle['brier']:.4f}"),
+                    ]
+            else:
+                base = result.metrics["median_baseline"]
+                rows += [
+                    (key, f"{test[key]:.3f} (median baseline {base[key]:.3f})")
+                    for key in ("mae", "rmse", "r2")
+                ]
+            rows.append(("model", str(result.model_path)))
+            out.print(_table(f"train {result.name}", rows))
+
+    _emit({"models": results}, as_json, render)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    input_path: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Clean dataset; default: etl's Parquet."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides ORDERPIPE_DATABASE_URL for this run.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score the clean dataset with the saved classifier into table_predictions.
+
+    Only events already in table_events are scored (run ingest first); the others are counted.
+
+    Example: [bold]orderpipe predict --json[/]
+    """
+    from orderpipe.etl import EtlPaths
+    from orderpipe.ml.predict import run_predict
+
+    def call() -> Any:
+        settings = _settings(ctx, database_url=database_url)
+        source = input_path or EtlPaths.under(settings.data_dir, settings.reports_dir).parquet
+        return run_predict(
+            source,
+            settings.url,
+            settings.artifacts_dir,
+            chunk_size=settings.ingest_chunk_size,
+            local_infile=settings.mysql_local_infile,
+        )
+
+    result = _run(ctx, call)
+    _emit(
+        result,
+        as_json,
+        lambda out: out.print(
+            _table(
+                "predict",
+                [
+                    ("database", result.database),
+                    ("model_version", result.model_version),
+                    ("events in dataset", _n(result.events)),
+                    ("scored", _n(result.scored)),
+                    ("not in table_events", _n(result.not_in_database)),
+                    ("scoring events/s", _n(result.scoring_events_per_second)),
+                    ("seconds", f"{result.seconds:.2f}"),
+                ],
+            )
+        ),
+    )
+
+
+@app.command()
 def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the settings in effect (secrets masked) and check the database and Kafka.
 
@@ -387,7 +519,7 @@ def bench(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Measure events/s and peak memory of generate, etl and ingest (each in its own process).
+    """Measure events/s and peak memory of every phase, each in its own process.
 
     Example: [bold]orderpipe bench --events 1000000 --json[/]
     """

@@ -359,6 +359,24 @@ def clean_lines(lines: pl.DataFrame) -> CleanBatch:
     )
 
 
+def clean_record_lines(lines: pl.DataFrame) -> CleanBatch:
+    """Clean-record JSON text (flat: the CSV/JSONL/Kafka form) -> clean rows, same rules.
+
+    Extra fields (event_year...) are recomputed from event_time, never trusted.
+    """
+    parsed = parse_lines(lines, FLAT_RAW_STRUCT)
+    flat = parsed.clean.select(
+        "line_number", pl.col("line").alias("raw"), pl.col("event").struct.unnest()
+    )
+    cleaned = clean_events(flat)
+    return CleanBatch(
+        clean=cleaned.clean,
+        rejected=pl.concat([parsed.rejected, cleaned.rejected]).sort("line_number"),
+        imputed=cleaned.imputed,
+        normalised=cleaned.normalised,
+    )
+
+
 # ---------------------------------------------------------------- the service
 @dataclass(frozen=True)
 class EtlPaths:

@@ -6,32 +6,14 @@ Chunked, one transaction per chunk; MySQL/MariaDB use LOAD DATA LOCAL INFILE whe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 
 from orderpipe import schema
+from orderpipe.db.upsert import Progress
 from orderpipe.errors import OrderpipeError
-
-if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
-Progress = Callable[[str, int, int], None]  # (table, rows done, rows in all)
-
-# Rows per transaction when the user sets none. SQLite rewrites every page a commit dirtied, so
-# fewer, larger commits go much faster; LOAD DATA pays per statement; PyMySQL's multi-row
-# executemany is best at moderate sizes.
-DEFAULT_CHUNK = {"sqlite": 250_000, "load-data": 500_000, "executemany": 20_000}
-
-
-def chunk_size_for(method: str, dialect: str, requested: int | None) -> int:
-    """The chunk size to use: the user's, else the default for this database and method."""
-    if requested:
-        return requested
-    return DEFAULT_CHUNK["sqlite"] if dialect == "sqlite" else DEFAULT_CHUNK[method]
 
 
 @dataclass(frozen=True)
@@ -122,37 +104,17 @@ def ingest_dataset(
     progress: Progress | None = None,
 ) -> IngestResult:
     """Upsert the clean records into the three tables, parents first, a transaction per chunk."""
-    from orderpipe.db.engine import create_tables, database_errors, make_engine
-    from orderpipe.db.models import Base
-    from orderpipe.db.upsert import local_infile_available, upsert, upsert_via_load_data
+    from orderpipe.db.engine import make_engine
+    from orderpipe.db.upsert import bulk_upsert
     from orderpipe.settings import mask_url
 
     began = time.perf_counter()
     frames = table_frames(clean)
     engine = make_engine(database_url, local_infile=local_infile)
     try:
-        create_tables(engine)
-        with database_errors(database_url):
-            with engine.connect() as conn:
-                fast = local_infile and local_infile_available(conn)
-            method = "load-data" if fast else "executemany"
-            size = chunk_size_for(method, engine.dialect.name, chunk_size)
-            with engine.connect() as conn:
-                _foreign_key_checks(conn, enabled=False)
-                for name, frame in frames.items():
-                    table = Base.metadata.tables[name]
-                    done = 0
-                    for offset in range(0, frame.height, size):
-                        chunk = frame.slice(offset, size)
-                        with conn.begin():
-                            if fast:
-                                upsert_via_load_data(conn, table, chunk)
-                            else:
-                                upsert(conn, table, chunk)
-                        done += chunk.height
-                        if progress:
-                            progress(name, done, frame.height)
-                _foreign_key_checks(conn, enabled=True)
+        method, size = bulk_upsert(
+            engine, frames, chunk_size=chunk_size, local_infile=local_infile, progress=progress
+        )
     finally:
         engine.dispose()
     seconds = time.perf_counter() - began
@@ -167,20 +129,6 @@ def ingest_dataset(
         seconds=seconds,
         events_per_second=frames["table_events"].height / seconds if seconds else 0.0,
     )
-
-
-def _foreign_key_checks(conn: Connection, enabled: bool) -> None:
-    """Switch the per-row foreign-key lookups of this connection on or off.
-
-    The bulk load switches them off (they cost 25-40 % of its time): it is safe by
-    construction, since every event's customer and order come from the same dataset and are
-    upserted first. Integration tests check the foreign keys after an ingest to prove it.
-    """
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if enabled else 'OFF'}")
-    elif conn.dialect.name in ("mysql", "mariadb"):
-        conn.exec_driver_sql(f"SET SESSION foreign_key_checks={int(enabled)}")
-    conn.commit()
 
 
 def run_ingest(

@@ -13,13 +13,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_bench_reports_each_phase(workdir: object) -> None:
-    result = CliRunner().invoke(app, ["bench", "--events", "3000", "--json"])
+    result = CliRunner().invoke(app, ["bench", "--events", "4000", "--json"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     phases = {p["phase"]: p for p in report["phases"]}
-    assert list(phases) == ["generate", "etl", "ingest-sqlite"]
-    assert phases["generate"]["events"] == 3000
-    assert phases["ingest-sqlite"]["events"] == 3000
+    assert list(phases) == ["generate", "etl", "ingest-sqlite", "train", "score", "predict-sqlite"]
+    assert phases["generate"]["events"] == 4000
+    assert phases["ingest-sqlite"]["events"] == 4000
+    assert phases["score"]["events"] == 4000
+    assert "roc_auc" in phases["train"]["detail"]
     for figures in phases.values():
         assert figures["seconds"] > 0
         assert figures["events_per_second"] > 0
@@ -29,8 +31,8 @@ def test_bench_reports_each_phase(workdir: object) -> None:
 @pytest.mark.mysql
 def test_bench_measures_mysql_too(workdir: object, mysql_url: str) -> None:
     result = CliRunner().invoke(
-        app, ["bench", "--events", "2000", "--json", "--database-url", mysql_url]
+        app, ["bench", "--events", "3000", "--json", "--database-url", mysql_url]
     )
     assert result.exit_code == 0, result.stderr
     phases = [p["phase"] for p in json.loads(result.stdout)["phases"]]
-    assert phases[-1] == "ingest-mysql"
+    assert phases[-2:] == ["ingest-mysql", "predict-mysql"]

@@ -186,3 +186,19 @@ def test_unreachable_database_is_one_clear_line(generated_clean: Path) -> None:
 def test_missing_dataset_says_which_command_to_run(tmp_path: Path) -> None:
     with pytest.raises(OrderpipeError, match="run `orderpipe etl` first"):
         run_ingest(tmp_path / "none.parquet", f"sqlite:///{tmp_path}/x.db")
+
+
+def test_predict_upserts_predictions_idempotently(
+    database_url: str, generated_clean: Path, tmp_path: Path
+) -> None:
+    from orderpipe.ml.predict import run_predict
+    from orderpipe.ml.train import run_train
+
+    run_train("classification", generated_clean, tmp_path / "artifacts")
+    run_ingest(generated_clean, database_url)
+    first = run_predict(generated_clean, database_url, tmp_path / "artifacts")
+    before = [row[:5] for row in dump(database_url)["table_predictions"]]
+    run_predict(generated_clean, database_url, tmp_path / "artifacts")
+    after = [row[:5] for row in dump(database_url)["table_predictions"]]
+    assert first.scored == len(after) == pl.read_parquet(generated_clean).height
+    assert before == after

@@ -20,9 +20,9 @@ def invoke(*args: str) -> object:
 def test_help_lists_the_commands_with_examples() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("generate", "etl", "ingest", "doctor", "bench"):
+    for command in ("generate", "etl", "ingest", "train", "predict", "doctor", "bench"):
         assert command in result.stdout
-    for command in ("generate", "etl", "ingest", "doctor", "bench"):
+    for command in ("generate", "etl", "ingest", "train", "predict", "doctor", "bench"):
         assert "Example:" in invoke(command, "--help").stdout
 
 
@@ -104,3 +104,26 @@ def test_doctor_passes_on_the_embedded_defaults(workdir: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert report["settings"]["database_url"] == "sqlite:///data/orderpipe.db"
+
+
+def test_train_and_predict_through_the_cli(workdir: Path) -> None:
+    assert invoke("generate", "--events", "1500").exit_code == 0
+    assert invoke("etl").exit_code == 0
+    assert invoke("ingest").exit_code == 0
+    trained = invoke("train", "--json")
+    assert trained.exit_code == 0, trained.stderr
+    names = [m["name"] for m in json.loads(trained.stdout)["models"]]
+    assert names == ["classification", "regression"]
+    predicted = invoke("predict", "--json")
+    assert predicted.exit_code == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["scored"] == 1500
+
+
+def test_predict_without_a_model_says_what_to_run(workdir: Path) -> None:
+    result = invoke("predict")
+    assert result.exit_code == 1
+    assert "run `orderpipe train classification`" in result.stderr
+
+
+def test_train_refuses_an_unknown_model_name(workdir: Path) -> None:
+    assert invoke("train", "forest").exit_code == 2

@@ -1,0 +1,1 @@
+"""Machine learning: one feature definition, training, and loading/scoring saved Pipelines."""

@@ -1,0 +1,124 @@
+"""Model artifacts: save a fitted Pipeline with its metadata atomically, load and check it, score.
+
+`<name>_model.joblib` holds the fitted Pipeline only; `<name>_model_meta.json` its metrics,
+features, data hash, library versions and `model_version` (a short hash of the joblib file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from orderpipe.errors import OrderpipeError
+from orderpipe.ml.features import SPECS, FeatureSpec, model_inputs
+
+
+def model_paths(artifacts_dir: Path, name: str) -> tuple[Path, Path]:
+    """(joblib, meta JSON) paths of the model called `name`."""
+    return artifacts_dir / f"{name}_model.joblib", artifacts_dir / f"{name}_model_meta.json"
+
+
+def library_versions() -> dict[str, str]:
+    import joblib
+    import sklearn
+
+    return {
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+        "polars": pl.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: str) -> str:
+    """Write the Pipeline and its metadata; returns model_version. Nothing half-written is left.
+
+    The joblib file is renamed into place first, then the metadata that names its hash: a reader
+    that sees a new model with old metadata notices the hash mismatch (see `load_model`).
+    """
+    import joblib
+
+    model_path, meta_path = model_paths(artifacts_dir, name)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    tmp_model = model_path.with_name(f".{model_path.name}.tmp-{os.getpid()}")
+    tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
+    try:
+        joblib.dump(pipeline, tmp_model, compress=3)
+        digest = hashlib.sha256(tmp_model.read_bytes()).hexdigest()
+        version = digest[:12]
+        full_meta = {
+            **meta,
+            "model_version": version,
+            "model_sha256": digest,
+            "libraries": library_versions(),
+        }
+        tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp_model, model_path)
+        os.replace(tmp_meta, meta_path)
+    finally:
+        for leftover in (tmp_model, tmp_meta):
+            leftover.unlink(missing_ok=True)
+    return version
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checked model ready to score clean records."""
+
+    name: str
+    pipeline: Any
+    meta: dict[str, Any]
+    spec: FeatureSpec
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["model_version"])
+
+    def predict_proba(self, clean: pl.DataFrame) -> np.ndarray:
+        """Probability of the positive class for each clean record, in one vectorised call."""
+        return self.pipeline.predict_proba(model_inputs(clean, self.spec))[:, 1]
+
+    def predict(self, clean: pl.DataFrame) -> np.ndarray:
+        return self.pipeline.predict(model_inputs(clean, self.spec))
+
+
+def load_model(artifacts_dir: Path, name: str) -> LoadedModel:
+    """Load `name` and refuse, in one line saying what to run, anything that could score wrong."""
+    import joblib
+    import sklearn
+
+    fix = f"run `orderpipe train {name}`"
+    model_path, meta_path = model_paths(artifacts_dir, name)
+    if not model_path.is_file() or not meta_path.is_file():
+        raise OrderpipeError(f"no {name} model in {artifacts_dir}: {fix}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OrderpipeError(f"unreadable model metadata {meta_path} ({exc}): {fix}") from None
+    spec = SPECS[name]
+    trained_with = str(meta.get("libraries", {}).get("scikit-learn", "?"))
+    if trained_with.split(".")[0] != sklearn.__version__.split(".")[0]:
+        raise OrderpipeError(
+            f"{model_path} was trained with scikit-learn {trained_with}, this is "
+            f"{sklearn.__version__}: {fix}"
+        )
+    if meta.get("features") != spec.columns:
+        raise OrderpipeError(
+            f"{model_path} expects features {meta.get('features')}, orderpipe "
+            f"provides {spec.columns}: {fix}"
+        )
+    data = model_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("model_sha256"):
+        raise OrderpipeError(f"{model_path} does not match its metadata {meta_path}: {fix}")
+    try:
+        pipeline = joblib.load(model_path)
+    except Exception as exc:
+        raise OrderpipeError(f"cannot load {model_path} ({type(exc).__name__}): {fix}") from None
+    return LoadedModel(name=name, pipeline=pipeline, meta=meta, spec=spec)

@@ -1,0 +1,395 @@
+"""Training: a calibrated return classifier and a basket-value regressor, chosen on validation.
+
+Splits are seeded (and stratified for the classifier): train 60 %, validation 20 %, test 20 %.
+Candidates are compared on validation; the test split is only used for the reported metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from orderpipe.errors import OrderpipeError
+from orderpipe.ml.features import CLASSIFICATION, REGRESSION, FeatureSpec, model_inputs
+from orderpipe.ml.model import save_model
+
+MIN_ROWS = 200
+RELIABILITY_BINS = 10
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One trained model: where it is, what it scored."""
+
+    name: str
+    estimator: str
+    model_version: str
+    model_path: Path
+    meta_path: Path
+    rows: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- pipelines
+def _preprocessor(spec: FeatureSpec, *, one_hot: bool) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    if one_hot:  # linear models: one-hot categories, imputed and scaled numbers
+        categorical: Any = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="constant", fill_value="unknown")),
+                ("encode", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
+            ]
+        )
+        numeric: Any = Pipeline(
+            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        )
+    else:  # trees: category codes (unknown and missing -> NaN, which trees handle), raw numbers
+        categorical = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan
+        )
+        numeric = "passthrough"
+    return ColumnTransformer(
+        [
+            ("categorical", categorical, list(spec.categorical)),
+            ("numeric", numeric, list(spec.numeric)),
+        ],
+        verbose_feature_names_out=False,
+    )
+
+
+def _candidates(spec: FeatureSpec, seed: int) -> dict[str, Any]:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import Pipeline
+
+    categorical = list(range(len(spec.categorical)))
+    if spec is CLASSIFICATION:
+        return {
+            "logistic_regression": Pipeline(
+                [
+                    ("features", _preprocessor(spec, one_hot=True)),
+                    ("model", LogisticRegression(C=1.0, max_iter=2000)),
+                ]
+            ),
+            "hist_gradient_boosting": Pipeline(
+                [
+                    ("features", _preprocessor(spec, one_hot=False)),
+                    (
+                        "model",
+                        HistGradientBoostingClassifier(
+                            categorical_features=categorical,
+                            learning_rate=0.1,
+                            max_iter=300,
+                            max_leaf_nodes=31,
+                            l2_regularization=1.0,
+                            early_stopping=True,
+                            validation_fraction=0.1,
+                            n_iter_no_change=15,
+                            random_state=seed,
+                        ),
+                    ),
+                ]
+            ),
+        }
+    return {
+        "ridge": Pipeline(
+            [("features", _preprocessor(spec, one_hot=True)), ("model", Ridge(alpha=1.0))]
+        ),
+        "hist_gradient_boosting": Pipeline(
+            [
+                ("features", _preprocessor(spec, one_hot=False)),
+                (
+                    "model",
+                    HistGradientBoostingRegressor(
+                        categorical_features=categorical,
+                        learning_rate=0.1,
+                        max_iter=300,
+                        early_stopping=True,
+                        validation_fraction=0.1,
+                        n_iter_no_change=15,
+                        random_state=seed,
+                    ),
+                ),
+            ]
+        ),
+    }
+
+
+# ---------------------------------------------------------------- splits and metrics
+def split_indices(
+    n: int, seed: int, stratify: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded 60/20/20 train/validation/test indices (stratified when `stratify` is given)."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(n)
+    rest, test = train_test_split(index, test_size=0.2, random_state=seed, stratify=stratify)
+    train, val = train_test_split(
+        rest,
+        test_size=0.25,
+        random_state=seed,
+        stratify=None if stratify is None else stratify[rest],
+    )
+    return train, val, test
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
+    """ROC AUC, PR AUC, log loss, Brier, thresholded scores, confusion matrix, reliability."""
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    predicted = (proba >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
+    return {
+        "roc_auc": float(roc_auc_score(y, proba)),
+        "pr_auc": float(average_precision_score(y, proba)),
+        "log_loss": float(log_loss(y, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "brier": float(brier_score_loss(y, proba)),
+        "threshold": float(threshold),
+        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "precision": float(precision_score(y, predicted, zero_division=0)),
+        "recall": float(recall_score(y, predicted, zero_division=0)),
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "positive_rate": float(y.mean()),
+        "reliability": reliability_table(y, proba),
+    }
+
+
+def reliability_table(y: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
+    """Per probability decile bin: mean predicted probability vs observed return rate."""
+    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+    bins = np.clip(np.digitize(proba, edges[1:-1]), 0, RELIABILITY_BINS - 1)
+    table = []
+    for b in range(RELIABILITY_BINS):
+        mask = bins == b
+        if mask.any():
+            table.append(
+                {
+                    "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                    "count": int(mask.sum()),
+                    "mean_predicted": float(proba[mask].mean()),
+                    "observed_rate": float(y[mask].mean()),
+                }
+            )
+    return table
+
+
+def best_f1_threshold(y: np.ndarray, proba: np.ndarray) -> float:
+    """The probability cut that maximises F1 (chosen on validation, reported on test)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y, proba)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-12), 0)
+    return float(thresholds[int(np.argmax(f1[:-1]))]) if len(thresholds) else 0.5
+
+
+def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {
+        "mae": float(mean_absolute_error(y, predicted)),
+        "rmse": float(np.sqrt(mean_squared_error(y, predicted))),
+        "r2": float(r2_score(y, predicted)),
+    }
+
+
+def dataset_hash(clean: pl.DataFrame) -> str:
+    """A content hash of the training rows (order-independent)."""
+    digest = hashlib.sha256()
+    digest.update(str(clean.height).encode())
+    digest.update(str(int(clean.hash_rows(seed=0).sum())).encode())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- training
+def _base_meta(
+    spec: FeatureSpec, clean: pl.DataFrame, splits: dict[str, int], seed: int, estimator: str
+) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "target": spec.target,
+        "estimator": estimator,
+        "features": spec.columns,
+        "feature_dtypes": spec.dtypes(),
+        "training_rows": clean.height,
+        "splits": splits,
+        "seed": seed,
+        "data_hash": dataset_hash(clean),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def train_classifier(
+    clean: pl.DataFrame, artifacts_dir: Path, *, seed: int = 42, truth: pl.DataFrame | None = None
+) -> TrainResult:
+    """Fit both candidates, keep the better on validation log loss, calibrate, test, save."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.metrics import log_loss, roc_auc_score
+    from sklearn.pipeline import Pipeline
+
+    began = time.perf_counter()
+    spec = CLASSIFICATION
+    _check_rows(clean, spec)
+    y = clean[spec.target].to_numpy().astype(int)
+    if len(np.unique(y)) < 2:
+        raise OrderpipeError("the training data has only one is_returned value: cannot train")
+    x = model_inputs(clean, spec)
+    train, val, test = split_indices(clean.height, seed, stratify=y)
+    validation: dict[str, dict[str, float]] = {}
+    fitted: dict[str, Any] = {}
+    for name, pipeline in _candidates(spec, seed).items():
+        pipeline.fit(x[train], y[train])
+        proba = pipeline.predict_proba(x[val])[:, 1]
+        validation[name] = {
+            "log_loss": float(log_loss(y[val], proba, labels=[0, 1])),
+            "roc_auc": float(roc_auc_score(y[val], proba)),
+        }
+        fitted[name] = pipeline
+    chosen = min(validation, key=lambda name: validation[name]["log_loss"])
+    best = fitted[chosen]
+    # Calibrate the chosen model on the validation split (the model itself never saw it).
+    method = "isotonic" if len(val) >= 5_000 else "sigmoid"
+    features = best.named_steps["features"]
+    calibrated = CalibratedClassifierCV(FrozenEstimator(best.named_steps["model"]), method=method)
+    calibrated.fit(features.transform(x[val]), y[val])
+    final = Pipeline([("features", features), ("model", calibrated)])
+    threshold = best_f1_threshold(y[val], final.predict_proba(x[val])[:, 1])
+    test_proba = final.predict_proba(x[test])[:, 1]
+    metrics: dict[str, Any] = {
+        "test": classification_metrics(y[test], test_proba, threshold),
+        "validation": validation,
+        "calibration": method,
+    }
+    oracle = _oracle_metrics(clean[test], y[test], truth, threshold)
+    if oracle:
+        metrics["oracle"] = oracle
+        metrics["gap_to_oracle"] = {
+            "roc_auc": metrics["test"]["roc_auc"] - oracle["roc_auc"],
+            "brier": metrics["test"]["brier"] - oracle["brier"],
+        }
+    meta = _base_meta(
+        spec, clean, {"train": len(train), "validation": len(val), "test": len(test)}, seed, chosen
+    )
+    meta["metrics"] = metrics
+    version = save_model(final, meta, artifacts_dir, spec.name)
+    return _result(spec, chosen, version, artifacts_dir, clean.height, metrics, began)
+
+
+def _oracle_metrics(
+    test_rows: pl.DataFrame, y: np.ndarray, truth: pl.DataFrame | None, threshold: float
+) -> dict[str, Any] | None:
+    """The generator's true probabilities scored like a model: the best any model can do."""
+    if truth is None:
+        return None
+    joined = (
+        test_rows.select("event_id")
+        .with_row_index("_i")
+        .join(truth.select("event_id", "return_proba"), on="event_id", how="left")
+        .sort("_i")
+    )
+    if joined["return_proba"].null_count() > 0:
+        return None  # not (all) generated by our generator: no oracle
+    metrics = classification_metrics(y, joined["return_proba"].to_numpy(), threshold)
+    metrics.pop("reliability")
+    return metrics
+
+
+def train_regressor(clean: pl.DataFrame, artifacts_dir: Path, *, seed: int = 42) -> TrainResult:
+    """Fit both candidates on basket value, keep the better on validation RMSE, test, save."""
+    began = time.perf_counter()
+    spec = REGRESSION
+    _check_rows(clean, spec)
+    y = clean[spec.target].to_numpy().astype(float)
+    x = model_inputs(clean, spec)
+    train, val, test = split_indices(clean.height, seed)
+    validation: dict[str, dict[str, float]] = {}
+    fitted: dict[str, Any] = {}
+    for name, pipeline in _candidates(spec, seed).items():
+        pipeline.fit(x[train], y[train])
+        validation[name] = regression_metrics(y[val], pipeline.predict(x[val]))
+        fitted[name] = pipeline
+    chosen = min(validation, key=lambda name: validation[name]["rmse"])
+    final = fitted[chosen]
+    median = float(np.median(y[train]))
+    metrics = {
+        "test": regression_metrics(y[test], final.predict(x[test])),
+        "median_baseline": regression_metrics(y[test], np.full(len(test), median)),
+        "validation": validation,
+    }
+    meta = _base_meta(
+        spec, clean, {"train": len(train), "validation": len(val), "test": len(test)}, seed, chosen
+    )
+    meta["metrics"] = metrics
+    version = save_model(final, meta, artifacts_dir, spec.name)
+    return _result(spec, chosen, version, artifacts_dir, clean.height, metrics, began)
+
+
+def _check_rows(clean: pl.DataFrame, spec: FeatureSpec) -> None:
+    if clean.height < MIN_ROWS:
+        raise OrderpipeError(
+            f"{clean.height} clean events is too few to train the {spec.name} "
+            f"model (at least {MIN_ROWS}): generate more events"
+        )
+
+
+def _result(
+    spec: FeatureSpec,
+    chosen: str,
+    version: str,
+    artifacts_dir: Path,
+    rows: int,
+    metrics: dict[str, Any],
+    began: float,
+) -> TrainResult:
+    from orderpipe.ml.model import model_paths
+
+    model_path, meta_path = model_paths(artifacts_dir, spec.name)
+    return TrainResult(
+        name=spec.name,
+        estimator=chosen,
+        model_version=version,
+        model_path=model_path,
+        meta_path=meta_path,
+        rows=rows,
+        metrics=metrics,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def run_train(
+    kind: str, dataset: Path, artifacts_dir: Path, *, seed: int = 42, truth_path: Path | None = None
+) -> list[TrainResult]:
+    """Train `classification`, `regression` or `all` from the clean Parquet."""
+    from orderpipe.ingest import read_clean_dataset
+
+    if kind not in ("classification", "regression", "all"):
+        raise OrderpipeError(f"unknown model {kind!r}: choose classification, regression or all")
+    clean = read_clean_dataset(dataset)
+    truth = pl.read_parquet(truth_path) if truth_path and truth_path.is_file() else None
+    results = []
+    if kind in ("classification", "all"):
+        results.append(train_classifier(clean, artifacts_dir, seed=seed, truth=truth))
+    if kind in ("regression", "all"):
+        results.append(train_regressor(clean, artifacts_dir, seed=seed))
+    return results

@@ -1,0 +1,240 @@
+"""Models: features without leaks, one Pipeline scoring every source alike, safe artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from orderpipe.errors import OrderpipeError
+from orderpipe.etl import EtlPaths, clean_lines, clean_record_lines, run_etl
+from orderpipe.generate import Dirt, generate_events, truth_path_for
+from orderpipe.ingest import read_clean_dataset, run_ingest
+from orderpipe.ml.features import CLASSIFICATION, REGRESSION, model_inputs
+from orderpipe.ml.model import load_model, model_paths
+from orderpipe.ml.predict import run_predict
+from orderpipe.ml.train import run_train
+from tests.factories import raw_event
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    raw = generate_events(root / "raw.jsonl", 6000, seed=5, dirt=Dirt(duplicates=60)).output
+    paths = EtlPaths.under(root / "data", root / "reports")
+    run_etl(raw, paths)
+    run_train("all", paths.parquet, root / "artifacts", truth_path=truth_path_for(raw))
+    return {
+        "root": root,
+        "parquet": paths.parquet,
+        "csv": paths.csv,
+        "jsonl": paths.jsonl,
+        "artifacts": root / "artifacts",
+    }
+
+
+def test_features_leave_out_identifiers_targets_and_leaks() -> None:
+    for spec in (CLASSIFICATION, REGRESSION):
+        for banned in (
+            "event_id",
+            "order_id",
+            "customer_id",
+            "is_returned",
+            "event_year",
+            "event_day",
+            "event_month",
+        ):
+            assert banned not in spec.columns
+    for leak in (
+        "basket_value",
+        "order_total",
+        "shipping_fee",
+        "discount",
+        "price_average_per_item",
+    ):
+        assert leak not in REGRESSION.columns
+
+
+def test_raw_event_clean_row_and_stream_message_score_identically(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    model = load_model(trained["artifacts"], "classification")
+    event = raw_event(
+        event_id="same",
+        event_time="2026-11-21T19:05:00+01:00",
+        order__device=" Mobile",
+        order__discount=4.5,
+        order__order_total=116.0,
+    )
+    from_raw = clean_lines(pl.DataFrame({"line_number": [1], "line": [json.dumps(event)]})).clean
+    frame = from_raw.drop("line_number")
+    csv_path = tmp_path / "row.csv"
+    frame.with_columns(pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")).write_csv(
+        csv_path
+    )
+    from_csv = read_clean_dataset(csv_path)
+    message = (
+        frame.with_columns(pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        .write_ndjson()
+        .strip()
+    )
+    from_stream = clean_record_lines(pl.DataFrame({"line_number": [1], "line": [message]})).clean
+    scores = [float(model.predict_proba(f)[0]) for f in (from_raw, from_csv, from_stream)]
+    assert scores[0] == scores[1] == scores[2]
+    assert 0.0 < scores[0] < 1.0
+
+
+def test_unknown_categories_and_missing_numbers_still_score(trained: dict[str, Path]) -> None:
+    model = load_model(trained["artifacts"], "classification")
+    regressor = load_model(trained["artifacts"], "regression")
+    clean = (
+        read_clean_dataset(trained["parquet"])
+        .head(3)
+        .with_columns(
+            pl.lit("never-seen").alias("main_category"),
+            pl.lit("ZZ").alias("country"),
+            pl.lit(None, dtype=pl.Int32).alias("n_items"),
+            pl.lit(None, dtype=pl.Float64).alias("basket_value"),
+        )
+    )
+    proba = model.predict_proba(clean)
+    assert np.isfinite(proba).all() and ((proba > 0) & (proba < 1)).all()
+    assert np.isfinite(regressor.predict(clean)).all()
+
+
+def test_metadata_has_every_field(trained: dict[str, Path]) -> None:
+    _, meta_path = model_paths(trained["artifacts"], "classification")
+    meta = json.loads(meta_path.read_text())
+    for key in (
+        "model_version",
+        "features",
+        "feature_dtypes",
+        "data_hash",
+        "training_rows",
+        "libraries",
+        "created_at",
+        "estimator",
+        "metrics",
+    ):
+        assert key in meta
+    test = meta["metrics"]["test"]
+    for key in (
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "f1",
+        "precision",
+        "recall",
+        "threshold",
+        "confusion_matrix",
+        "reliability",
+    ):
+        assert key in test
+    assert set(test["confusion_matrix"]) == {"tn", "fp", "fn", "tp"}
+    assert sum(row["count"] for row in test["reliability"]) == meta["splits"]["test"]
+    assert set(meta["metrics"]["validation"]) == {"logistic_regression", "hist_gradient_boosting"}
+    assert "roc_auc" in meta["metrics"]["oracle"]
+    assert meta["libraries"]["scikit-learn"]
+    regression = json.loads(model_paths(trained["artifacts"], "regression")[1].read_text())
+    for key in ("mae", "rmse", "r2"):
+        assert key in regression["metrics"]["test"]
+        assert key in regression["metrics"]["median_baseline"]
+    assert regression["metrics"]["test"]["r2"] > regression["metrics"]["median_baseline"]["r2"]
+
+
+def test_predict_is_idempotent_and_counts_events_not_ingested(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path}/p.db"
+    clean = read_clean_dataset(trained["parquet"])
+    ingested = tmp_path / "part.parquet"
+    clean.head(4000).write_parquet(ingested)
+    run_ingest(ingested, url)
+    first = run_predict(trained["parquet"], url, trained["artifacts"])
+    assert (first.scored, first.not_in_database) == (4000, clean.height - 4000)
+    query = "SELECT event_id, return_proba, model_version FROM table_predictions ORDER BY event_id"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        before = conn.execute(text(query)).all()
+    run_predict(trained["parquet"], url, trained["artifacts"])
+    with engine.connect() as conn:
+        after = conn.execute(text(query)).all()
+    engine.dispose()
+    assert before == after and len(after) == 4000
+
+
+def _copy_artifacts(trained: dict[str, Path], tmp_path: Path) -> Path:
+    target = tmp_path / "artifacts"
+    target.mkdir()
+    for path in trained["artifacts"].iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda meta: meta.update(features=["n_items"]), "expects features"),
+        (
+            lambda meta: meta["libraries"].update({"scikit-learn": "0.24.2"}),
+            "trained with scikit-learn 0.24.2",
+        ),
+        (lambda meta: meta.update(model_sha256="0" * 64), "does not match its metadata"),
+    ],
+)
+def test_incompatible_model_is_a_clear_error(
+    trained: dict[str, Path], tmp_path: Path, tamper: object, message: str
+) -> None:
+    artifacts = _copy_artifacts(trained, tmp_path)
+    _, meta_path = model_paths(artifacts, "classification")
+    meta = json.loads(meta_path.read_text())
+    tamper(meta)  # type: ignore[operator]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(OrderpipeError) as caught:
+        load_model(artifacts, "classification")
+    assert message in str(caught.value)
+    assert str(caught.value).endswith("run `orderpipe train classification`")
+
+
+def test_missing_model_says_which_command_to_run(tmp_path: Path) -> None:
+    with pytest.raises(OrderpipeError, match="run `orderpipe train classification`"):
+        load_model(tmp_path, "classification")
+
+
+def test_failed_training_leaves_the_previous_model_whole(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import joblib
+
+    artifacts = _copy_artifacts(trained, tmp_path)
+    before = {p.name: p.read_bytes() for p in artifacts.iterdir()}
+
+    def broken_dump(*_args: object, **_kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(joblib, "dump", broken_dump)
+    with pytest.raises(OSError):
+        run_train("classification", trained["parquet"], artifacts)
+    assert {p.name: p.read_bytes() for p in artifacts.iterdir()} == before
+    assert load_model(artifacts, "classification").version
+
+
+def test_too_little_data_is_refused(tmp_path: Path) -> None:
+    raw = generate_events(tmp_path / "raw.jsonl", 50).output
+    paths = EtlPaths.under(tmp_path / "data", tmp_path / "reports")
+    run_etl(raw, paths)
+    with pytest.raises(OrderpipeError, match="too few"):
+        run_train("classification", paths.parquet, tmp_path / "artifacts")
+    assert not (tmp_path / "artifacts" / "classification_model.joblib").exists()
+
+
+def test_model_inputs_derive_the_same_columns_as_the_spec(trained: dict[str, Path]) -> None:
+    clean = read_clean_dataset(trained["parquet"]).head(10)
+    assert model_inputs(clean, CLASSIFICATION).columns == CLASSIFICATION.columns
+    assert model_inputs(clean, REGRESSION).columns == REGRESSION.columns
