@@ -21,6 +21,8 @@ run: install
 	$(BIN)/orderpipe generate --events $(EVENTS)
 	$(BIN)/orderpipe etl
 	$(BIN)/orderpipe ingest
+	$(BIN)/orderpipe train
+	$(BIN)/orderpipe predict
 
 lint: install
 	$(BIN)/ruff check src tests

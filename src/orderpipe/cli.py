@@ -129,6 +129,11 @@ def _emit(result: Any, as_json: bool, render: Callable[[Console], None]) -> None
         sys.stdout.flush()
 
 
+def _emit_table(result: Any, as_json: bool, title: str, rows: list[tuple[str, str]]) -> None:
+    """Render `rows` as a two-column table (or dump `result` with --json)."""
+    _emit(result, as_json, lambda out: out.print(_table(title, rows)))
+
+
 @contextmanager
 def _progress(as_json: bool) -> Iterator[Progress]:
     """A progress display on stderr when it is a terminal; silent otherwise."""
@@ -208,22 +213,18 @@ def generate(
         return generate_events(target, events, seed=seed, dirt=dirt, days=days)
 
     result = _run(ctx, call)
-    _emit(
+    _emit_table(
         result,
         as_json,
-        lambda out: out.print(
-            _table(
-                "generate",
-                [
-                    ("events", _n(result.events)),
-                    ("duplicate lines", _n(result.duplicates)),
-                    ("bad lines", _n(result.bad_lines)),
-                    ("lines written", _n(result.lines)),
-                    ("seconds", f"{result.seconds:.2f}"),
-                    ("output", str(result.output)),
-                ],
-            )
-        ),
+        "generate",
+        [
+            ("events", _n(result.events)),
+            ("duplicate lines", _n(result.duplicates)),
+            ("bad lines", _n(result.bad_lines)),
+            ("lines written", _n(result.lines)),
+            ("seconds", f"{result.seconds:.2f}"),
+            ("output", str(result.output)),
+        ],
     )
 
 
@@ -324,23 +325,19 @@ def ingest(
             )
 
         result = _run(ctx, call)
-    _emit(
+    _emit_table(
         result,
         as_json,
-        lambda out: out.print(
-            _table(
-                "ingest",
-                [
-                    ("database", result.database),
-                    ("method", result.method),
-                    ("events", _n(result.events)),
-                    ("orders", _n(result.orders)),
-                    ("customers", _n(result.customers)),
-                    ("seconds", f"{result.seconds:.2f}"),
-                    ("events/s", _n(result.events_per_second)),
-                ],
-            )
-        ),
+        "ingest",
+        [
+            ("database", result.database),
+            ("method", result.method),
+            ("events", _n(result.events)),
+            ("orders", _n(result.orders)),
+            ("customers", _n(result.customers)),
+            ("seconds", f"{result.seconds:.2f}"),
+            ("events/s", _n(result.events_per_second)),
+        ],
     )
 
 
@@ -456,23 +453,19 @@ def predict(
         )
 
     result = _run(ctx, call)
-    _emit(
+    _emit_table(
         result,
         as_json,
-        lambda out: out.print(
-            _table(
-                "predict",
-                [
-                    ("database", result.database),
-                    ("model_version", result.model_version),
-                    ("events in dataset", _n(result.events)),
-                    ("scored", _n(result.scored)),
-                    ("not in table_events", _n(result.not_in_database)),
-                    ("scoring events/s", _n(result.scoring_events_per_second)),
-                    ("seconds", f"{result.seconds:.2f}"),
-                ],
-            )
-        ),
+        "predict",
+        [
+            ("database", result.database),
+            ("model_version", result.model_version),
+            ("events in dataset", _n(result.events)),
+            ("scored", _n(result.scored)),
+            ("not in table_events", _n(result.not_in_database)),
+            ("scoring events/s", _n(result.scoring_events_per_second)),
+            ("seconds", f"{result.seconds:.2f}"),
+        ],
     )
 
 
