@@ -3,8 +3,8 @@
 # MariaDB from Debian's mariadb-server package and Apache Kafka (KRaft, one combined
 # broker+controller) from its Maven Central artifacts (version pinned in docker/kafka/pom.xml).
 #
-#   docker/services.sh up     install what is missing, start both, wait until they answer
-#   docker/services.sh down   stop what `up` started (by PID)
+#   docker/services.sh up [mariadb|kafka]    install what is missing, start, wait for answers
+#   docker/services.sh down [mariadb|kafka]  stop what `up` started (by PID)
 #   docker/services.sh env    print the export lines the tests read (only for services that answer)
 #   docker/services.sh status one line per service
 #
@@ -212,15 +212,23 @@ kafka_down() {
 }
 
 # ---------------------------------------------------------------- commands
+# `up`/`down` take an optional service name (mariadb or kafka); the tests use it to take the
+# database away in the middle of a stream.
 case "${1:-}" in
   up)
     rc=0
-    mariadb_up || rc=1
-    kafka_up || rc=1
+    case "${2:-all}" in
+      mariadb) mariadb_up || rc=1 ;;
+      kafka) kafka_up || rc=1 ;;
+      *) mariadb_up || rc=1; kafka_up || rc=1 ;;
+    esac
     exit $rc ;;
   down)
-    kafka_down
-    mariadb_down ;;
+    case "${2:-all}" in
+      mariadb) mariadb_down ;;
+      kafka) kafka_down ;;
+      *) kafka_down; mariadb_down ;;
+    esac ;;
   env)
     if mysql_answers; then
       echo "export ORDERPIPE_TEST_MYSQL_URL='mysql+pymysql://$db_user:$db_password@127.0.0.1:$mysql_port/$db_name'"

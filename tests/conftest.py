@@ -62,7 +62,7 @@ def mysql_url(mysql_server_url: str) -> Iterator[str]:
     from sqlalchemy.engine import make_url
 
     name = f"orderpipe_it_{uuid.uuid4().hex[:10]}"
-    server = create_engine(make_url(mysql_server_url))
+    server = create_engine(make_url(mysql_server_url), pool_pre_ping=True)  # survives restarts
     with server.begin() as conn:
         conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     try:

@@ -5,6 +5,8 @@ No logic lives here. Heavy libraries are imported inside the commands so `--help
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import sys
@@ -467,6 +469,255 @@ def predict(
             ("seconds", f"{result.seconds:.2f}"),
         ],
     )
+
+
+stream_app = typer.Typer(
+    help="Kafka streaming: produce events, consume them into the database, or both at once.",
+    no_args_is_help=True,
+)
+app.add_typer(stream_app, name="stream")
+
+BatchSize = Annotated[int, typer.Option(min=1, help="Messages per micro-batch.")]
+BatchWait = Annotated[int, typer.Option(min=1, help="Longest wait for a batch, in ms.")]
+SourceKind = Annotated[
+    str, typer.Option("--source", help="clean (etl's JSON Lines) or raw (generator file).")
+]
+
+
+def _default_stream_source(settings: Settings, kind: str) -> Path:
+    from orderpipe.etl import EtlPaths
+
+    if kind == "raw":
+        return settings.data_dir / "raw" / "orders_events.jsonl"
+    return EtlPaths.under(settings.data_dir, settings.reports_dir).jsonl
+
+
+def _producer_options(**values: Any) -> Any:
+    from orderpipe.stream.producer import ProducerOptions
+
+    return ProducerOptions(**values)
+
+
+@stream_app.command("produce")
+def stream_produce(
+    ctx: typer.Context,
+    input_path: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Default: etl's JSON Lines (clean).")
+    ] = None,
+    source: SourceKind = "clean",
+    limit: Annotated[int | None, typer.Option(min=1, help="Send at most N events.")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="Events per second.")] = None,
+    partitions: Annotated[int, typer.Option(min=1, help="For a topic created here.")] = 3,
+    linger_ms: Annotated[int, typer.Option(min=0)] = 5,
+    max_batch_size: Annotated[int, typer.Option(min=1024, help="Bytes per batch.")] = 262_144,
+    compression: Annotated[
+        str | None, typer.Option(help="gzip, snappy, lz4 or zstd (as the client supports).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send events to the topic, keyed by order_id (creates the topic when missing).
+
+    Example: [bold]orderpipe stream produce --source raw --rate 2000[/]
+    """
+    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.producer import produce
+
+    def call() -> Any:
+        settings = _settings(ctx)
+        path = input_path or _default_stream_source(settings, source)
+        options = _producer_options(
+            linger_ms=linger_ms,
+            max_batch_size=max_batch_size,
+            compression=compression,
+            partitions=partitions,
+            limit=limit,
+            rate=rate,
+        )
+        with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+            return asyncio.run(
+                produce(
+                    endpoint.bootstrap,
+                    settings.kafka_topic,
+                    path,
+                    kind=source,
+                    embedded=endpoint.embedded,
+                    options=options,
+                )
+            )
+
+    result = _run(ctx, call)
+    rows = [("topic", result.topic), ("sent", _n(result.sent)), ("skipped", _n(result.skipped))]
+    rows += [(f"  {reason}", _n(count)) for reason, count in result.skipped_by_reason.items()]
+    rows += [("events/s", _n(result.events_per_second)), ("seconds", f"{result.seconds:.2f}")]
+    _emit_table(result, as_json, "stream produce", rows)
+
+
+@stream_app.command("consume")
+def stream_consume(
+    ctx: typer.Context,
+    batch_size: BatchSize = 20_000,
+    batch_wait_ms: BatchWait = 100,
+    max_events: Annotated[int | None, typer.Option(min=1, help="Stop after N messages.")] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Stop after S seconds without messages (counted from the partition assignment).",
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides ORDERPIPE_DATABASE_URL for this run.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Consume micro-batches into the database with predictions; more processes = more throughput.
+
+    Ctrl-C / SIGTERM finish the current batch, commit it, and exit 0.
+
+    Example: [bold]orderpipe stream consume --idle-timeout 10[/]
+    """
+    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
+
+    def call() -> Any:
+        settings = _settings(ctx, database_url=database_url)
+        options = ConsumerOptions(
+            batch_size=batch_size,
+            batch_wait_ms=batch_wait_ms,
+            max_events=max_events,
+            idle_timeout=idle_timeout,
+        )
+        with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+            consumer = StreamConsumer(
+                endpoint.bootstrap,
+                settings.kafka_topic,
+                settings.kafka_group_id,
+                settings.url,
+                settings.artifacts_dir,
+                embedded=endpoint.embedded,
+                options=options,
+            )
+            return asyncio.run(_until_signal(consumer.run(), consumer.stop))
+
+    result = _run(ctx, call)
+    _emit_table(
+        result,
+        as_json,
+        "stream consume",
+        [
+            ("consumed", _n(result.consumed)),
+            ("stored", _n(result.stored)),
+            ("dead-lettered", _n(result.dead_lettered)),
+            ("batches", _n(result.batches)),
+            ("database retries", _n(result.database_retries)),
+            ("events/s", _n(result.events_per_second)),
+            ("seconds", f"{result.seconds:.2f}"),
+        ],
+    )
+
+
+@stream_app.command("run")
+def stream_run(
+    ctx: typer.Context,
+    input_path: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Default: etl's JSON Lines (clean).")
+    ] = None,
+    source: SourceKind = "clean",
+    limit: Annotated[int | None, typer.Option(min=1, help="Send at most N events.")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="Events per second.")] = None,
+    batch_size: BatchSize = 20_000,
+    batch_wait_ms: BatchWait = 100,
+    partitions: Annotated[int, typer.Option(min=1)] = 3,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides ORDERPIPE_DATABASE_URL for this run.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Producer and consumer together until every event is stored or dead-lettered.
+
+    Example: [bold]orderpipe stream run --source raw[/]
+    """
+    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.consumer import ConsumerOptions
+    from orderpipe.stream.pipeline import run_stream
+
+    def call() -> Any:
+        settings = _settings(ctx, database_url=database_url)
+        path = input_path or _default_stream_source(settings, source)
+        with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+            return asyncio.run(
+                run_stream(
+                    endpoint.bootstrap,
+                    settings.kafka_topic,
+                    settings.kafka_group_id,
+                    path,
+                    settings.url,
+                    settings.artifacts_dir,
+                    embedded=endpoint.embedded,
+                    kind=source,
+                    producer_options=_producer_options(
+                        partitions=partitions, limit=limit, rate=rate
+                    ),
+                    consumer_options=ConsumerOptions(
+                        batch_size=batch_size, batch_wait_ms=batch_wait_ms
+                    ),
+                )
+            )
+
+    result = _run(ctx, call)
+    latency = result.latency_ms
+    _emit_table(
+        result,
+        as_json,
+        "stream run",
+        [
+            ("produced", _n(result.produced)),
+            ("skipped", _n(result.skipped)),
+            ("stored", _n(result.stored)),
+            ("dead-lettered", _n(result.dead_lettered)),
+            ("events/s", _n(result.events_per_second)),
+            ("seconds", f"{result.seconds:.2f}"),
+            *[(f"latency {key} (ms)", f"{value:,.1f}") for key, value in latency.items()],
+        ],
+    )
+
+
+async def _until_signal(work: Any, stop: Callable[[], None]) -> Any:
+    """Run `work`; SIGINT/SIGTERM call `stop` so it can finish cleanly."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    return await work
+
+
+@app.command()
+def broker(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 9092,
+) -> None:
+    """Run the embedded Kafka-compatible broker (tansu, in memory) in the foreground.
+
+    Example: [bold]orderpipe broker --port 9092[/]  then
+    ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 orderpipe stream consume
+    """
+    import time as _time
+
+    from orderpipe.stream.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker(port=port)
+
+    def call() -> None:
+        Console(stderr=True).print(f"embedded broker on {embedded.start()} (Ctrl-C stops it)")
+        try:
+            while embedded.process and embedded.process.poll() is None:
+                _time.sleep(0.5)
+        finally:
+            embedded.stop()
+
+    _run(ctx, call)
 
 
 @app.command()

@@ -257,6 +257,8 @@ def clean_events(flat: pl.DataFrame) -> CleanBatch:
         .then(pl.lit("missing order_id"))
         .when(pl.col("customer_id").is_null())
         .then(pl.lit("missing customer_id"))
+        .when(pl.max_horizontal(pl.col(c).str.len_chars() for c in ids) > schema.MAX_ID_LENGTH)
+        .then(pl.lit(f"an id is longer than {schema.MAX_ID_LENGTH} characters"))
         .when(pl.col("_order_missing"))
         .then(pl.lit("missing order object"))
         .when(pl.col("n_items").is_null())

@@ -69,6 +69,7 @@ CHANNELS = ("seo", "sea", "email", "social", "direct", "affiliate")
 CATEGORIES = ("fashion", "electronics", "home", "beauty", "sports", "books", "toys", "grocery")
 COUNTRIES = ("FR", "BE", "CH", "DE", "ES", "IT", "NL", "LU", "PT", "GB")
 UNKNOWN_TEXT = "unknown"
+MAX_ID_LENGTH = 64  # event_id, order_id, customer_id: VARCHAR(64) in the tables
 UNKNOWN_COUNTRY = "UN"
 
 # ---------------------------------------------------------------- rules, in the order checked
@@ -90,6 +91,7 @@ REJECT_REASONS = (
     "event_time is out of range (2000-2100)",
     "missing order_id",
     "missing customer_id",
+    f"an id is longer than {MAX_ID_LENGTH} characters",
     "missing order object",
     "missing n_items",
     "n_items is not an integer",

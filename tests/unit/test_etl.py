@@ -140,6 +140,7 @@ def test_replace_rebuilds_the_dataset(tmp_path: Path, paths: EtlPaths) -> None:
         (raw_event(event_time=...), "missing event_time"),
         (raw_event(order_id=None), "missing order_id"),
         (raw_event(customer__customer_id=...), "missing customer_id"),
+        (raw_event(order_id="O" * 65), "an id is longer than 64 characters"),
         (raw_event(order=...), "missing order object"),
         (raw_event(order__n_items=2.5), "n_items is not an integer"),
         (raw_event(order__n_items=0), "n_items must be at least 1"),

@@ -38,6 +38,8 @@ def make_engine(url: str, *, local_infile: bool = True) -> Engine:
             # Bulk upserts touch B-tree pages all over the indexes: keep them in memory.
             cursor.execute("PRAGMA cache_size=-262144")
             cursor.execute("PRAGMA temp_store=MEMORY")
+            # Checkpoint less often: hot index pages are then copied back once, not per commit.
+            cursor.execute("PRAGMA wal_autocheckpoint=20000")
             cursor.close()
 
         return engine
@@ -50,10 +52,19 @@ def make_engine(url: str, *, local_infile: bool = True) -> Engine:
 
 def create_tables(engine: Engine) -> None:
     """Create the contract tables that do not exist yet."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     from orderpipe.db.models import Base
 
     with database_errors(engine.url.render_as_string(hide_password=False)):
-        Base.metadata.create_all(engine)
+        try:
+            Base.metadata.create_all(engine)
+        except (OperationalError, ProgrammingError) as exc:
+            # Two processes starting together (two consumers) race on CREATE TABLE: the loser
+            # finds the table there, which is what it wanted. Check again, once.
+            if "already exists" not in str(exc):
+                raise
+            Base.metadata.create_all(engine)
 
 
 def drop_tables(engine: Engine) -> None:
@@ -62,6 +73,18 @@ def drop_tables(engine: Engine) -> None:
 
     with database_errors(engine.url.render_as_string(hide_password=False)):
         Base.metadata.drop_all(engine)
+
+
+CONNECTION_FAILURES = (
+    "Can't connect",
+    "Connection refused",
+    "Lost connection",
+    "gone away",
+    "unable to open",
+    "Unknown database",
+    "Access denied",
+    "timed out",
+)
 
 
 class database_errors:
@@ -78,6 +101,9 @@ class database_errors:
 
         if isinstance(exc, OperationalError | DBAPIError):
             detail = str(getattr(exc, "orig", exc)).splitlines()[0]
-            verb = "cannot reach" if isinstance(exc, OperationalError) else "error from"
+            unreachable = isinstance(exc, OperationalError) and any(
+                sign in detail for sign in CONNECTION_FAILURES
+            )
+            verb = "cannot reach" if unreachable else "error from"
             raise OrderpipeError(f"{verb} the database {mask_url(self.url)}: {detail}") from exc
         return False

@@ -11,8 +11,10 @@ from sqlalchemy import DateTime, Double, ForeignKey, Integer, SmallInteger, Stri
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from orderpipe.schema import MAX_ID_LENGTH
+
 UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-ID = 64
+ID = MAX_ID_LENGTH
 # Rows are stored in primary-key order, as InnoDB does; on SQLite this saves a second B-tree per
 # table (the rowid one), which halves the work of a bulk upsert.
 CLUSTERED = {"sqlite_with_rowid": False}

@@ -164,7 +164,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
     return frame.height
 
 
-def _foreign_key_checks(conn: Connection, enabled: bool) -> None:
+def foreign_key_checks(conn: Connection, enabled: bool) -> None:
     """Switch the per-row foreign-key lookups of this connection on or off.
 
     The bulk load switches them off (they cost 25-40 % of its time): callers guarantee the
@@ -202,7 +202,7 @@ def bulk_upsert(
         method = "load-data" if fast else "executemany"
         size = chunk_size_for(method, engine.dialect.name, chunk_size)
         with engine.connect() as conn:
-            _foreign_key_checks(conn, enabled=False)
+            foreign_key_checks(conn, enabled=False)
             for name, frame in frames.items():
                 table = Base.metadata.tables[name]
                 done = 0
@@ -216,5 +216,5 @@ def bulk_upsert(
                     done += chunk.height
                     if progress:
                         progress(name, done, frame.height)
-            _foreign_key_checks(conn, enabled=True)
+            foreign_key_checks(conn, enabled=True)
     return method, size

@@ -1,0 +1,1 @@
+"""Streaming with aiokafka: embedded broker, producer, micro-batched consumer, and `stream run`."""

@@ -1,0 +1,92 @@
+"""`stream run`: (embedded broker) + producer + consumer in one process until every produced
+event is stored or dead-lettered; reports throughput and end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orderpipe.errors import OrderpipeError
+from orderpipe.stream.consumer import ConsumeResult, ConsumerOptions, StreamConsumer
+from orderpipe.stream.producer import ProduceResult, ProducerOptions, produce
+
+
+@dataclass(frozen=True)
+class StreamRunResult:
+    """Both sides of one `stream run`."""
+
+    topic: str
+    produced: int
+    skipped: int
+    stored: int
+    dead_lettered: int
+    seconds: float
+    events_per_second: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    producer: ProduceResult | None = None
+    consumer: ConsumeResult | None = None
+
+
+async def run_stream(
+    bootstrap: str,
+    topic: str,
+    group_id: str,
+    source: Path,
+    database_url: str,
+    artifacts_dir: Path,
+    *,
+    embedded: bool,
+    kind: str = "clean",
+    producer_options: ProducerOptions | None = None,
+    consumer_options: ConsumerOptions | None = None,
+    timeout: float = 600.0,
+) -> StreamRunResult:
+    """Produce `source` and consume it concurrently; done when every message is accounted for."""
+    from orderpipe.stream.producer import ensure_topic
+
+    producer_options = producer_options or ProducerOptions()
+    options = consumer_options or ConsumerOptions()
+    options = ConsumerOptions(
+        batch_size=options.batch_size, batch_wait_ms=options.batch_wait_ms, assign=True
+    )  # one consumer owns every partition: no group wait
+    began = time.perf_counter()
+    await ensure_topic(bootstrap, topic, producer_options.partitions)
+    consumer = StreamConsumer(
+        bootstrap, topic, group_id, database_url, artifacts_dir, embedded=embedded, options=options
+    )
+    consuming = asyncio.create_task(consumer.run())
+    try:
+        produced = await produce(
+            bootstrap, topic, source, kind=kind, embedded=embedded, options=producer_options
+        )
+        consumer.target = produced.sent
+        if produced.sent == 0:
+            consumer.stop()
+        consumed = await asyncio.wait_for(consuming, timeout)
+    except TimeoutError:
+        consumer.stop()
+        raise OrderpipeError(
+            f"stream run: the consumer did not account for every message "
+            f"within {timeout:.0f} s ({consumer.consumed} of "
+            f"{consumer.target})"
+        ) from None
+    finally:
+        if not consuming.done():
+            consumer.stop()
+            await asyncio.gather(consuming, return_exceptions=True)
+    seconds = time.perf_counter() - began
+    return StreamRunResult(
+        topic=topic,
+        produced=produced.sent,
+        skipped=produced.skipped,
+        stored=consumed.stored,
+        dead_lettered=consumed.dead_lettered,
+        seconds=seconds,
+        events_per_second=produced.sent / seconds if seconds else 0.0,
+        latency_ms=consumed.latency_ms,
+        producer=produced,
+        consumer=consumed,
+    )
