@@ -23,6 +23,7 @@ run: install
 	$(BIN)/orderpipe ingest
 	$(BIN)/orderpipe train
 	$(BIN)/orderpipe predict
+	$(BIN)/orderpipe stream run
 
 lint: install
 	$(BIN)/ruff check src tests
@@ -44,7 +45,8 @@ test: install
 
 bench: install
 	eval "$$($(SERVICES) env)"; $(BIN)/orderpipe bench --events $${BENCH_EVENTS:-1000000} \
-	  $${ORDERPIPE_TEST_MYSQL_URL:+--database-url $$ORDERPIPE_TEST_MYSQL_URL}
+	  $${ORDERPIPE_TEST_MYSQL_URL:+--database-url $$ORDERPIPE_TEST_MYSQL_URL} \
+	  $${ORDERPIPE_TEST_KAFKA_BOOTSTRAP:+--kafka-bootstrap $$ORDERPIPE_TEST_KAFKA_BOOTSTRAP}
 
 clean:
 	rm -rf data/raw data/processed data/rejected data/*.db* artifacts/*.joblib artifacts/*.json reports/*.json

@@ -133,7 +133,42 @@ def _predict(workdir: str, url: str) -> dict[str, Any]:
     return {"events": result.scored, "seconds": result.seconds}
 
 
+def _stream(workdir: str, url: str, bootstrap: str, rate: float | None) -> dict[str, Any]:
+    """`stream run` of the clean JSON Lines; `rate` paces it (latency) or not (throughput)."""
+    import asyncio
+    import uuid
+
+    from orderpipe.etl import EtlPaths
+    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.pipeline import run_stream
+    from orderpipe.stream.producer import ProducerOptions
+
+    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
+    limit = min(20_000, int(rate * 10)) if rate else None
+    with kafka_endpoint(bootstrap) as endpoint:
+        result = asyncio.run(
+            run_stream(
+                endpoint.bootstrap,
+                f"bench-{uuid.uuid4().hex[:8]}",
+                f"bench-{uuid.uuid4().hex[:8]}",
+                paths.jsonl,
+                url,
+                Path(workdir) / "artifacts",
+                embedded=endpoint.embedded,
+                producer_options=ProducerOptions(rate=rate, limit=limit),
+            )
+        )
+    streaming = result.seconds - result.startup_seconds
+    return {
+        "events": result.stored,
+        "seconds": streaming,
+        "startup_seconds": round(result.startup_seconds, 3),
+        **{f"latency_{k}_ms": round(v, 1) for k, v in result.latency_ms.items()},
+    }
+
+
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {
+    "stream": _stream,
     "generate": _generate,
     "etl": _etl,
     "ingest": _ingest,
@@ -179,10 +214,11 @@ def run_bench(
     *,
     seed: int = 42,
     database_url: str | None = None,
+    kafka_bootstrap: str | None = None,
     workdir: Path | None = None,
     on_phase: Callable[[PhaseFigures], None] | None = None,
 ) -> BenchResult:
-    """Time generate, etl, ingest, train, scoring and predict (SQLite, plus `database_url`).
+    """Time every phase on SQLite and the embedded broker, plus `database_url` (and Kafka).
 
     The orderpipe tables of `database_url` are dropped and recreated: point it at a database
     kept for benchmarks.
@@ -198,6 +234,16 @@ def run_bench(
             ("train", "train", (tmp,)),
             ("score", "score", (tmp,)),
             ("predict-sqlite", "predict", (tmp, f"sqlite:///{tmp}/bench.db")),
+            (
+                "stream-embedded-sqlite",
+                "stream",
+                (tmp, f"sqlite:///{tmp}/stream.db", "embedded", None),
+            ),
+            (
+                "stream-latency-2000/s",
+                "stream",
+                (tmp, f"sqlite:///{tmp}/latency.db", "embedded", 2000.0),
+            ),
         ]
         if database_url and not database_url.startswith("sqlite"):
             from sqlalchemy.engine import make_url
@@ -205,6 +251,14 @@ def run_bench(
             backend = make_url(database_url).get_backend_name()
             plan.append((f"ingest-{backend}", "ingest", (tmp, database_url)))
             plan.append((f"predict-{backend}", "predict", (tmp, database_url)))
+            if kafka_bootstrap:
+                plan.append(
+                    (
+                        f"stream-kafka-{backend}",
+                        "stream",
+                        (tmp, database_url, kafka_bootstrap, None),
+                    )
+                )
         for label, name, args in plan:
             figures = _measure(label, name, *args)
             phases.append(figures)

@@ -675,8 +675,8 @@ def stream_run(
             ("skipped", _n(result.skipped)),
             ("stored", _n(result.stored)),
             ("dead-lettered", _n(result.dead_lettered)),
-            ("events/s", _n(result.events_per_second)),
-            ("seconds", f"{result.seconds:.2f}"),
+            ("events/s (streaming)", _n(result.events_per_second)),
+            ("seconds (start-up)", f"{result.seconds:.2f} ({result.startup_seconds:.2f})"),
             *[(f"latency {key} (ms)", f"{value:,.1f}") for key, value in latency.items()],
         ],
     )
@@ -761,6 +761,10 @@ def bench(
             "are DROPPED and recreated: use a database kept for benchmarks."
         ),
     ] = None,
+    kafka_bootstrap: Annotated[
+        str | None,
+        typer.Option(help="With --database-url: also stream through this Kafka cluster."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Measure events/s and peak memory of every phase, each in its own process.
@@ -779,14 +783,21 @@ def bench(
         )
 
     result = _run(
-        ctx, lambda: run_bench(events, seed=seed, database_url=database_url, on_phase=on_phase)
+        ctx,
+        lambda: run_bench(
+            events,
+            seed=seed,
+            database_url=database_url,
+            kafka_bootstrap=kafka_bootstrap,
+            on_phase=on_phase,
+        ),
     )
 
     def render(out: Console) -> None:
         table = Table(
             title=f"bench: {result.events:,} events (seed {result.seed})", title_justify="left"
         )
-        for column in ("phase", "events", "seconds", "events/s", "peak RSS (MB)"):
+        for column in ("phase", "events", "seconds", "events/s", "peak RSS (MB)", "p99 (ms)"):
             table.add_column(column, justify="left" if column == "phase" else "right")
         for p in result.phases:
             table.add_row(
@@ -795,6 +806,7 @@ def bench(
                 f"{p.seconds:.2f}",
                 _n(p.events_per_second),
                 f"{p.peak_rss_mb:,.0f}",
+                f"{p.detail['latency_p99_ms']:,.0f}" if "latency_p99_ms" in p.detail else "",
             )
         out.print(table)
 

@@ -17,7 +17,17 @@ def test_bench_reports_each_phase(workdir: object) -> None:
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     phases = {p["phase"]: p for p in report["phases"]}
-    assert list(phases) == ["generate", "etl", "ingest-sqlite", "train", "score", "predict-sqlite"]
+    assert list(phases) == [
+        "generate",
+        "etl",
+        "ingest-sqlite",
+        "train",
+        "score",
+        "predict-sqlite",
+        "stream-embedded-sqlite",
+        "stream-latency-2000/s",
+    ]
+    assert "latency_p99_ms" in phases["stream-latency-2000/s"]["detail"]
     assert phases["generate"]["events"] == 4000
     assert phases["ingest-sqlite"]["events"] == 4000
     assert phases["score"]["events"] == 4000

@@ -292,7 +292,7 @@ def test_two_consumers_in_one_group_split_the_partitions(
                 group,
                 kafka_backend.database_url,
                 data.artifacts,
-                options=ConsumerOptions(idle_timeout=8, batch_size=200),
+                options=ConsumerOptions(batch_size=200),
             )
             for _ in range(2)
         ]
@@ -304,6 +304,11 @@ def test_two_consumers_in_one_group_split_the_partitions(
             ):
                 await asyncio.sleep(0.2)
         sent = await produce(kafka_backend.bootstrap, topic, data.clean_jsonl)
+        async with asyncio.timeout(90):
+            while sum(c.consumed for c in consumers) < sent.sent:
+                await asyncio.sleep(0.2)
+        for consumer in consumers:
+            consumer.stop()
         return sent, list(await asyncio.gather(*running))
 
     sent, (first, second) = asyncio.run(scenario())
@@ -434,3 +439,60 @@ def test_database_outage_pauses_and_resumes_without_loss(
     stored = counts(kafka_backend.database_url)
     assert stored["table_events"] == stored["table_predictions"] == EVENTS
     assert report["consumed"] >= EVENTS
+
+
+# ---------------------------------------------------------------- the commands
+def test_stream_run_command_on_the_embedded_defaults(workdir: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from orderpipe.cli import app
+
+    runner = CliRunner()
+    for command in (
+        ["generate", "--events", "1500", "--bad-lines", "10"],
+        ["etl"],
+        ["train", "classification"],
+    ):
+        assert runner.invoke(app, command).exit_code == 0
+    result = runner.invoke(app, ["stream", "run", "--source", "raw", "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["produced"] == 1500 + 30 + 10
+    assert report["dead_lettered"] == 10
+    assert counts("sqlite:///data/orderpipe.db")["table_predictions"] == 1500
+
+
+def test_producer_skips_invalid_clean_lines_with_reasons(
+    embedded_backend: Backend, data: StreamData, tmp_path: Path
+) -> None:
+    source = tmp_path / "mixed.jsonl"
+    good = data.clean_jsonl.read_text().splitlines()[:50]
+    source.write_text("\n".join([*good, "not json", '{"event_id": "x"}']) + "\n")
+    result = asyncio.run(produce(embedded_backend.bootstrap, new_topic(), source, embedded=True))
+    assert (result.sent, result.skipped) == (50, 2)
+    assert sum(result.skipped_by_reason.values()) == 2
+
+
+@pytest.mark.kafka
+@pytest.mark.mysql
+def test_sigterm_finishes_the_batch_and_exits_0(kafka_backend: Backend, data: StreamData) -> None:
+    topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
+    asyncio.run(produce(kafka_backend.bootstrap, topic, data.clean_jsonl))
+    process = _consume_process(kafka_backend, topic, group, data.artifacts, "--json")
+    try:
+        _wait_for_rows(kafka_backend.database_url, 250, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err.decode()
+    import json
+
+    first = json.loads(out)
+    rest = consume(kafka_backend, topic, group, data.artifacts)
+    # committed offsets match stored work: the restart reads exactly what was left
+    assert first["consumed"] + rest.consumed == EVENTS  # type: ignore[attr-defined]
+    assert counts(kafka_backend.database_url)["table_events"] == EVENTS

@@ -115,13 +115,16 @@ class BatchWriter:
     tests check them). A failed connection is dropped and reopened on the next attempt.
     """
 
-    def __init__(self, database_url: str, artifacts_dir: Path) -> None:
+    def __init__(self, database_url: str, artifacts_dir: Path, local_infile: bool = True) -> None:
         from orderpipe.db.engine import create_tables, make_engine
+        from orderpipe.db.upsert import local_infile_available
         from orderpipe.ml.model import load_model
 
         self.model = load_model(artifacts_dir, "classification")
-        self.engine = make_engine(database_url, local_infile=False)
+        self.engine = make_engine(database_url, local_infile=local_infile)
         create_tables(self.engine)
+        with self.engine.connect() as conn:  # MySQL/MariaDB: bulk path when the server allows
+            self.load_data = local_infile and local_infile_available(conn)
         self._conn: Any = None
 
     def _connection(self) -> Any:
@@ -134,7 +137,7 @@ class BatchWriter:
 
     def write(self, clean: pl.DataFrame) -> int:
         from orderpipe.db.models import Base
-        from orderpipe.db.upsert import upsert
+        from orderpipe.db.upsert import upsert, upsert_via_load_data
         from orderpipe.ingest import table_frames
         from orderpipe.ml.predict import score_batch
 
@@ -147,7 +150,11 @@ class BatchWriter:
             conn = self._connection()
             with conn.begin():
                 for name, frame in frames.items():
-                    upsert(conn, Base.metadata.tables[name], frame)
+                    table = Base.metadata.tables[name]
+                    if self.load_data:
+                        upsert_via_load_data(conn, table, frame)
+                    else:
+                        upsert(conn, table, frame)
         except Exception:
             self._drop_connection()
             raise
@@ -199,6 +206,7 @@ class StreamConsumer:
         self.consumed = self.stored = self.dead_lettered = self.batches = self.retries = 0
         self.latencies: list[float] = []
         self._stop = asyncio.Event()
+        self.ready = asyncio.Event()  # set once the model is loaded and partitions are assigned
         self._assigned_at: float | None = None
         self._in_flight = asyncio.Lock()
         self._consumer: Any = None
@@ -221,6 +229,7 @@ class StreamConsumer:
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._assigned_at = time.monotonic()
+        self.ready.set()
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     async def run(self) -> ConsumeResult:
@@ -235,6 +244,7 @@ class StreamConsumer:
             auto_offset_reset="earliest",
             max_poll_records=self.options.batch_size,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=min(self.options.batch_wait_ms, 500),
         )
         dlq = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=not self.embedded
@@ -250,6 +260,7 @@ class StreamConsumer:
                 partitions = await dlq.partitions_for(self.topic)
                 consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
                 self._assigned_at = time.monotonic()
+                self.ready.set()
             else:
                 owner = self
 

@@ -23,8 +23,9 @@ class StreamRunResult:
     skipped: int
     stored: int
     dead_lettered: int
-    seconds: float
-    events_per_second: float
+    seconds: float  # the whole command, start-up included
+    startup_seconds: float  # topic creation, consumer start (model load, assignment)
+    events_per_second: float  # produced events / time from first send to last commit
     latency_ms: dict[str, float] = field(default_factory=dict)
     producer: ProduceResult | None = None
     consumer: ConsumeResult | None = None
@@ -59,6 +60,14 @@ async def run_stream(
     )
     consuming = asyncio.create_task(consumer.run())
     try:
+        # Produce once the consumer is ready (model loaded, partitions assigned): latencies then
+        # measure the pipeline, not the consumer's start-up.
+        ready = asyncio.create_task(consumer.ready.wait())
+        await asyncio.wait({ready, consuming}, return_when=asyncio.FIRST_COMPLETED)
+        if consuming.done():
+            ready.cancel()
+            await consuming  # it failed at start: raise its error
+        streaming_began = time.perf_counter()
         produced = await produce(
             bootstrap, topic, source, kind=kind, embedded=embedded, options=producer_options
         )
@@ -77,7 +86,8 @@ async def run_stream(
         if not consuming.done():
             consumer.stop()
             await asyncio.gather(consuming, return_exceptions=True)
-    seconds = time.perf_counter() - began
+    ended = time.perf_counter()
+    seconds, streaming = ended - began, ended - streaming_began
     return StreamRunResult(
         topic=topic,
         produced=produced.sent,
@@ -85,7 +95,8 @@ async def run_stream(
         stored=consumed.stored,
         dead_lettered=consumed.dead_lettered,
         seconds=seconds,
-        events_per_second=produced.sent / seconds if seconds else 0.0,
+        startup_seconds=seconds - streaming,
+        events_per_second=produced.sent / streaming if streaming else 0.0,
         latency_ms=consumed.latency_ms,
         producer=produced,
         consumer=consumed,
