@@ -85,6 +85,9 @@ def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
     if state.settings is None or overrides:
         cleaned = {key: value for key, value in overrides.items() if value is not None}
         state.settings = load_settings(**cleaned)
+        from orderpipe.logs import configure_logging
+
+        configure_logging(state.settings.log_format, state.settings.log_level)
     return state.settings
 
 

@@ -127,3 +127,21 @@ def test_predict_without_a_model_says_what_to_run(workdir: Path) -> None:
 
 def test_train_refuses_an_unknown_model_name(workdir: Path) -> None:
     assert invoke("train", "forest").exit_code == 2
+
+
+def test_json_log_format_gives_one_object_per_line() -> None:
+    import io
+    import logging
+
+    from orderpipe.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("orderpipe.test-json")
+    logger.addHandler(handler)
+    logger.warning("database unavailable; retry %d", 2, extra={"counts": {"retries": 2}})
+    logger.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert entry["message"] == "database unavailable; retry 2"
+    assert entry["level"] == "WARNING" and entry["counts"] == {"retries": 2}
