@@ -496,3 +496,40 @@ def test_sigterm_finishes_the_batch_and_exits_0(kafka_backend: Backend, data: St
     # committed offsets match stored work: the restart reads exactly what was left
     assert first["consumed"] + rest.consumed == EVENTS  # type: ignore[attr-defined]
     assert counts(kafka_backend.database_url)["table_events"] == EVENTS
+
+
+def test_kill_9_on_the_embedded_broker_and_sqlite(data: StreamData, tmp_path: Path) -> None:
+    """The crash test on the embedded defaults: a broker of its own (`orderpipe broker`)."""
+    from orderpipe.stream.broker import free_port, metadata_answers
+
+    port = free_port()
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "orderpipe", "broker", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not metadata_answers("127.0.0.1", port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        backend = Backend(f"127.0.0.1:{port}", f"sqlite:///{tmp_path}/crash.db", embedded=True)
+        topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
+        asyncio.run(produce(backend.bootstrap, topic, data.raw, kind="raw", embedded=True))
+        victim = _consume_process(backend, topic, group, data.artifacts)
+        try:
+            _wait_for_rows(backend.database_url, 500, timeout=90)
+        finally:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+        assert 0 < counts(backend.database_url)["table_events"] < EVENTS
+        survivor = _consume_process(
+            backend, topic, group, data.artifacts, "--idle-timeout", "10", "--json"
+        )
+        _, err = survivor.communicate(timeout=180)
+        assert survivor.returncode == 0, err.decode()
+        stored = counts(backend.database_url)
+        assert stored["table_events"] == stored["table_predictions"] == EVENTS
+        assert stored["orphans"] == stored["unscored"] == 0
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)

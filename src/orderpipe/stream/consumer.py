@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from orderpipe.errors import OrderpipeError
+
 log = logging.getLogger("orderpipe.stream")
 
 RAW_SHAPE = r'"customer"\s*:|"order"\s*:'
@@ -234,8 +236,11 @@ class StreamConsumer:
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     async def run(self) -> ConsumeResult:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.abc import ConsumerRebalanceListener
+        from aiokafka.errors import KafkaConnectionError
+
+        from orderpipe.stream.producer import start_producer
 
         writer = await asyncio.to_thread(BatchWriter, self.database_url, self.artifacts_dir)
         # Everything loaded so far (libraries, the model) lives as long as the process: keep it
@@ -250,13 +255,24 @@ class StreamConsumer:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=min(self.options.batch_wait_ms, 500),
         )
-        dlq = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=not self.embedded
-        )
+        dlq_config = {
+            "bootstrap_servers": self.bootstrap,
+            "acks": "all",
+            "enable_idempotence": not self.embedded,
+        }
         self._consumer = consumer
         began = time.perf_counter()
-        await consumer.start()
-        await dlq.start()
+        try:
+            await consumer.start()
+        except KafkaConnectionError:
+            await asyncio.to_thread(writer.close)
+            raise OrderpipeError(f"cannot reach Kafka at {self.bootstrap}") from None
+        try:
+            dlq = await start_producer(dlq_config)
+        except BaseException:
+            await consumer.stop()
+            await asyncio.to_thread(writer.close)
+            raise
         try:
             if self.options.assign:
                 # the producer's metadata call waits for the topic; consumer.topics() does not

@@ -118,6 +118,29 @@ def producer_config(bootstrap: str, embedded: bool, options: ProducerOptions) ->
     }
 
 
+async def start_producer(config: dict[str, object]) -> Any:
+    """A started AIOKafkaProducer; idempotence is dropped, with a log line, where the broker
+    refuses it (tansu, also when reached through an address rather than `embedded`)."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    producer = AIOKafkaProducer(**config)
+    try:
+        await producer.start()
+        return producer
+    except KafkaError as exc:
+        await producer.stop()
+        if not config.get("enable_idempotence"):
+            raise
+        log.warning(
+            "the broker refused an idempotent producer (%s): sending without idempotence",
+            type(exc).__name__,
+        )
+    producer = AIOKafkaProducer(**{**config, "enable_idempotence": False})
+    await producer.start()
+    return producer
+
+
 async def send_messages(
     bootstrap: str,
     topic: str,
@@ -132,10 +155,7 @@ async def send_messages(
     chosen with Kafka's own murmur2 rule, which costs a fraction of one `send()` per message.
     Paced (`options.rate`): one `send()` per message at the requested rate.
     """
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(**producer_config(bootstrap, embedded, options))
-    await producer.start()
+    producer = await start_producer(producer_config(bootstrap, embedded, options))
     sent = 0
     started = time.perf_counter()
     try:
