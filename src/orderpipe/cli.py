@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 app = typer.Typer(
     name="orderpipe",
-    help="An e-commerce order pipeline end to end: generate -> etl -> ingest -> train -> predict.",
+    help="E-commerce order pipeline: generate, etl, ingest, train, predict, stream, eco.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -721,6 +721,98 @@ def broker(
             embedded.stop()
 
     _run(ctx, call)
+
+
+eco_app = typer.Typer(help="Eco-impact (CodeCarbon) of the pipeline.", no_args_is_help=True)
+app.add_typer(eco_app, name="eco")
+
+
+@eco_app.command("report")
+def eco_report(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Merge every CodeCarbon file of the output folder into the eco report (MD, CSV, SVG).
+
+    Example: [bold]orderpipe eco report[/]
+    """
+    from orderpipe.eco.report import run_eco_report
+
+    def call() -> Any:
+        settings = _settings(ctx)
+        return run_eco_report(settings.eco_output_dir, settings.reports_dir)
+
+    result = _run(ctx, call)
+    _emit(result, as_json, lambda out: out.print(_eco_table(result)))
+
+
+def _eco_table(report: Any) -> Table:
+    table = Table(title=f"eco report ({report.runs} run(s))", title_justify="left")
+    for column in ("phase", "seconds", "energy (kWh)", "CO2e (kg)", "share", "kWh/1k events"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for p in report.phases:
+        per = p.energy_kwh_per_1000_events
+        table.add_row(
+            p.phase,
+            f"{p.duration_s:.2f}",
+            f"{p.energy_kwh:.2e}",
+            f"{p.emissions_kg:.2e}",
+            f"{p.share:.0%}",
+            f"{per:.2e}" if per else "-",
+        )
+    return table
+
+
+@app.command("run-all")
+def run_all_command(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option("--events", "-n", min=1)] = 4000,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start from empty outputs, models and tables.")
+    ] = False,
+    eco: Annotated[bool, typer.Option("--eco/--no-eco", help="Measure with CodeCarbon.")] = True,
+    seed: Annotated[int, typer.Option()] = 42,
+    as_json: JsonOption = False,
+) -> None:
+    """Every phase in order: generate, etl, ingest, train, predict, stream run, eco report.
+
+    Uses the embedded defaults (SQLite, embedded broker) unless ORDERPIPE_DATABASE_URL and
+    ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS point elsewhere.
+
+    Example: [bold]orderpipe run-all --events 4000 --fresh[/]
+    """
+    from orderpipe.pipeline import run_all
+
+    _, err = _consoles(as_json)
+
+    def on_phase(summary: Any) -> None:
+        err.print(f"[green]ok[/] {summary.phase}: {summary.seconds:.2f} s", highlight=False)
+
+    def call() -> Any:
+        settings = _settings(ctx)
+        if not eco:
+            settings = settings.model_copy(update={"eco_enabled": False})
+        return run_all(settings, events, fresh=fresh, seed=seed, on_phase=on_phase)
+
+    result = _run(ctx, call)
+
+    def render(out: Console) -> None:
+        table = Table(
+            title=f"run-all: {result.events:,} events in {result.seconds:.1f} s",
+            title_justify="left",
+        )
+        for column in ("phase", "seconds", "events", "events/s", "energy (kWh)"):
+            table.add_column(column, justify="left" if column == "phase" else "right")
+        for p in result.phases:
+            table.add_row(
+                p.phase,
+                f"{p.seconds:.2f}",
+                _n(p.events or 0),
+                _n(p.events_per_second or 0),
+                f"{p.energy_kwh:.2e}" if p.energy_kwh is not None else "-",
+            )
+        out.print(table)
+        if result.report:
+            out.print(f"eco report: {result.report['markdown']}")
+
+    _emit(result, as_json, render)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Eco-impact: CodeCarbon measurement of each phase, and the consolidated report."""

@@ -1,0 +1,266 @@
+"""The eco report: merge CodeCarbon's per-task files (backups included), aggregate per phase.
+
+Writes reports/eco_report.md, reports/eco_report.csv and an SVG chart of energy per phase.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from orderpipe.eco.tracking import PHASES_FILE
+from orderpipe.errors import OrderpipeError
+from orderpipe.fileio import write_text_atomic
+
+log = logging.getLogger("orderpipe.eco")
+NEEDED = ("task_name", "run_id", "timestamp", "duration", "energy_consumed", "emissions")
+
+
+@dataclass(frozen=True)
+class PhaseFootprint:
+    phase: str
+    runs: int
+    duration_s: float
+    energy_kwh: float
+    emissions_kg: float
+    share: float
+    events: int | None
+    energy_kwh_per_1000_events: float | None
+    emissions_kg_per_1000_events: float | None
+
+
+@dataclass(frozen=True)
+class EcoReport:
+    phases: list[PhaseFootprint]
+    runs: int
+    total_energy_kwh: float
+    total_emissions_kg: float
+    total_duration_s: float
+    methods: list[str]
+    countries: list[str]
+    carbon_intensity_kg_per_kwh: float | None
+    skipped_rows: int
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def read_task_rows(folder: Path) -> tuple[list[dict[str, str]], int]:
+    """CodeCarbon task rows from every `emissions_base_*.csv*` file, duplicates removed."""
+    files = sorted(folder.glob("emissions_base_*.csv*")) if folder.is_dir() else []
+    seen: set[tuple[str, str, str]] = set()
+    rows: list[dict[str, str]] = []
+    skipped = 0
+    for path in files:
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header or any(name not in header for name in NEEDED):
+                log.warning("%s: not a CodeCarbon task file, skipped", path)
+                continue
+            for number, values in enumerate(reader, start=2):
+                row = dict(zip(header, values, strict=False))
+                problem = _row_problem(row, len(values), len(header))
+                if problem:
+                    log.warning("%s line %d: %s, skipped", path, number, problem)
+                    skipped += 1
+                    continue
+                key = (row["run_id"], row["task_name"], row["timestamp"])
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+    return rows, skipped
+
+
+def _row_problem(row: dict[str, str], width: int, expected: int) -> str | None:
+    if width != expected:
+        return f"{width} fields instead of {expected}"
+    if row.get("project_name", "orderpipe") != "orderpipe":
+        return f"foreign project {row.get('project_name')!r}"
+    try:
+        for name in ("duration", "energy_consumed", "emissions"):
+            if float(row[name]) < 0:
+                return f"negative {name}"
+    except ValueError:
+        return "a number is not a number"
+    if not row["task_name"] or not row["run_id"]:
+        return "no task name or run id"
+    return None
+
+
+def read_events(folder: Path) -> dict[tuple[str, str], int]:
+    """Events per (run_id, phase) from orderpipe's own phase file."""
+    path = folder / PHASES_FILE
+    events: dict[tuple[str, str], int] = defaultdict(int)
+    if not path.is_file():
+        return events
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("events"):
+                try:
+                    events[(row["run_id"], row["phase"])] += int(row["events"])
+                except ValueError:
+                    continue
+    return events
+
+
+def build_report(folder: Path) -> EcoReport:
+    """Aggregate per phase (all runs in the folder)."""
+    rows, skipped = read_task_rows(folder)
+    if not rows:
+        raise OrderpipeError(
+            f"no CodeCarbon measurements in {folder}: run `orderpipe run-all` "
+            "with ORDERPIPE_ECO_ENABLED=true first"
+        )
+    events = read_events(folder)
+    by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    run_ids: dict[str, set[str]] = defaultdict(set)
+    phase_events: dict[str, int | None] = {}
+    for row in rows:
+        phase = row["task_name"]
+        totals = by_phase[phase]
+        totals["duration"] += float(row["duration"])
+        totals["energy"] += float(row["energy_consumed"])
+        totals["emissions"] += float(row["emissions"])
+        counted = events.get((row["run_id"], phase))
+        if counted is not None:  # per-1,000-event figures use only runs that counted events
+            totals["energy_counted"] += float(row["energy_consumed"])
+            totals["emissions_counted"] += float(row["emissions"])
+        if row["run_id"] not in run_ids[phase]:
+            run_ids[phase].add(row["run_id"])
+            if counted is not None:
+                phase_events[phase] = (phase_events.get(phase) or 0) + counted
+    total_energy = sum(t["energy"] for t in by_phase.values())
+    total_emissions = sum(t["emissions"] for t in by_phase.values())
+    phases = []
+    for phase, totals in by_phase.items():
+        n = phase_events.get(phase)
+        phases.append(
+            PhaseFootprint(
+                phase=phase,
+                runs=len(run_ids[phase]),
+                duration_s=totals["duration"],
+                energy_kwh=totals["energy"],
+                emissions_kg=totals["emissions"],
+                share=totals["energy"] / total_energy if total_energy else 0.0,
+                events=n,
+                energy_kwh_per_1000_events=totals["energy_counted"] * 1000 / n if n else None,
+                emissions_kg_per_1000_events=totals["emissions_counted"] * 1000 / n if n else None,
+            )
+        )
+    return EcoReport(
+        phases=phases,
+        runs=len({row["run_id"] for row in rows}),
+        total_energy_kwh=total_energy,
+        total_emissions_kg=total_emissions,
+        total_duration_s=sum(t["duration"] for t in by_phase.values()),
+        methods=sorted({row.get("tracking_mode", "") for row in rows} - {""}),
+        countries=sorted({row.get("country_iso_code", "") for row in rows} - {""}),
+        carbon_intensity_kg_per_kwh=total_emissions / total_energy if total_energy else None,
+        skipped_rows=skipped,
+    )
+
+
+def write_report(report: EcoReport, reports_dir: Path) -> EcoReport:
+    """Write the Markdown, CSV and SVG files; returns the report with their paths."""
+    md, csv_path, svg = (
+        reports_dir / "eco_report.md",
+        reports_dir / "eco_report.csv",
+        reports_dir / "eco_energy_by_phase.svg",
+    )
+    write_text_atomic(svg, energy_chart(report))
+    lines = [
+        "phase,runs,duration_s,energy_kwh,emissions_kg,share,events,"
+        "energy_kwh_per_1000_events,emissions_kg_per_1000_events"
+    ]
+    for p in report.phases:
+        lines.append(
+            ",".join(
+                str(v if v is not None else "")
+                for v in (
+                    p.phase,
+                    p.runs,
+                    f"{p.duration_s:.3f}",
+                    f"{p.energy_kwh:.9f}",
+                    f"{p.emissions_kg:.9f}",
+                    f"{p.share:.4f}",
+                    p.events,
+                    _fmt(p.energy_kwh_per_1000_events),
+                    _fmt(p.emissions_kg_per_1000_events),
+                )
+            )
+        )
+    write_text_atomic(csv_path, "\n".join(lines) + "\n")
+    write_text_atomic(md, markdown(report, svg.name))
+    return EcoReport(
+        **{**report.__dict__, "outputs": {"markdown": md, "csv": csv_path, "chart": svg}}
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.9f}"
+
+
+def markdown(report: EcoReport, chart_name: str) -> str:
+    out = [
+        "# orderpipe eco-impact report",
+        "",
+        f"Runs: {report.runs}. Measurement: CodeCarbon offline mode, method "
+        f"{', '.join(report.methods) or 'unknown'} (on a CPU without RAPL, CodeCarbon estimates "
+        f"power from load and RAM size), country {', '.join(report.countries) or 'unknown'}, "
+        f"carbon intensity {report.carbon_intensity_kg_per_kwh or 0:.3f} kg CO2e/kWh.",
+        "",
+        "| phase | runs | duration (s) | energy (kWh) | emissions (kg CO2e) | share | events "
+        "| kWh / 1,000 events | kg CO2e / 1,000 events |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in report.phases:
+        out.append(
+            f"| {p.phase} | {p.runs} | {p.duration_s:.2f} | {p.energy_kwh:.3e} | "
+            f"{p.emissions_kg:.3e} | {p.share:.1%} | {p.events if p.events is not None else '-'}"
+            f" | {_sci(p.energy_kwh_per_1000_events)} | {_sci(p.emissions_kg_per_1000_events)} |"
+        )
+    out += [
+        f"| **total** | | {report.total_duration_s:.2f} | {report.total_energy_kwh:.3e} | "
+        f"{report.total_emissions_kg:.3e} | 100% | | | |",
+        "",
+        f"![energy per phase]({chart_name})",
+        "",
+    ]
+    if report.skipped_rows:
+        out.append(f"{report.skipped_rows} corrupt or foreign rows were skipped (see the log).")
+    return "\n".join(out) + "\n"
+
+
+def _sci(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3e}"
+
+
+def energy_chart(report: EcoReport) -> str:
+    """A horizontal bar chart of energy per phase, as a standalone SVG."""
+    width, bar_h, left = 640, 26, 150
+    height = 40 + bar_h * len(report.phases)
+    top = max((p.energy_kwh for p in report.phases), default=0.0) or 1.0
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        '<text x="10" y="18" font-weight="bold">Energy per phase (kWh)</text>',
+    ]
+    for i, p in enumerate(report.phases):
+        y = 30 + i * bar_h
+        length = (width - left - 110) * p.energy_kwh / top
+        parts.append(f'<text x="10" y="{y + 15}">{escape(p.phase)}</text>')
+        parts.append(
+            f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{bar_h - 8}" '
+            'fill="#4c9a5a"/>'
+        )
+        parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 15}">{p.energy_kwh:.2e}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def run_eco_report(emissions_dir: Path, reports_dir: Path) -> EcoReport:
+    """Build and write the report."""
+    return write_report(build_report(emissions_dir), reports_dir)
