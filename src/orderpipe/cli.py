@@ -46,18 +46,24 @@ JsonOption = Annotated[
 class CliState:
     debug: bool = False
     settings: Settings | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # global options
 
 
 @app.callback()
 def main(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of failures.")] = False,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text or json (ORDERPIPE_LOG_FORMAT).")
+    ] = None,
 ) -> None:
     """orderpipe: generate -> etl -> ingest -> train -> predict, each step its own command.
 
     Settings come from ORDERPIPE_* environment variables and ./.env (see `orderpipe doctor`).
     """
-    ctx.obj = CliState(debug=debug)
+    if log_format is not None and log_format not in ("text", "json"):
+        raise typer.BadParameter("text or json", param_hint="--log-format")
+    ctx.obj = CliState(debug=debug, overrides={"log_format": log_format} if log_format else {})
 
 
 # ---------------------------------------------------------------- plumbing
@@ -83,7 +89,8 @@ def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
 
     state = _state(ctx)
     if state.settings is None or overrides:
-        cleaned = {key: value for key, value in overrides.items() if value is not None}
+        cleaned = {**state.overrides}
+        cleaned.update({key: value for key, value in overrides.items() if value is not None})
         state.settings = load_settings(**cleaned)
         from orderpipe.logs import configure_logging
 
