@@ -9,7 +9,8 @@ import multiprocessing
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,35 @@ def _generate(workdir: str, events: int, seed: int) -> dict[str, Any]:
     return {"events": result.events, "lines": result.lines}
 
 
-def _etl(workdir: str) -> dict[str, Any]:
+@contextmanager
+def _eco(workdir: str, enabled: bool, phase: str) -> Iterator[Any]:
+    """Wrap a phase in a CodeCarbon task, as run-all does; the tracker starts outside the timing."""
+    from orderpipe.eco.tracking import EcoTracker
+
+    tracker = EcoTracker(
+        enabled=enabled, output_dir=Path(workdir) / "emissions", country_iso_code="FRA"
+    )
+    if enabled:
+        tracker._start()  # the one-off start-up cost stays out of the phase figure
+    try:
+        with tracker.phase(phase) as record:
+            yield record
+    finally:
+        tracker.close()
+
+
+def _etl(workdir: str, eco: bool = False) -> dict[str, Any]:
     from orderpipe.etl import EtlPaths, run_etl
 
     paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
-    result = run_etl(Path(workdir) / "raw.jsonl", paths, merge=False)
-    return {"events": result.clean, "lines": result.lines, "rejected": result.rejected}
+    with _eco(workdir, eco, "etl") as record:
+        result = run_etl(Path(workdir) / "raw.jsonl", paths, merge=False)
+    return {
+        "events": result.clean,
+        "lines": result.lines,
+        "rejected": result.rejected,
+        "seconds": record.duration_s,
+    }
 
 
 def _ingest(workdir: str, url: str) -> dict[str, Any]:
@@ -133,7 +157,9 @@ def _predict(workdir: str, url: str) -> dict[str, Any]:
     return {"events": result.scored, "seconds": result.seconds}
 
 
-def _stream(workdir: str, url: str, bootstrap: str, rate: float | None) -> dict[str, Any]:
+def _stream(
+    workdir: str, url: str, bootstrap: str, rate: float | None, eco: bool = False
+) -> dict[str, Any]:
     """`stream run` of the clean JSON Lines; `rate` paces it (latency) or not (throughput)."""
     import asyncio
     import uuid
@@ -145,7 +171,7 @@ def _stream(workdir: str, url: str, bootstrap: str, rate: float | None) -> dict[
 
     paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
     limit = min(20_000, int(rate * 10)) if rate else None
-    with kafka_endpoint(bootstrap) as endpoint:
+    with kafka_endpoint(bootstrap) as endpoint, _eco(workdir, eco, "stream"):
         result = asyncio.run(
             run_stream(
                 endpoint.bootstrap,
@@ -230,6 +256,7 @@ def run_bench(
         plan: list[tuple[str, str, tuple[Any, ...]]] = [
             ("generate", "generate", (tmp, events, seed)),
             ("etl", "etl", (tmp,)),
+            ("etl-eco-on", "etl", (tmp, True)),
             ("ingest-sqlite", "ingest", (tmp, f"sqlite:///{tmp}/bench.db")),
             ("train", "train", (tmp,)),
             ("score", "score", (tmp,)),
@@ -238,6 +265,11 @@ def run_bench(
                 "stream-embedded-sqlite",
                 "stream",
                 (tmp, f"sqlite:///{tmp}/stream.db", "embedded", None),
+            ),
+            (
+                "stream-eco-on",
+                "stream",
+                (tmp, f"sqlite:///{tmp}/stream-eco.db", "embedded", None, True),
             ),
             (
                 "stream-latency-2000/s",

@@ -7,6 +7,7 @@ reason, and what the earlier phases wrote stays valid (every output is written a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 
 from orderpipe.errors import OrderpipeError
 from orderpipe.settings import Settings
+
+log = logging.getLogger("orderpipe.pipeline")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,15 @@ def run_all(
             energy_kwh=record.energy_kwh,
         )
         summaries.append(summary)
+        log.info(
+            "phase %s done in %.2f s",
+            name,
+            record.duration_s,
+            extra={
+                "phase": name,
+                "counts": {"events": record.events, "energy_kwh": record.energy_kwh},
+            },
+        )
         if on_phase:
             on_phase(summary)
         return result

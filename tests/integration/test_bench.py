@@ -20,11 +20,13 @@ def test_bench_reports_each_phase(workdir: object) -> None:
     assert list(phases) == [
         "generate",
         "etl",
+        "etl-eco-on",
         "ingest-sqlite",
         "train",
         "score",
         "predict-sqlite",
         "stream-embedded-sqlite",
+        "stream-eco-on",
         "stream-latency-2000/s",
     ]
     assert "latency_p99_ms" in phases["stream-latency-2000/s"]["detail"]
