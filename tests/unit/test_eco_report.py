@@ -76,6 +76,8 @@ def test_backups_are_merged_and_duplicates_counted_once(tmp_path: Path) -> None:
     assert phases["ingest"].energy_kwh_per_1000_events == pytest.approx(0.002)
     assert sum(p.share for p in report.phases) == pytest.approx(1.0)
     assert report.carbon_intensity_kg_per_kwh == pytest.approx(0.05)
+    assert [run["run_id"] for run in report.per_run] == ["r1", "r2"]
+    assert report.per_run[0]["energy_kwh"] == pytest.approx(0.006)
 
 
 def test_corrupt_and_foreign_rows_are_skipped_with_a_warning(
@@ -115,6 +117,7 @@ def test_report_files_are_written(tmp_path: Path) -> None:
     markdown = report.outputs["markdown"].read_text()
     assert "| etl | 1 |" in markdown and "eco_energy_by_phase.svg" in markdown
     assert "country FRA" in markdown and "method machine" in markdown
+    assert "## Runs" in markdown and "| r1 |" in markdown
     assert report.outputs["chart"].read_text().startswith("<svg")
     csv_lines = report.outputs["csv"].read_text().splitlines()
     assert csv_lines[1].startswith("etl,1,1.000,0.500000000")

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from orderpipe.eco.tracking import PHASES_FILE
 from orderpipe.errors import OrderpipeError
@@ -44,6 +45,7 @@ class EcoReport:
     countries: list[str]
     carbon_intensity_kg_per_kwh: float | None
     skipped_rows: int
+    per_run: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
@@ -150,7 +152,24 @@ def build_report(folder: Path) -> EcoReport:
                 emissions_kg_per_1000_events=totals["emissions_counted"] * 1000 / n if n else None,
             )
         )
+    runs: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        run = runs.setdefault(
+            row["run_id"],
+            {
+                "run_id": row["run_id"],
+                "started": row["timestamp"],
+                "duration_s": 0.0,
+                "energy_kwh": 0.0,
+                "emissions_kg": 0.0,
+            },
+        )
+        run["started"] = min(run["started"], row["timestamp"])
+        run["duration_s"] += float(row["duration"])
+        run["energy_kwh"] += float(row["energy_consumed"])
+        run["emissions_kg"] += float(row["emissions"])
     return EcoReport(
+        per_run=sorted(runs.values(), key=lambda run: run["started"]),
         phases=phases,
         runs=len({row["run_id"] for row in rows}),
         total_energy_kwh=total_energy,
@@ -227,6 +246,16 @@ def markdown(report: EcoReport, chart_name: str) -> str:
         f"{report.total_emissions_kg:.3e} | 100% | | | |",
         "",
         f"![energy per phase]({chart_name})",
+        "",
+        "## Runs",
+        "",
+        "| started (UTC) | run id | duration (s) | energy (kWh) | emissions (kg CO2e) |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {run['started']} | {str(run['run_id'])[:8]} | {run['duration_s']:.2f} | "
+            f"{run['energy_kwh']:.3e} | {run['emissions_kg']:.3e} |"
+            for run in report.per_run
+        ],
         "",
     ]
     if report.skipped_rows:
