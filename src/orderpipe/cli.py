@@ -647,32 +647,19 @@ def stream_run(
 
     Example: [bold]orderpipe stream run --source raw[/]
     """
-    from orderpipe.stream.broker import kafka_endpoint
     from orderpipe.stream.consumer import ConsumerOptions
-    from orderpipe.stream.pipeline import run_stream
+    from orderpipe.stream.pipeline import run_stream_with_settings
 
     def call() -> Any:
         settings = _settings(ctx, database_url=database_url)
         path = input_path or _default_stream_source(settings, source)
-        with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
-            return asyncio.run(
-                run_stream(
-                    endpoint.bootstrap,
-                    settings.kafka_topic,
-                    settings.kafka_group_id,
-                    path,
-                    settings.url,
-                    settings.artifacts_dir,
-                    embedded=endpoint.embedded,
-                    kind=source,
-                    producer_options=_producer_options(
-                        partitions=partitions, limit=limit, rate=rate
-                    ),
-                    consumer_options=ConsumerOptions(
-                        batch_size=batch_size, batch_wait_ms=batch_wait_ms
-                    ),
-                )
-            )
+        return run_stream_with_settings(
+            settings,
+            path,
+            kind=source,
+            producer_options=_producer_options(partitions=partitions, limit=limit, rate=rate),
+            consumer_options=ConsumerOptions(batch_size=batch_size, batch_wait_ms=batch_wait_ms),
+        )
 
     result = _run(ctx, call)
     latency = result.latency_ms

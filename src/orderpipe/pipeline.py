@@ -67,8 +67,6 @@ def run_all(
     on_phase: Callable[[PhaseSummary], None] | None = None,
 ) -> RunAllResult:
     """Every phase in order on the configured database and Kafka (embedded by default)."""
-    import asyncio
-
     from orderpipe.eco.report import run_eco_report
     from orderpipe.eco.tracking import EcoTracker
     from orderpipe.etl import EtlPaths, run_etl
@@ -77,8 +75,7 @@ def run_all(
     from orderpipe.ml.predict import run_predict
     from orderpipe.ml.train import run_train
     from orderpipe.settings import mask_url
-    from orderpipe.stream.broker import kafka_endpoint
-    from orderpipe.stream.pipeline import run_stream
+    from orderpipe.stream.pipeline import run_stream_with_settings
 
     began = time.perf_counter()
     if fresh:
@@ -159,21 +156,9 @@ def run_all(
             lambda r: r.scored,
         )
 
-        def stream() -> Any:
-            with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
-                return asyncio.run(
-                    run_stream(
-                        endpoint.bootstrap,
-                        settings.kafka_topic,
-                        settings.kafka_group_id,
-                        paths.jsonl,
-                        settings.url,
-                        settings.artifacts_dir,
-                        embedded=endpoint.embedded,
-                    )
-                )
-
-        measured("stream", stream, lambda r: r.produced)
+        measured(
+            "stream", lambda: run_stream_with_settings(settings, paths.jsonl), lambda r: r.produced
+        )
     finally:
         tracker.close()
     report: dict[str, Path] = {}

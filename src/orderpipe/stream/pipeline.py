@@ -8,10 +8,14 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orderpipe.errors import OrderpipeError
 from orderpipe.stream.consumer import ConsumeResult, ConsumerOptions, StreamConsumer
 from orderpipe.stream.producer import ProduceResult, ProducerOptions, produce
+
+if TYPE_CHECKING:
+    from orderpipe.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -101,3 +105,31 @@ async def run_stream(
         producer=produced,
         consumer=consumed,
     )
+
+
+def run_stream_with_settings(
+    settings: Settings,
+    source: Path,
+    *,
+    kind: str = "clean",
+    producer_options: ProducerOptions | None = None,
+    consumer_options: ConsumerOptions | None = None,
+) -> StreamRunResult:
+    """`run_stream` on the configured Kafka (or an embedded broker) and database."""
+    from orderpipe.stream.broker import kafka_endpoint
+
+    with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+        return asyncio.run(
+            run_stream(
+                endpoint.bootstrap,
+                settings.kafka_topic,
+                settings.kafka_group_id,
+                source,
+                settings.url,
+                settings.artifacts_dir,
+                embedded=endpoint.embedded,
+                kind=kind,
+                producer_options=producer_options,
+                consumer_options=consumer_options,
+            )
+        )
