@@ -57,7 +57,7 @@ def _eco(workdir: str, enabled: bool, phase: str) -> Iterator[Any]:
         enabled=enabled, output_dir=Path(workdir) / "emissions", country_iso_code="FRA"
     )
     if enabled:
-        tracker._start()  # the one-off start-up cost stays out of the phase figure
+        tracker.start()  # the one-off start-up cost stays out of the phase figure
     try:
         with tracker.phase(phase) as record:
             yield record

@@ -379,9 +379,9 @@ def train(
     """
     from orderpipe.etl import EtlPaths
     from orderpipe.generate import truth_path_for
-    from orderpipe.ml.train import run_train
+    from orderpipe.ml.train import MODEL_KINDS, run_train
 
-    if model not in ("classification", "regression", "all"):
+    if model not in MODEL_KINDS:
         raise _fail(ctx, f"unknown model {model!r}: choose classification, regression or all", 2)
 
     def call() -> Any:

@@ -57,7 +57,8 @@ class EcoTracker:
         self._active: str | None = None
         self.records: list[PhaseRecord] = []
 
-    def _start(self) -> Any:
+    def start(self) -> Any:
+        """Start the process's tracker once (about 1-2 s); later calls return it."""
         if self._tracker is None:
             from codecarbon import OfflineEmissionsTracker
 
@@ -81,7 +82,7 @@ class EcoTracker:
         if self._active is not None:
             raise RuntimeError(f"eco phase {name!r} started inside {self._active!r}")
         record = PhaseRecord(phase=name, events=events)
-        tracker = self._start() if self.enabled else None
+        tracker = self.start() if self.enabled else None
         self._active = name
         began = time.perf_counter()
         if tracker is not None:

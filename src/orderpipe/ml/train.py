@@ -21,6 +21,7 @@ from orderpipe.ml.features import CLASSIFICATION, REGRESSION, FeatureSpec, model
 from orderpipe.ml.model import save_model
 
 MIN_ROWS = 200
+MODEL_KINDS = ("classification", "regression", "all")  # what `orderpipe train` accepts
 RELIABILITY_BINS = 10
 
 
@@ -383,7 +384,7 @@ def run_train(
     """Train `classification`, `regression` or `all` from the clean Parquet."""
     from orderpipe.ingest import read_clean_dataset
 
-    if kind not in ("classification", "regression", "all"):
+    if kind not in MODEL_KINDS:
         raise OrderpipeError(f"unknown model {kind!r}: choose classification, regression or all")
     clean = read_clean_dataset(dataset)
     truth = pl.read_parquet(truth_path) if truth_path and truth_path.is_file() else None
