@@ -297,7 +297,7 @@ def test_two_consumers_in_one_group_split_the_partitions(
             for _ in range(2)
         ]
         running = [asyncio.create_task(c.run()) for c in consumers]
-        async with asyncio.timeout(60):  # both members hold partitions before any event
+        async with asyncio.timeout(120):  # both members hold partitions before any event
             while not (
                 all(c.assigned_partitions() for c in consumers)
                 and sum(len(c.assigned_partitions()) for c in consumers) == 4

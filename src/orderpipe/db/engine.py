@@ -52,19 +52,33 @@ def make_engine(url: str, *, local_infile: bool = True) -> Engine:
 
 def create_tables(engine: Engine) -> None:
     """Create the contract tables that do not exist yet."""
+    from sqlalchemy import text
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from orderpipe.db.models import Base
 
     with database_errors(engine.url.render_as_string(hide_password=False)):
-        try:
-            Base.metadata.create_all(engine)
-        except (OperationalError, ProgrammingError) as exc:
-            # Two processes starting together (two consumers) race on CREATE TABLE: the loser
-            # finds the table there, which is what it wanted. Check again, once.
-            if "already exists" not in str(exc):
-                raise
-            Base.metadata.create_all(engine)
+        with engine.connect() as conn:
+            mysql = conn.dialect.name in ("mysql", "mariadb")
+            if mysql:
+                # Consumers starting together would otherwise create the tables concurrently,
+                # and DDL on tables that reference each other can wait on each other's
+                # metadata locks for as long as lock_wait_timeout (a year by default).
+                conn.execute(text("SELECT GET_LOCK('orderpipe_create_tables', 60)"))
+            try:
+                try:
+                    Base.metadata.create_all(conn)
+                except (OperationalError, ProgrammingError) as exc:
+                    # SQLite (no named lock): the loser of a race finds the table there,
+                    # which is what it wanted. Check again, once.
+                    if "already exists" not in str(exc):
+                        raise
+                    conn.rollback()
+                    Base.metadata.create_all(conn)
+                conn.commit()
+            finally:
+                if mysql:
+                    conn.execute(text("SELECT RELEASE_LOCK('orderpipe_create_tables')"))
 
 
 def drop_tables(engine: Engine) -> None:
