@@ -57,28 +57,28 @@ def create_tables(engine: Engine) -> None:
 
     from orderpipe.db.models import Base
 
-    with database_errors(engine.url.render_as_string(hide_password=False)):
-        with engine.connect() as conn:
-            mysql = conn.dialect.name in ("mysql", "mariadb")
-            if mysql:
-                # Consumers starting together would otherwise create the tables concurrently,
-                # and DDL on tables that reference each other can wait on each other's
-                # metadata locks for as long as lock_wait_timeout (a year by default).
-                conn.execute(text("SELECT GET_LOCK('orderpipe_create_tables', 60)"))
+    url = engine.url.render_as_string(hide_password=False)
+    with database_errors(url), engine.connect() as conn:
+        mysql = conn.dialect.name in ("mysql", "mariadb")
+        if mysql:
+            # Consumers starting together would otherwise create the tables concurrently,
+            # and DDL on tables that reference each other can wait on each other's
+            # metadata locks for as long as lock_wait_timeout (a year by default).
+            conn.execute(text("SELECT GET_LOCK('orderpipe_create_tables', 60)"))
+        try:
             try:
-                try:
-                    Base.metadata.create_all(conn)
-                except (OperationalError, ProgrammingError) as exc:
-                    # SQLite (no named lock): the loser of a race finds the table there,
-                    # which is what it wanted. Check again, once.
-                    if "already exists" not in str(exc):
-                        raise
-                    conn.rollback()
-                    Base.metadata.create_all(conn)
-                conn.commit()
-            finally:
-                if mysql:
-                    conn.execute(text("SELECT RELEASE_LOCK('orderpipe_create_tables')"))
+                Base.metadata.create_all(conn)
+            except (OperationalError, ProgrammingError) as exc:
+                # SQLite (no named lock): the loser of a race finds the table there,
+                # which is what it wanted. Check again, once.
+                if "already exists" not in str(exc):
+                    raise
+                conn.rollback()
+                Base.metadata.create_all(conn)
+            conn.commit()
+        finally:
+            if mysql:
+                conn.execute(text("SELECT RELEASE_LOCK('orderpipe_create_tables')"))
 
 
 def drop_tables(engine: Engine) -> None:
