@@ -29,10 +29,10 @@ services-up:
 services-down:
 	$(SERVICES) down
 
-# install + services (required when CI=true) + lint + the whole pytest suite.
+# install + services (required under CI: see `docker/services.sh ci-requires`) + lint + pytest.
 test: install
 	@if ! $(SERVICES) up; then \
-	  if [ "$$CI" = "true" ]; then echo "make test: a service did not start and CI=true requires every service" >&2; exit 1; fi; \
+	  if $(SERVICES) ci-requires; then echo "make test: a service did not start and CI=$$CI requires every service" >&2; exit 1; fi; \
 	  echo "make test: some services are down; their suites will be skipped (see the skip reasons below)" >&2; \
 	fi
 	$(MAKE) --no-print-directory lint

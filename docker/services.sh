@@ -7,6 +7,8 @@
 #   docker/services.sh down [mariadb|kafka]  stop what `up` started (by PID)
 #   docker/services.sh env    print the export lines the tests read (only for services that answer)
 #   docker/services.sh status one line per service
+#   docker/services.sh ci-requires  exit 0 when $CI requires every service, 1 otherwise: any
+#                                   non-empty CI but false/0 (any case) does, so CI=1 is CI too
 #
 # `up` twice is harmless. Exit code of `up`: 0 when both answer, 1 when one could not start
 # (the reason is printed). State lives in $ORDERPIPE_SERVICES_DIR (default /tmp/orderpipe-services).
@@ -94,8 +96,11 @@ mariadb_up() {
 CREATE DATABASE IF NOT EXISTS $db_name CHARACTER SET utf8mb4;
 CREATE USER IF NOT EXISTS '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_password';
 CREATE USER IF NOT EXISTS '$db_user'@'localhost' IDENTIFIED BY '$db_password';
-GRANT ALL PRIVILEGES ON \`orderpipe%\`.* TO '$db_user'@'127.0.0.1';
-GRANT ALL PRIVILEGES ON \`orderpipe%\`.* TO '$db_user'@'localhost';
+GRANT ALL PRIVILEGES ON \`orderpipe%\`.* TO '$db_user'@'127.0.0.1' WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON \`orderpipe%\`.* TO '$db_user'@'localhost' WITH GRANT OPTION;
+-- Tests create users of their own (least privileged, passwords with special characters).
+GRANT CREATE USER ON *.* TO '$db_user'@'127.0.0.1';
+GRANT CREATE USER ON *.* TO '$db_user'@'localhost';
 FLUSH PRIVILEGES;
 SQL
   mysql_answers || { log "MariaDB does not answer on 127.0.0.1:$mysql_port"; return 1; }
@@ -240,10 +245,17 @@ case "${1:-}" in
     else
       echo "# Apache Kafka does not answer on 127.0.0.1:$kafka_port: run docker/services.sh up"
     fi ;;
+  ci-requires)
+    # The one shell copy of the rule; tests/conftest.py's ci_requires_services is the Python one.
+    ci=${CI:-}
+    case "${ci,,}" in
+      ''|false|0) exit 1 ;;
+      *) exit 0 ;;
+    esac ;;
   status)
     if mysql_answers; then echo "mariadb: up (127.0.0.1:$mysql_port)"; else echo "mariadb: down"; fi
     if kafka_answers; then echo "kafka: up (127.0.0.1:$kafka_port)"; else echo "kafka: down"; fi ;;
   *)
-    echo "usage: docker/services.sh up|down|env|status" >&2
+    echo "usage: docker/services.sh up|down|env|status|ci-requires" >&2
     exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 """Shared fixtures: a working folder per test, the real services from docker/services.sh.
 
-A service fixture skips its test when the service is not configured, except under CI=true,
-where a missing service is a failure.
+A service fixture skips its test when the service is not configured, except under CI (any CI
+value but empty, false or 0), where a missing service is a failure.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ import pytest
 
 from orderpipe.settings import Settings
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+
+def ci_requires_services(value: str | None) -> bool:
+    """Whether this CI value makes every service required: CI=1 and CI=yes count, CI=false not.
+
+    The same rule as `docker/services.sh ci-requires`, which the Makefile's test target uses.
+    """
+    return value is not None and value.lower() not in ("", "false", "0")
+
+
+IN_CI = ci_requires_services(os.environ.get("CI"))
 
 
 def _require(variable: str, service: str) -> str:
@@ -24,7 +33,7 @@ def _require(variable: str, service: str) -> str:
         return value
     message = f"{service} is not available: {variable} is unset (run `docker/services.sh up`)"
     if IN_CI:
-        pytest.fail(f"CI=true requires every service: {message}")
+        pytest.fail(f"CI={os.environ['CI']} requires every service: {message}")
     pytest.skip(message)
 
 
