@@ -6,8 +6,7 @@ Loaded once by the CLI and passed down; services never read the environment them
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import quote_plus
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -20,6 +19,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 SUPPORTED_DIALECTS = ("sqlite", "mysql", "mariadb", "postgresql")
 
@@ -39,7 +41,9 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    # Secret end to end: it may hold a password. Services get a SQLAlchemy URL (`db_url`),
+    # whose str() and repr() mask the password too.
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
     kafka_bootstrap_servers: str = Field(
         "embedded", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
     )
@@ -97,27 +101,38 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Settings:
+        from sqlalchemy.engine import URL
+
         if self.database_url is None:
             if self.mysql_user and self.mysql_database:
-                password = self.mysql_password.get_secret_value() if self.mysql_password else ""
-                auth = quote_plus(self.mysql_user) + (
-                    f":{quote_plus(password)}" if password else ""
+                # URL.create escapes what a URL string would not carry (space, +, @, :, /, %).
+                url = URL.create(
+                    "mysql+pymysql",
+                    username=self.mysql_user,
+                    password=self.mysql_password.get_secret_value()
+                    if self.mysql_password
+                    else None,
+                    host=self.mysql_host,
+                    port=self.mysql_port,
+                    database=self.mysql_database,
                 )
-                self.database_url = f"mysql+pymysql://{auth}@{self.mysql_host}:{self.mysql_port}/{self.mysql_database}"
+                self.database_url = SecretStr(url.render_as_string(hide_password=False))
             else:
-                self.database_url = f"sqlite:///{self.data_dir / 'orderpipe.db'}"
-        _check_database_url(self.database_url)
+                self.database_url = SecretStr(f"sqlite:///{self.data_dir / 'orderpipe.db'}")
+        _check_database_url(self.database_url.get_secret_value())
         return self
 
     @property
-    def url(self) -> str:
-        """The database URL (never None once validated)."""
-        assert self.database_url is not None
-        return self.database_url
+    def db_url(self) -> URL:
+        """The database URL as a SQLAlchemy URL (its str() hides the password)."""
+        from sqlalchemy.engine import make_url
+
+        assert self.database_url is not None  # set by the validator
+        return make_url(self.database_url.get_secret_value())
 
     def masked_database_url(self) -> str:
         """The database URL with its password replaced by ***, for display."""
-        return mask_url(self.url)
+        return self.db_url.render_as_string(hide_password=True)
 
     def public_view(self) -> dict[str, str]:
         """Every setting as text, secrets masked: what `doctor` shows."""
@@ -128,13 +143,6 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             view[name] = self.masked_database_url() if name == "database_url" else str(value)
         return view
-
-
-def mask_url(url: str) -> str:
-    """Render a database URL with the password hidden."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _check_database_url(url: str) -> None:

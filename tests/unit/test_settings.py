@@ -8,7 +8,7 @@ from orderpipe.settings import Settings, load_settings
 
 def test_defaults_match_the_contract(workdir: Path) -> None:
     settings = load_settings(_env_file=None)
-    assert settings.url == "sqlite:///data/orderpipe.db"
+    assert str(settings.db_url) == "sqlite:///data/orderpipe.db"
     assert settings.kafka_bootstrap_servers == "embedded"
     assert settings.kafka_topic == "orders-events"
     assert settings.kafka_group_id == "orderpipe-consumer"
@@ -29,7 +29,7 @@ def test_environment_variables_with_prefix(workdir: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("ORDERPIPE_ECO_ENABLED", "false")
     monkeypatch.setenv("ORDERPIPE_LOG_LEVEL", "debug")
     settings = load_settings()
-    assert settings.url == "sqlite:///other.db"
+    assert str(settings.db_url) == "sqlite:///other.db"
     assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
     assert settings.eco_enabled is False
     assert settings.log_level == "DEBUG"
@@ -52,7 +52,9 @@ def test_original_project_env_builds_a_mysql_url(workdir: Path) -> None:
         "KAFKA_TOPIC=events\nCC_OUTPUT_DIR=out/emissions\nCC_COUNTRY_ISO_CODE=deu\n"
     )
     settings = load_settings()
-    assert settings.url == "mysql+pymysql://exam:exam+pwd%401@db.local:3307/examdb"
+    url = settings.db_url
+    assert (url.drivername, url.username, url.password) == ("mysql+pymysql", "exam", "exam pwd@1")
+    assert (url.host, url.port, url.database) == ("db.local", 3307, "examdb")
     assert settings.kafka_bootstrap_servers == "127.0.0.1:29092"
     assert settings.kafka_topic == "events"
     assert settings.eco_output_dir == Path("out/emissions")
@@ -65,7 +67,7 @@ def test_explicit_database_url_wins_over_mysql_variables(
     monkeypatch.setenv("MYSQL_USER", "exam")
     monkeypatch.setenv("MYSQL_DATABASE", "examdb")
     monkeypatch.setenv("ORDERPIPE_DATABASE_URL", "sqlite:///x.db")
-    assert load_settings().url == "sqlite:///x.db"
+    assert str(load_settings().db_url) == "sqlite:///x.db"
 
 
 def test_passwords_are_never_shown(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,6 +78,23 @@ def test_passwords_are_never_shown(workdir: Path, monkeypatch: pytest.MonkeyPatc
     assert "s3cret-pw" not in repr(settings.mysql_password)
     assert "s3cret-pw" not in str(settings.public_view())
     assert "s3cret-pw" not in settings.masked_database_url()
+
+
+def test_mysql_password_with_url_special_characters_round_trips(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "p w+@:/%x"  # space, +, @, :, / and %: each broke the quote_plus-built URL
+    monkeypatch.setenv("MYSQL_USER", "exam")
+    monkeypatch.setenv("MYSQL_PASSWORD", password)
+    monkeypatch.setenv("MYSQL_DATABASE", "examdb")
+    settings = load_settings()
+    assert settings.db_url.password == password
+    assert (settings.db_url.username, settings.db_url.database) == ("exam", "examdb")
+    rendered = settings.db_url.render_as_string(hide_password=False)
+    encoded = rendered.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+    for shown in (str(settings.db_url), repr(settings)):
+        assert password not in shown
+        assert encoded not in shown
 
 
 @pytest.mark.parametrize(
@@ -103,4 +122,4 @@ def test_a_bad_value_is_one_line_naming_the_setting(
 
 def test_settings_can_be_built_directly_for_tests(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/t.db")
-    assert settings.url.endswith("t.db")
+    assert settings.db_url.database == f"{tmp_path}/t.db"
