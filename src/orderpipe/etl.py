@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from orderpipe import schema
+from orderpipe.dataset import as_text_records
 from orderpipe.errors import OrderpipeError
 from orderpipe.fileio import write_atomic, write_text_atomic
+from orderpipe.layout import Layout
 
 FLAT_RAW_COLUMNS = (*schema.TOP_FIELDS, *schema.CUSTOMER_FIELDS, *schema.ORDER_FIELDS)
 FLAT_RAW_STRUCT = pl.Struct({name: pl.String() for name in FLAT_RAW_COLUMNS})
 REJECTED_SCHEMA = {"line_number": pl.Int64(), "reason": pl.String(), "raw": pl.String()}
 DECODE_CHUNK = 16_384
-PROCESSED_STEM = "orders_events_cleaned"
 
 
 @dataclass(frozen=True)
@@ -163,14 +165,13 @@ def flatten_raw(decoded: pl.DataFrame) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------- cleaning
+TEXT_FIELDS = ("device", "channel", "main_category")
+RETURNED_SPELLINGS = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
+COUNTRY_CODE = r"^[A-Z]{2}$"
+
+
 def _number(name: str) -> pl.Expr:
     return pl.col(name).str.strip_chars().cast(pl.Float64, strict=False)
-
-
-def _bad_number(name: str) -> pl.Expr:
-    """Present in the input but not a finite number (uses the typed `_name` column)."""
-    value = pl.col(f"_{name}")
-    return pl.col(name).is_not_null() & (value.is_null() | ~value.is_finite())
 
 
 def _text(name: str) -> pl.Expr:
@@ -191,34 +192,36 @@ def _event_time() -> pl.Expr:
     )
 
 
-def clean_events(flat: pl.DataFrame) -> CleanBatch:
-    """Validate, type, normalise and impute flat raw events; rejected rows get their first reason.
+def typed_fields(flat: pl.DataFrame) -> pl.DataFrame:
+    """Flat raw text -> the typed helper columns that schema.RULES reads (names: see there).
 
-    `flat` holds one text column per raw field (see FLAT_RAW_COLUMNS), `line_number`, `raw`
-    and optionally `_order_missing`. Duplicates are kept: see `dedupe_latest`.
+    Nothing is rejected here: a value that does not parse becomes null beside its text.
     """
     if "_order_missing" not in flat.columns:
         flat = flat.with_columns(pl.lit(False).alias("_order_missing"))
-    ids = {name: pl.col(name).str.strip_chars() for name in ("event_id", "order_id", "customer_id")}
-    n_items = _number("n_items")
-    returned = pl.col("is_returned").str.strip_chars().str.to_lowercase()
-    amounts = ("basket_value", "shipping_fee", "discount", "order_total")
-    texts = ("device", "channel", "main_category")
+    ids = {name: pl.col(name).str.strip_chars() for name in schema.ID_FIELDS}
     typed = flat.with_columns(
         *[pl.when(expr == "").then(None).otherwise(expr).alias(name) for name, expr in ids.items()],
         _event_time().alias("_time"),
         pl.col("event_time").str.strip_chars().alias("_time_text"),
         pl.col("country").str.strip_chars().str.to_uppercase().alias("_country"),
-        *[_text(name).alias(f"_{name}") for name in texts],
-        *[_number(name).alias(f"_{name}") for name in amounts],
-        n_items.alias("_n_items"),
-        returned.replace_strict(
-            {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1},
-            default=None,
-            return_dtype=pl.Int8,
-        ).alias("_returned"),
+        *[_text(name).alias(f"_{name}") for name in TEXT_FIELDS],
+        *[_number(name).alias(f"_{name}") for name in schema.AMOUNT_FIELDS],
+        _number("n_items").alias("_n_items"),
+        pl.col("is_returned")
+        .str.strip_chars()
+        .str.to_lowercase()
+        .replace_strict(RETURNED_SPELLINGS, default=None, return_dtype=pl.Int8)
+        .alias("_returned"),
     )
-    time_text = pl.col("_time_text")
+    return _complete_amounts(typed)
+
+
+def _complete_amounts(typed: pl.DataFrame) -> pl.DataFrame:
+    """Impute each missing amount from the others (`_basket_f`... `_total_f`).
+
+    Done before validation because the rules judge the completed amounts (negative, missing).
+    """
     discount = pl.col("_discount").fill_null(0.0)
     basket = pl.coalesce(
         "_basket_value",
@@ -230,99 +233,63 @@ def clean_events(flat: pl.DataFrame) -> CleanBatch:
         .then((pl.col("_order_total") - pl.col("_basket_value") + discount).round(2))
         .otherwise(0.0),
     )
-    typed = typed.with_columns(
+    total = pl.coalesce(
+        "_order_total",
+        (pl.col("_basket_f") + pl.col("_shipping_f") - pl.col("_discount_f")).round(2),
+    )
+    return typed.with_columns(
         discount.alias("_discount_f"), basket.alias("_basket_f"), shipping.alias("_shipping_f")
-    ).with_columns(
-        pl.coalesce(
-            "_order_total",
-            (pl.col("_basket_f") + pl.col("_shipping_f") - pl.col("_discount_f")).round(2),
-        ).alias("_total_f")
-    )
-    negative = pl.any_horizontal(
-        pl.col(c) < 0 for c in ("_basket_f", "_shipping_f", "_discount_f", "_total_f")
-    )
-    year = pl.col("_time").dt.year()
-    reason = (
-        pl.when(pl.col("event_id").is_null())
-        .then(pl.lit("missing event_id"))
-        .when(pl.col("event_time").is_null() | (time_text == ""))
-        .then(pl.lit("missing event_time"))
-        .when(time_text.str.contains(r"^-?\d+(\.\d+)?$"))
-        .then(pl.lit("event_time is an epoch number, not an ISO-8601 timestamp"))
-        .when(pl.col("_time").is_null())
-        .then(pl.lit("event_time is not an ISO-8601 timestamp"))
-        .when((year < 2000) | (year > 2100))
-        .then(pl.lit("event_time is out of range (2000-2100)"))
-        .when(pl.col("order_id").is_null())
-        .then(pl.lit("missing order_id"))
-        .when(pl.col("customer_id").is_null())
-        .then(pl.lit("missing customer_id"))
-        .when(pl.max_horizontal(pl.col(c).str.len_chars() for c in ids) > schema.MAX_ID_LENGTH)
-        .then(pl.lit(f"an id is longer than {schema.MAX_ID_LENGTH} characters"))
-        .when(pl.col("_order_missing"))
-        .then(pl.lit("missing order object"))
-        .when(pl.col("n_items").is_null())
-        .then(pl.lit("missing n_items"))
-        .when(pl.col("_n_items").is_null() | (pl.col("_n_items") != pl.col("_n_items").floor()))
-        .then(pl.lit("n_items is not an integer"))
-        .when(pl.col("_n_items") < 1)
-        .then(pl.lit("n_items must be at least 1"))
-        .when(pl.col("_n_items") > 100_000)
-        .then(pl.lit("n_items is out of range (1-100000)"))
-        .when(pl.col("is_returned").is_null())
-        .then(pl.lit("missing is_returned"))
-        .when(pl.col("_returned").is_null())
-        .then(pl.lit("is_returned must be 0 or 1"))
-        .when(_bad_number("basket_value"))
-        .then(pl.lit("basket_value is not a number"))
-        .when(_bad_number("shipping_fee"))
-        .then(pl.lit("shipping_fee is not a number"))
-        .when(_bad_number("discount"))
-        .then(pl.lit("discount is not a number"))
-        .when(_bad_number("order_total"))
-        .then(pl.lit("order_total is not a number"))
-        .when(pl.col("_basket_f").is_null())
-        .then(pl.lit("missing basket_value and order_total"))
-        .when(negative)
-        .then(pl.lit("amounts must not be negative"))
-    )
-    typed = typed.with_columns(reason.alias("reason"))
-    rejected = (
-        typed.filter(pl.col("reason").is_not_null())
-        .select("line_number", "reason", "raw")
-        .cast(REJECTED_SCHEMA)
-    )
-    valid = typed.filter(pl.col("reason").is_null())
+    ).with_columns(total.alias("_total_f"))
 
+
+def first_broken_rule(rules: Sequence[schema.Rule] = schema.RULES) -> pl.Expr:
+    """The reason of the first rule a typed row breaks, in the rules' order; null if none."""
+    reason = pl.lit(None, dtype=pl.String)
+    for rule in reversed(rules):
+        reason = pl.when(rule.broken()).then(pl.lit(rule.reason)).otherwise(reason)
+    return reason
+
+
+def imputation_counts(valid: pl.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Per column, how many valid rows get an imputed value and how many had text normalised."""
     country = pl.col("_country")
     imputed = valid.select(
-        (~country.str.contains(r"^[A-Z]{2}$").fill_null(False)).sum().alias("country"),
-        *[pl.col(f"_{name}").is_null().sum().alias(name) for name in texts],
-        pl.col("_discount").is_null().sum().alias("discount"),
-        pl.col("_shipping_fee").is_null().sum().alias("shipping_fee"),
-        pl.col("_basket_value").is_null().sum().alias("basket_value"),
-        pl.col("_order_total").is_null().sum().alias("order_total"),
+        (~country.str.contains(COUNTRY_CODE).fill_null(False)).sum().alias("country"),
+        *[
+            pl.col(f"_{name}").is_null().sum().alias(name)
+            for name in (*TEXT_FIELDS, "discount", "shipping_fee", "basket_value", "order_total")
+        ],
     ).row(0, named=True)
     normalised = valid.select(
         *[
             (pl.col(name).is_not_null() & (pl.col(name) != pl.col(f"_{name}"))).sum().alias(name)
-            for name in texts
+            for name in TEXT_FIELDS
         ],
         (pl.col("country").is_not_null() & (pl.col("country") != country)).sum().alias("country"),
     ).row(0, named=True)
+    return imputed, normalised
 
-    clean = (
+
+def clean_records(valid: pl.DataFrame) -> pl.DataFrame:
+    """Valid typed rows -> `line_number` and the clean record columns (schema.CLEAN_SCHEMA).
+
+    Unknown countries and texts get their placeholder; the date parts are derived here.
+    """
+    country = pl.col("_country")
+    texts = [pl.col(f"_{name}").fill_null(schema.UNKNOWN_TEXT).alias(name) for name in TEXT_FIELDS]
+    time = pl.col("event_time")
+    return (
         valid.select(
             "line_number",
             "event_id",
             pl.col("_time").alias("event_time"),
             "order_id",
             "customer_id",
-            pl.when(country.str.contains(r"^[A-Z]{2}$"))
+            pl.when(country.str.contains(COUNTRY_CODE))
             .then(country)
             .otherwise(pl.lit(schema.UNKNOWN_COUNTRY))
             .alias("country"),
-            *[pl.col(f"_{name}").fill_null(schema.UNKNOWN_TEXT).alias(name) for name in texts],
+            *texts,
             pl.col("_n_items").cast(pl.Int32).alias("n_items"),
             pl.col("_basket_f").alias("basket_value"),
             pl.col("_shipping_f").alias("shipping_fee"),
@@ -331,15 +298,33 @@ def clean_events(flat: pl.DataFrame) -> CleanBatch:
             pl.col("_returned").alias("is_returned"),
         )
         .with_columns(
-            pl.col("event_time").dt.year().cast(pl.Int32).alias("event_year"),
-            pl.col("event_time").dt.month().cast(pl.Int8).alias("event_month"),
-            pl.col("event_time").dt.day().cast(pl.Int8).alias("event_day"),
-            pl.col("event_time").dt.hour().cast(pl.Int8).alias("event_hour"),
+            time.dt.year().cast(pl.Int32).alias("event_year"),
+            time.dt.month().cast(pl.Int8).alias("event_month"),
+            time.dt.day().cast(pl.Int8).alias("event_day"),
+            time.dt.hour().cast(pl.Int8).alias("event_hour"),
             (pl.col("basket_value") / pl.col("n_items")).round(4).alias("price_average_per_item"),
         )
-        .cast({name: dtype for name, dtype in schema.CLEAN_SCHEMA.items()})
+        .cast(dict(schema.CLEAN_SCHEMA))
     )
-    return CleanBatch(clean=clean, rejected=rejected, imputed=imputed, normalised=normalised)
+
+
+def clean_events(flat: pl.DataFrame) -> CleanBatch:
+    """Validate, type, normalise and impute flat raw events; rejected rows get their first reason.
+
+    `flat` holds one text column per raw field (see FLAT_RAW_COLUMNS), `line_number`, `raw`
+    and optionally `_order_missing`. Duplicates are kept: see `dedupe_latest`.
+    """
+    typed = typed_fields(flat).with_columns(first_broken_rule().alias("reason"))
+    rejected = (
+        typed.filter(pl.col("reason").is_not_null())
+        .select("line_number", "reason", "raw")
+        .cast(REJECTED_SCHEMA)
+    )
+    valid = typed.filter(pl.col("reason").is_null())
+    imputed, normalised = imputation_counts(valid)
+    return CleanBatch(
+        clean=clean_records(valid), rejected=rejected, imputed=imputed, normalised=normalised
+    )
 
 
 def dedupe_latest(clean: pl.DataFrame) -> pl.DataFrame:
@@ -352,13 +337,7 @@ def dedupe_latest(clean: pl.DataFrame) -> pl.DataFrame:
 def clean_lines(lines: pl.DataFrame) -> CleanBatch:
     """Raw JSON text lines -> clean rows (duplicates kept) and every rejected line with a reason."""
     parsed = parse_lines(lines)
-    cleaned = clean_events(flatten_raw(parsed.clean))
-    return CleanBatch(
-        clean=cleaned.clean,
-        rejected=pl.concat([parsed.rejected, cleaned.rejected]).sort("line_number"),
-        imputed=cleaned.imputed,
-        normalised=cleaned.normalised,
-    )
+    return _with_parse_rejects(parsed, clean_events(flatten_raw(parsed.clean)))
 
 
 def clean_record_lines(lines: pl.DataFrame) -> CleanBatch:
@@ -370,45 +349,17 @@ def clean_record_lines(lines: pl.DataFrame) -> CleanBatch:
     flat = parsed.clean.select(
         "line_number", pl.col("line").alias("raw"), pl.col("event").struct.unnest()
     )
-    cleaned = clean_events(flat)
-    return CleanBatch(
-        clean=cleaned.clean,
-        rejected=pl.concat([parsed.rejected, cleaned.rejected]).sort("line_number"),
-        imputed=cleaned.imputed,
-        normalised=cleaned.normalised,
-    )
+    return _with_parse_rejects(parsed, clean_events(flat))
+
+
+def _with_parse_rejects(parsed: CleanBatch, cleaned: CleanBatch) -> CleanBatch:
+    """`cleaned`, with the lines that did not even parse among its rejected rows."""
+    rejected = pl.concat([parsed.rejected, cleaned.rejected]).sort("line_number")
+    return CleanBatch(cleaned.clean, rejected, cleaned.imputed, cleaned.normalised)
 
 
 # ---------------------------------------------------------------- the service
-@dataclass(frozen=True)
-class EtlPaths:
-    """Where etl writes; derived from the data and reports folders."""
-
-    processed_dir: Path
-    rejected_dir: Path
-    quality_report: Path
-
-    @classmethod
-    def under(cls, data_dir: Path, reports_dir: Path) -> EtlPaths:
-        return cls(data_dir / "processed", data_dir / "rejected", reports_dir / "etl_quality.json")
-
-    @property
-    def parquet(self) -> Path:
-        return self.processed_dir / f"{PROCESSED_STEM}.parquet"
-
-    @property
-    def csv(self) -> Path:
-        return self.processed_dir / f"{PROCESSED_STEM}.csv"
-
-    @property
-    def jsonl(self) -> Path:
-        return self.processed_dir / f"{PROCESSED_STEM}.jsonl"
-
-    def rejected_for(self, source: Path) -> Path:
-        return self.rejected_dir / f"{source.stem}.rejected.jsonl"
-
-
-def run_etl(source: Path, paths: EtlPaths, *, merge: bool = True) -> EtlResult:
+def run_etl(source: Path, layout: Layout, *, merge: bool = True) -> EtlResult:
     """Clean `source` into the processed dataset (merged with what is there unless merge=False)."""
     began = time.perf_counter()
     lines = read_raw_lines(source)
@@ -417,12 +368,12 @@ def run_etl(source: Path, paths: EtlPaths, *, merge: bool = True) -> EtlResult:
     duplicates = batch.clean.height - latest.height
     latest = latest.drop("line_number")
 
-    previous = _read_previous(paths.parquet) if merge else None
+    previous = _read_previous(layout.parquet) if merge else None
     dataset, new_events, changed = _merge(previous, latest)
     dataset = dataset.sort(["event_time", "event_id"])
 
-    _write_dataset(dataset, paths)
-    rejected_path = paths.rejected_for(source)
+    _write_dataset(dataset, layout)
+    rejected_path = layout.rejected_for(source)
     write_atomic(rejected_path, lambda tmp: batch.rejected.write_ndjson(tmp))
 
     # Counts per rule: the detail in brackets (column of a JSON error...) stays in the file.
@@ -443,11 +394,11 @@ def run_etl(source: Path, paths: EtlPaths, *, merge: bool = True) -> EtlResult:
         new_events=new_events,
         changed_events=changed,
         outputs={
-            "parquet": paths.parquet,
-            "csv": paths.csv,
-            "jsonl": paths.jsonl,
+            "parquet": layout.parquet,
+            "csv": layout.csv,
+            "jsonl": layout.jsonl,
             "rejected": rejected_path,
-            "quality": paths.quality_report,
+            "quality": layout.quality_report,
         },
         seconds=time.perf_counter() - began,
     )
@@ -456,7 +407,7 @@ def run_etl(source: Path, paths: EtlPaths, *, merge: bool = True) -> EtlResult:
             f"etl accounting mismatch: {result.lines} lines != {result.clean} clean + "
             f"{result.duplicates} duplicates + {result.rejected} rejected"
         )
-    write_text_atomic(paths.quality_report, json.dumps(quality_report(result, dataset), indent=2))
+    write_text_atomic(layout.quality_report, json.dumps(quality_report(result, dataset), indent=2))
     return result
 
 
@@ -501,16 +452,11 @@ def _merge(previous: pl.DataFrame | None, latest: pl.DataFrame) -> tuple[pl.Data
     return merged.drop("_run"), new_ids, changed
 
 
-def as_text_records(dataset: pl.DataFrame) -> pl.DataFrame:
-    """The clean record with event_time as contract text: the CSV, JSON Lines and Kafka form."""
-    return dataset.with_columns(pl.col("event_time").dt.strftime(schema.EVENT_TIME_FORMAT))
-
-
-def _write_dataset(dataset: pl.DataFrame, paths: EtlPaths) -> None:
+def _write_dataset(dataset: pl.DataFrame, layout: Layout) -> None:
     text = as_text_records(dataset)
-    write_atomic(paths.parquet, lambda tmp: dataset.write_parquet(tmp, statistics=True))
-    write_atomic(paths.csv, lambda tmp: text.write_csv(tmp))
-    write_atomic(paths.jsonl, lambda tmp: text.write_ndjson(tmp))
+    write_atomic(layout.parquet, lambda tmp: dataset.write_parquet(tmp, statistics=True))
+    write_atomic(layout.csv, lambda tmp: text.write_csv(tmp))
+    write_atomic(layout.jsonl, lambda tmp: text.write_ndjson(tmp))
 
 
 def quality_report(result: EtlResult, dataset: pl.DataFrame) -> dict[str, object]:

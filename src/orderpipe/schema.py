@@ -6,6 +6,8 @@ generate, etl, ingest, ml and stream all take their column names and dtypes from
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -24,6 +26,8 @@ ORDER_FIELDS = (
     "is_returned",
 )
 TOP_FIELDS = ("event_id", "event_time", "order_id")
+ID_FIELDS = ("event_id", "order_id", "customer_id")
+AMOUNT_FIELDS = ("basket_value", "shipping_fee", "discount", "order_total")
 
 # Every raw leaf is read as text: numbers keep their JSON spelling ("3", "120.5", "true") and
 # the ETL casts them itself, so a wrong type becomes a quarantine reason, never a crash.
@@ -70,11 +74,13 @@ CATEGORIES = ("fashion", "electronics", "home", "beauty", "sports", "books", "to
 COUNTRIES = ("FR", "BE", "CH", "DE", "ES", "IT", "NL", "LU", "PT", "GB")
 UNKNOWN_TEXT = "unknown"
 MAX_ID_LENGTH = 64  # event_id, order_id, customer_id: VARCHAR(64) in the tables
+FIRST_YEAR, LAST_YEAR = 2000, 2100  # the years an event_time may fall in
+MAX_N_ITEMS = 100_000
 UNKNOWN_COUNTRY = "UN"
 
 # ---------------------------------------------------------------- rules, in the order checked
-# A rejected row carries the first rule it breaks (see etl.clean_events); a line that is not
-# a JSON object of the raw shape says why (see describe_json_problem).
+# A rejected row carries the first rule of RULES it breaks (see etl.clean_events); a line that
+# is not a JSON object of the raw shape says why (see describe_json_problem).
 LINE_REASONS = (
     "not UTF-8 text",
     "empty line",
@@ -83,29 +89,73 @@ LINE_REASONS = (
     "must be an object",
     "must be a scalar",
 )
-REJECT_REASONS = (
-    "missing event_id",
-    "missing event_time",
-    "event_time is an epoch number, not an ISO-8601 timestamp",
-    "event_time is not an ISO-8601 timestamp",
-    "event_time is out of range (2000-2100)",
-    "missing order_id",
-    "missing customer_id",
-    f"an id is longer than {MAX_ID_LENGTH} characters",
-    "missing order object",
-    "missing n_items",
-    "n_items is not an integer",
-    "n_items must be at least 1",
-    "n_items is out of range (1-100000)",
-    "missing is_returned",
-    "is_returned must be 0 or 1",
-    "basket_value is not a number",
-    "shipping_fee is not a number",
-    "discount is not a number",
-    "order_total is not a number",
-    "amounts must not be negative",
-    "missing basket_value and order_total",
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule of a flat event: its reason text and where a row breaks it."""
+
+    reason: str
+    broken: Callable[[], pl.Expr]  # True where a row breaks the rule
+
+
+def _not_a_number(name: str) -> pl.Expr:
+    """Present in the input but not a finite number."""
+    value = pl.col(f"_{name}")
+    return pl.col(name).is_not_null() & (value.is_null() | ~value.is_finite())
+
+
+# A row's reason is the first rule it breaks, so the order is behaviour. The predicates read the
+# frame of etl.typed_fields: a raw field's own name holds its text (ids stripped, blank -> null),
+# `_<field>` its parsed value (`_n_items`, `_returned`, `_basket_value`...); `_time`, `_time_text`,
+# `_order_missing` and the amounts after imputation (`_basket_f`, `_shipping_f`, `_discount_f`,
+# `_total_f`) are derived.
+RULES: tuple[Rule, ...] = (
+    Rule("missing event_id", lambda: pl.col("event_id").is_null()),
+    Rule(
+        "missing event_time",
+        lambda: pl.col("event_time").is_null() | (pl.col("_time_text") == ""),
+    ),
+    Rule(
+        "event_time is an epoch number, not an ISO-8601 timestamp",
+        lambda: pl.col("_time_text").str.contains(r"^-?\d+(\.\d+)?$"),
+    ),
+    Rule("event_time is not an ISO-8601 timestamp", lambda: pl.col("_time").is_null()),
+    Rule(
+        f"event_time is out of range ({FIRST_YEAR}-{LAST_YEAR})",
+        lambda: (pl.col("_time").dt.year() < FIRST_YEAR) | (pl.col("_time").dt.year() > LAST_YEAR),
+    ),
+    Rule("missing order_id", lambda: pl.col("order_id").is_null()),
+    Rule("missing customer_id", lambda: pl.col("customer_id").is_null()),
+    Rule(
+        f"an id is longer than {MAX_ID_LENGTH} characters",
+        lambda: (
+            pl.max_horizontal(pl.col(name).str.len_chars() for name in ID_FIELDS) > MAX_ID_LENGTH
+        ),
+    ),
+    Rule("missing order object", lambda: pl.col("_order_missing")),
+    Rule("missing n_items", lambda: pl.col("n_items").is_null()),
+    Rule(
+        "n_items is not an integer",
+        lambda: pl.col("_n_items").is_null() | (pl.col("_n_items") != pl.col("_n_items").floor()),
+    ),
+    Rule("n_items must be at least 1", lambda: pl.col("_n_items") < 1),
+    Rule(f"n_items is out of range (1-{MAX_N_ITEMS})", lambda: pl.col("_n_items") > MAX_N_ITEMS),
+    Rule("missing is_returned", lambda: pl.col("is_returned").is_null()),
+    Rule("is_returned must be 0 or 1", lambda: pl.col("_returned").is_null()),
+    Rule("basket_value is not a number", lambda: _not_a_number("basket_value")),
+    Rule("shipping_fee is not a number", lambda: _not_a_number("shipping_fee")),
+    Rule("discount is not a number", lambda: _not_a_number("discount")),
+    Rule("order_total is not a number", lambda: _not_a_number("order_total")),
+    Rule("missing basket_value and order_total", lambda: pl.col("_basket_f").is_null()),
+    Rule(
+        "amounts must not be negative",
+        lambda: pl.any_horizontal(
+            pl.col(name) < 0 for name in ("_basket_f", "_shipping_f", "_discount_f", "_total_f")
+        ),
+    ),
 )
+REJECT_REASONS = tuple(rule.reason for rule in RULES)
 
 IMPUTATION_RULES = {
     "country": "missing or not two letters -> 'UN'",

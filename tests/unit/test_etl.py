@@ -6,42 +6,48 @@ import pytest
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
-from orderpipe.etl import EtlPaths, run_etl
+from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
+from orderpipe.layout import Layout
 from tests.factories import raw_event, write_lines
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> EtlPaths:
-    return EtlPaths.under(tmp_path / "data", tmp_path / "reports")
+def layout(tmp_path: Path) -> Layout:
+    return Layout(
+        data_dir=tmp_path / "data",
+        artifacts_dir=tmp_path / "artifacts",
+        reports_dir=tmp_path / "reports",
+        eco_output_dir=tmp_path / "reports" / "emissions",
+    )
 
 
-def _rejected(paths: EtlPaths, source: Path) -> list[dict]:
-    return [json.loads(line) for line in paths.rejected_for(source).read_text().splitlines()]
+def _rejected(layout: Layout, source: Path) -> list[dict]:
+    return [json.loads(line) for line in layout.rejected_for(source).read_text().splitlines()]
 
 
-def test_every_line_is_clean_duplicate_or_quarantined(tmp_path: Path, paths: EtlPaths) -> None:
+def test_every_line_is_clean_duplicate_or_quarantined(tmp_path: Path, layout: Layout) -> None:
     raw = generate_events(
         tmp_path / "raw.jsonl", 3000, dirt=Dirt(duplicates=90, bad_lines=40, missing_rate=0.2)
     ).output
-    result = run_etl(raw, paths)
+    result = run_etl(raw, layout)
     assert result.lines == 3000 + 90 + 40
     assert result.clean == 3000
     assert result.duplicates == 90
     assert result.rejected == 40
     assert result.lines == result.clean + result.duplicates + result.rejected
-    assert len(_rejected(paths, raw)) == 40
-    report = json.loads(paths.quality_report.read_text())
+    assert len(_rejected(layout, raw)) == 40
+    report = json.loads(layout.quality_report.read_text())
     assert report["lines"] == result.lines
     assert sum(report["rejected_by_reason"].values()) == 40
 
 
-def test_generator_bad_lines_get_the_right_reason(tmp_path: Path, paths: EtlPaths) -> None:
+def test_generator_bad_lines_get_the_right_reason(tmp_path: Path, layout: Layout) -> None:
     raw = generate_events(
         tmp_path / "raw.jsonl", 300, dirt=Dirt(bad_lines=len(BAD_LINE_KINDS))
     ).output
-    run_etl(raw, paths)
-    reasons = sorted(row["reason"].split(" (")[0] for row in _rejected(paths, raw))
+    run_etl(raw, layout)
+    reasons = sorted(row["reason"].split(" (")[0] for row in _rejected(layout, raw))
     assert reasons == sorted(
         [
             "invalid JSON",
@@ -58,7 +64,7 @@ def test_generator_bad_lines_get_the_right_reason(tmp_path: Path, paths: EtlPath
     )
 
 
-def test_latest_event_time_wins_a_duplicate(tmp_path: Path, paths: EtlPaths) -> None:
+def test_latest_event_time_wins_a_duplicate(tmp_path: Path, layout: Layout) -> None:
     raw = write_lines(
         tmp_path / "raw.jsonl",
         [
@@ -67,13 +73,13 @@ def test_latest_event_time_wins_a_duplicate(tmp_path: Path, paths: EtlPaths) -> 
             raw_event(event_time="2026-11-20T10:00:03Z", order__n_items=3),
         ],
     )
-    result = run_etl(raw, paths)
-    clean = pl.read_parquet(paths.parquet)
+    result = run_etl(raw, layout)
+    clean = pl.read_parquet(layout.parquet)
     assert (result.clean, result.duplicates) == (1, 2)
     assert clean["n_items"].to_list() == [5]
 
 
-def test_exact_tie_keeps_the_later_line(tmp_path: Path, paths: EtlPaths) -> None:
+def test_exact_tie_keeps_the_later_line(tmp_path: Path, layout: Layout) -> None:
     raw = write_lines(
         tmp_path / "raw.jsonl",
         [
@@ -81,22 +87,22 @@ def test_exact_tie_keeps_the_later_line(tmp_path: Path, paths: EtlPaths) -> None
             raw_event(order__n_items=2),
         ],
     )
-    run_etl(raw, paths)
-    assert pl.read_parquet(paths.parquet)["n_items"].to_list() == [2]
+    run_etl(raw, layout)
+    assert pl.read_parquet(layout.parquet)["n_items"].to_list() == [2]
 
 
-def test_running_etl_twice_changes_nothing(tmp_path: Path, paths: EtlPaths) -> None:
+def test_running_etl_twice_changes_nothing(tmp_path: Path, layout: Layout) -> None:
     raw = generate_events(
         tmp_path / "raw.jsonl", 2000, dirt=Dirt(duplicates=50, bad_lines=5)
     ).output
-    run_etl(raw, paths)
-    first = {p: p.read_bytes() for p in (paths.parquet, paths.csv, paths.jsonl)}
-    again = run_etl(raw, paths)
+    run_etl(raw, layout)
+    first = {p: p.read_bytes() for p in (layout.parquet, layout.csv, layout.jsonl)}
+    again = run_etl(raw, layout)
     assert {p: p.read_bytes() for p in first} == first
     assert (again.new_events, again.changed_events, again.dataset_rows) == (0, 0, 2000)
 
 
-def test_merge_adds_new_events_and_updates_newer_ones(tmp_path: Path, paths: EtlPaths) -> None:
+def test_merge_adds_new_events_and_updates_newer_ones(tmp_path: Path, layout: Layout) -> None:
     first = write_lines(
         tmp_path / "a.jsonl",
         [
@@ -112,18 +118,18 @@ def test_merge_adds_new_events_and_updates_newer_ones(tmp_path: Path, paths: Etl
             raw_event(event_id="e1", event_time="2026-11-20T08:00:00Z", order__n_items=7),
         ],
     )
-    run_etl(first, paths)
-    result = run_etl(second, paths)
-    clean = pl.read_parquet(paths.parquet).sort("event_id")
+    run_etl(first, layout)
+    result = run_etl(second, layout)
+    clean = pl.read_parquet(layout.parquet).sort("event_id")
     assert clean["event_id"].to_list() == ["e1", "e2", "e3"]
     assert clean["n_items"].to_list() == [3, 9, 3]  # e1's older copy did not win
     assert (result.new_events, result.changed_events) == (1, 1)
 
 
-def test_replace_rebuilds_the_dataset(tmp_path: Path, paths: EtlPaths) -> None:
-    run_etl(write_lines(tmp_path / "a.jsonl", [raw_event(event_id="e1")]), paths)
-    run_etl(write_lines(tmp_path / "b.jsonl", [raw_event(event_id="e2")]), paths, merge=False)
-    assert pl.read_parquet(paths.parquet)["event_id"].to_list() == ["e2"]
+def test_replace_rebuilds_the_dataset(tmp_path: Path, layout: Layout) -> None:
+    run_etl(write_lines(tmp_path / "a.jsonl", [raw_event(event_id="e1")]), layout)
+    run_etl(write_lines(tmp_path / "b.jsonl", [raw_event(event_id="e2")]), layout, merge=False)
+    assert pl.read_parquet(layout.parquet)["event_id"].to_list() == ["e2"]
 
 
 @pytest.mark.parametrize(
@@ -159,33 +165,32 @@ def test_replace_rebuilds_the_dataset(tmp_path: Path, paths: EtlPaths) -> None:
     ],
 )
 def test_bad_records_are_quarantined_with_a_reason(
-    tmp_path: Path, paths: EtlPaths, line: object, reason: str
+    tmp_path: Path, layout: Layout, line: object, reason: str
 ) -> None:
     raw = write_lines(tmp_path / "raw.jsonl", [raw_event(event_id="good"), line])
-    result = run_etl(raw, paths)
+    result = run_etl(raw, layout)
     assert (result.clean, result.rejected) == (1, 1)
-    [rejected] = _rejected(paths, raw)
+    [rejected] = _rejected(layout, raw)
     assert rejected["reason"].startswith(reason)
     assert rejected["line_number"] == 2
     assert rejected["raw"] == (line if isinstance(line, str) else json.dumps(line))
 
 
-def test_non_utf8_line_is_quarantined_not_fatal(tmp_path: Path, paths: EtlPaths) -> None:
+def test_non_utf8_line_is_quarantined_not_fatal(tmp_path: Path, layout: Layout) -> None:
     raw = tmp_path / "raw.jsonl"
     raw.write_bytes(json.dumps(raw_event()).encode() + b"\n" + b'{"event_id": "\xff\xfe"}\n')
-    result = run_etl(raw, paths)
+    result = run_etl(raw, layout)
     assert (result.clean, result.rejected) == (1, 1)
-    assert _rejected(paths, raw)[0]["reason"] == "not UTF-8 text"
+    assert _rejected(layout, raw)[0]["reason"] == "not UTF-8 text"
 
 
-def test_every_reason_is_documented(tmp_path: Path, paths: EtlPaths) -> None:
+def test_every_reason_is_documented(tmp_path: Path, layout: Layout) -> None:
     raw = generate_events(tmp_path / "raw.jsonl", 500, dirt=Dirt(bad_lines=30)).output
-    run_etl(raw, paths)
-    for row in _rejected(paths, raw):
-        assert (
-            row["reason"] in schema.REJECT_REASONS
-            or row["reason"].startswith(schema.LINE_REASONS)
-            or any(part in row["reason"] for part in schema.LINE_REASONS)
+    run_etl(raw, layout)
+    rule_reasons = {rule.reason for rule in schema.RULES}
+    for row in _rejected(layout, raw):
+        assert row["reason"] in rule_reasons or any(
+            part in row["reason"] for part in schema.LINE_REASONS
         )
 
 
@@ -199,16 +204,16 @@ def test_every_reason_is_documented(tmp_path: Path, paths: EtlPaths) -> None:
     ],
 )
 def test_timestamps_are_converted_to_utc(
-    tmp_path: Path, paths: EtlPaths, event_time: str, expected: str
+    tmp_path: Path, layout: Layout, event_time: str, expected: str
 ) -> None:
-    run_etl(write_lines(tmp_path / "raw.jsonl", [raw_event(event_time=event_time)]), paths)
-    record = json.loads(paths.jsonl.read_text().splitlines()[0])
+    run_etl(write_lines(tmp_path / "raw.jsonl", [raw_event(event_time=event_time)]), layout)
+    record = json.loads(layout.jsonl.read_text().splitlines()[0])
     assert record["event_time"] == expected
     assert record["event_year"] == int(expected[:4])
     assert record["event_hour"] == int(expected[11:13])
 
 
-def test_text_is_normalised_and_missing_values_imputed(tmp_path: Path, paths: EtlPaths) -> None:
+def test_text_is_normalised_and_missing_values_imputed(tmp_path: Path, layout: Layout) -> None:
     raw = write_lines(
         tmp_path / "raw.jsonl",
         [
@@ -233,8 +238,8 @@ def test_text_is_normalised_and_missing_values_imputed(tmp_path: Path, paths: Et
             ),
         ],
     )
-    result = run_etl(raw, paths)
-    rows = pl.read_parquet(paths.parquet).sort("event_id").to_dicts()
+    result = run_etl(raw, layout)
+    rows = pl.read_parquet(layout.parquet).sort("event_id").to_dicts()
     first, second = rows[1], rows[0]
     assert (first["country"], first["device"], first["channel"], first["main_category"]) == (
         "FR",
@@ -250,7 +255,7 @@ def test_text_is_normalised_and_missing_values_imputed(tmp_path: Path, paths: Et
     assert result.normalised["device"] == 1
 
 
-def test_original_project_file_quirks(tmp_path: Path, paths: EtlPaths) -> None:
+def test_original_project_file_quirks(tmp_path: Path, layout: Layout) -> None:
     """Order ids reused across customers, nulls and duplicates, as the original generator did."""
     raw = write_lines(
         tmp_path / "raw.jsonl",
@@ -271,20 +276,33 @@ def test_original_project_file_quirks(tmp_path: Path, paths: EtlPaths) -> None:
             raw_event(event_id="c", order__channel=None, order__discount=None),
         ],
     )
-    result = run_etl(raw, paths)
+    result = run_etl(raw, layout)
     assert (result.clean, result.duplicates, result.rejected) == (3, 1, 0)
-    report = json.loads(paths.quality_report.read_text())
+    report = json.loads(layout.quality_report.read_text())
     assert report["dataset"]["order_ids_shared_by_several_customers"] == 1
 
 
-def test_missing_input_is_a_clear_error(tmp_path: Path, paths: EtlPaths) -> None:
+def test_missing_input_is_a_clear_error(tmp_path: Path, layout: Layout) -> None:
     with pytest.raises(OrderpipeError, match="input file not found"):
-        run_etl(tmp_path / "nope.jsonl", paths)
+        run_etl(tmp_path / "nope.jsonl", layout)
 
 
-def test_outputs_have_the_clean_contract_columns(tmp_path: Path, paths: EtlPaths) -> None:
-    run_etl(generate_events(tmp_path / "raw.jsonl", 100).output, paths)
-    assert pl.read_parquet(paths.parquet).columns == list(schema.CLEAN_COLUMNS)
-    assert pl.read_csv(paths.csv).columns == list(schema.CLEAN_COLUMNS)
-    assert list(json.loads(paths.jsonl.read_text().splitlines()[0])) == list(schema.CLEAN_COLUMNS)
-    assert pl.read_parquet(paths.parquet).schema == pl.Schema(schema.CLEAN_SCHEMA)
+def test_outputs_have_the_clean_contract_columns(tmp_path: Path, layout: Layout) -> None:
+    run_etl(generate_events(tmp_path / "raw.jsonl", 100).output, layout)
+    assert pl.read_parquet(layout.parquet).columns == list(schema.CLEAN_COLUMNS)
+    assert pl.read_csv(layout.csv).columns == list(schema.CLEAN_COLUMNS)
+    assert list(json.loads(layout.jsonl.read_text().splitlines()[0])) == list(schema.CLEAN_COLUMNS)
+    assert pl.read_parquet(layout.parquet).schema == pl.Schema(schema.CLEAN_SCHEMA)
+
+
+def test_outputs_are_written_where_the_layout_says(tmp_path: Path, layout: Layout) -> None:
+    raw = write_lines(tmp_path / "raw.jsonl", [raw_event(), "not json"])
+    result = run_etl(raw, layout)
+    assert result.outputs == {
+        "parquet": layout.parquet,
+        "csv": layout.csv,
+        "jsonl": layout.jsonl,
+        "rejected": layout.rejected_for(raw),
+        "quality": layout.quality_report,
+    }
+    assert all(path.is_file() for path in result.outputs.values())
