@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orderpipe.layout import Layout
+
 BASE_EVENT: dict[str, Any] = {
     "event_id": "evt-0001",
     "event_time": "2026-11-20T10:31:02.123456Z",
@@ -46,3 +48,13 @@ def write_lines(path: Path, items: list[Any]) -> Path:
         for item in items:
             handle.write((item if isinstance(item, str) else json.dumps(item)) + "\n")
     return path
+
+
+def layout_under(root: Path) -> Layout:
+    """The layout of settings whose folders are all inside `root`."""
+    return Layout(
+        data_dir=root / "data",
+        artifacts_dir=root / "artifacts",
+        reports_dir=root / "reports",
+        eco_output_dir=root / "reports" / "emissions",
+    )

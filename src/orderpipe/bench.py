@@ -1,21 +1,28 @@
-"""`orderpipe bench`: throughput and peak memory of each phase on generated data.
+"""`orderpipe bench`: throughput and peak memory of each phase of `phases.PHASES`.
 
-Every phase runs in a fresh process (spawned), so its peak RSS is its own.
+Every measurement runs the phase in a fresh (spawned) process, so its peak RSS is its own.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import resource
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orderpipe.errors import OrderpipeError
+from orderpipe.phases import PhaseOptions
+
+if TYPE_CHECKING:
+    from orderpipe.settings import Settings
+
+LATENCY_RATE = 2000.0  # events/s of the paced stream run that measures latency
 
 
 @dataclass(frozen=True)
@@ -39,189 +46,83 @@ class BenchResult:
     phases: list[PhaseFigures]
 
 
-def _generate(workdir: str, events: int, seed: int) -> dict[str, Any]:
-    from orderpipe.generate import Dirt, generate_events
+@dataclass(frozen=True)
+class Measurement:
+    """One line of the plan: a phase on some settings, with some options."""
 
-    result = generate_events(
-        Path(workdir) / "raw.jsonl", events, seed=seed, dirt=Dirt(duplicates=events // 50)
-    )
-    return {"events": result.events, "lines": result.lines}
+    label: str
+    phase: str
+    settings: Settings
+    options: PhaseOptions
+    drop_tables: bool = False  # a measurement of a shared database starts from empty tables
 
 
-@contextmanager
-def _eco(workdir: str, enabled: bool, phase: str) -> Iterator[Any]:
-    """Wrap a phase in a CodeCarbon task, as run-all does; the tracker starts outside the timing."""
+def measure_phase(
+    phase_name: str, settings: Settings, options: PhaseOptions, drop_tables: bool
+) -> dict[str, Any]:
+    """Run one phase as run-all does (eco task included when enabled); in the child process."""
     from orderpipe.eco.tracking import EcoTracker
+    from orderpipe.phases import PHASES_BY_NAME, run_phase
 
-    tracker = EcoTracker(
-        enabled=enabled, output_dir=Path(workdir) / "emissions", country_iso_code="FRA"
-    )
-    if enabled:
+    if drop_tables:
+        from orderpipe.db.engine import drop_tables as drop
+        from orderpipe.db.engine import make_engine
+
+        engine = make_engine(settings.db_url)
+        drop(engine)
+        engine.dispose()
+    phase = PHASES_BY_NAME[phase_name]
+    tracker = EcoTracker.from_settings(settings)
+    if settings.eco_enabled:
         tracker.start()  # the one-off start-up cost stays out of the phase figure
     try:
-        with tracker.phase(phase) as record:
-            yield record
+        result, record = run_phase(phase, settings, options, tracker)
     finally:
         tracker.close()
+    return {"events": record.events, "seconds": record.duration_s, **phase.figures(result)}
 
 
-def _etl(workdir: str, eco: bool = False) -> dict[str, Any]:
-    from orderpipe.etl import EtlPaths, run_etl
-
-    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
-    with _eco(workdir, eco, "etl") as record:
-        result = run_etl(Path(workdir) / "raw.jsonl", paths, merge=False)
-    return {
-        "events": result.clean,
-        "lines": result.lines,
-        "rejected": result.rejected,
-        "seconds": record.duration_s,
-    }
-
-
-def _ingest(workdir: str, url: str) -> dict[str, Any]:
-    from orderpipe.db.engine import drop_tables, make_engine
-    from orderpipe.etl import EtlPaths
-    from orderpipe.ingest import ingest_dataset, read_clean_dataset
-
-    engine = make_engine(url)
-    drop_tables(engine)  # a measurement starts from empty tables
-    engine.dispose()
-    clean = read_clean_dataset(
-        EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports").parquet
-    )
-    started = time.perf_counter()
-    result = ingest_dataset(clean, url)
-    return {
-        "events": result.events,
-        "method": result.method,
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def _train(workdir: str) -> dict[str, Any]:
-    from orderpipe.etl import EtlPaths
-    from orderpipe.generate import truth_path_for
-    from orderpipe.ml.train import run_train
-
-    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
-    results = run_train(
-        "all",
-        paths.parquet,
-        Path(workdir) / "artifacts",
-        truth_path=truth_path_for(Path(workdir) / "raw.jsonl"),
-    )
-    detail: dict[str, Any] = {"events": results[0].rows}
-    for result in results:
-        test = result.metrics["test"]
-        detail[f"{result.name}_seconds"] = round(result.seconds, 3)
-        detail[f"{result.name}_estimator"] = result.estimator
-        if result.name == "classification":
-            detail["roc_auc"] = round(test["roc_auc"], 4)
-            detail["brier"] = round(test["brier"], 4)
-            if "oracle" in result.metrics:
-                detail["oracle_roc_auc"] = round(result.metrics["oracle"]["roc_auc"], 4)
-                detail["oracle_brier"] = round(result.metrics["oracle"]["brier"], 4)
-        else:
-            detail["r2"] = round(test["r2"], 4)
-            detail["median_baseline_r2"] = round(result.metrics["median_baseline"]["r2"], 4)
-    return detail
-
-
-def _score(workdir: str) -> dict[str, Any]:
-    """Batch scoring alone (no database): one predict_proba per chunk of the clean dataset."""
-    from datetime import UTC, datetime
-
-    from orderpipe.etl import EtlPaths
-    from orderpipe.ingest import read_clean_dataset
-    from orderpipe.ml.model import load_model
-    from orderpipe.ml.predict import SCORE_CHUNK, score_batch
-
-    model = load_model(Path(workdir) / "artifacts", "classification")
-    clean = read_clean_dataset(
-        EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports").parquet
-    )
-    started = time.perf_counter()
-    now = datetime.now(UTC)
-    for offset in range(0, clean.height, SCORE_CHUNK):
-        score_batch(model, clean.slice(offset, SCORE_CHUNK), now)
-    return {"events": clean.height, "seconds": time.perf_counter() - started}
-
-
-def _predict(workdir: str, url: str) -> dict[str, Any]:
-    from orderpipe.etl import EtlPaths
-    from orderpipe.ml.predict import run_predict
-
-    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
-    result = run_predict(paths.parquet, url, Path(workdir) / "artifacts")
-    return {"events": result.scored, "seconds": result.seconds}
-
-
-def _stream(
-    workdir: str, url: str, bootstrap: str, rate: float | None, eco: bool = False
-) -> dict[str, Any]:
-    """`stream run` of the clean JSON Lines; `rate` paces it (latency) or not (throughput)."""
-    import asyncio
-    import uuid
-
-    from orderpipe.etl import EtlPaths
-    from orderpipe.stream.broker import kafka_endpoint
-    from orderpipe.stream.pipeline import run_stream
-    from orderpipe.stream.producer import ProducerOptions
-
-    paths = EtlPaths.under(Path(workdir) / "data", Path(workdir) / "reports")
-    limit = min(20_000, int(rate * 10)) if rate else None
-    with kafka_endpoint(bootstrap) as endpoint, _eco(workdir, eco, "stream"):
-        result = asyncio.run(
-            run_stream(
-                endpoint.bootstrap,
-                f"bench-{uuid.uuid4().hex[:8]}",
-                f"bench-{uuid.uuid4().hex[:8]}",
-                paths.jsonl,
-                url,
-                Path(workdir) / "artifacts",
-                embedded=endpoint.embedded,
-                producer_options=ProducerOptions(rate=rate, limit=limit),
-            )
-        )
-    streaming = result.seconds - result.startup_seconds
-    return {
-        "events": result.stored,
-        "seconds": streaming,
-        "startup_seconds": round(result.startup_seconds, 3),
-        **{f"latency_{k}_ms": round(v, 1) for k, v in result.latency_ms.items()},
-    }
-
-
-PHASES: dict[str, Callable[..., dict[str, Any]]] = {
-    "stream": _stream,
-    "generate": _generate,
-    "etl": _etl,
-    "ingest": _ingest,
-    "train": _train,
-    "score": _score,
-    "predict": _predict,
-}
-
-
-def _child(name: str, args: tuple[Any, ...], queue: Any) -> None:
+def _child(target: Callable[..., dict[str, Any]], args: tuple[Any, ...], results: Any) -> None:
     try:
         started = time.perf_counter()
-        detail = PHASES[name](*args)
+        detail = target(*args)
         seconds = detail.pop("seconds", time.perf_counter() - started)
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        queue.put(("ok", seconds, peak_kb / 1024, detail))
+        results.put(("ok", seconds, peak_kb / 1024, detail))
     except BaseException as exc:
-        queue.put(("error", 0.0, 0.0, {"error": f"{type(exc).__name__}: {exc}"}))
+        results.put(("error", 0.0, 0.0, {"error": f"{type(exc).__name__}: {exc}"}))
 
 
-def _measure(label: str, name: str, *args: Any) -> PhaseFigures:
+def _measure(label: str, target: Callable[..., dict[str, Any]], *args: Any) -> PhaseFigures:
+    """Run `target(*args)` in a spawned process; a process that dies without a result (the OOM
+    killer, a crash) is a one-line error, never a hang."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(name, args, queue))
+    results = context.Queue()
+    process = context.Process(target=_child, args=(target, args, results))
     process.start()
-    status, seconds, peak_mb, detail = queue.get()
-    process.join()
+    try:
+        while True:
+            try:
+                status, seconds, peak_mb, detail = results.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if process.is_alive():
+                    continue
+                try:  # it may have put its result just before it ended
+                    status, seconds, peak_mb, detail = results.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    code = process.exitcode
+                    hint = " (killed: out of memory?)" if code == -9 else ""
+                    raise OrderpipeError(
+                        f"bench phase {label}: its process ended with code {code} "
+                        f"before reporting{hint}"
+                    ) from None
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
     if status != "ok":
         raise OrderpipeError(f"bench phase {label} failed: {detail['error']}")
     events = int(detail.pop("events"))
@@ -235,7 +136,84 @@ def _measure(label: str, name: str, *args: Any) -> PhaseFigures:
     )
 
 
+def bench_plan(
+    settings: Settings,
+    root: Path,
+    options: PhaseOptions,
+    database_url: str | None = None,
+    kafka_bootstrap: str | None = None,
+) -> list[Measurement]:
+    """Every measurement, on the user's settings with bench's own folders and databases."""
+    from pydantic import SecretStr
+    from sqlalchemy.engine import make_url
+
+    base = settings.model_copy(
+        update={
+            "database_url": SecretStr(f"sqlite:///{root}/bench.db"),
+            "data_dir": root / "data",
+            "artifacts_dir": root / "artifacts",
+            "reports_dir": root / "reports",
+            "eco_output_dir": root / "emissions",
+            "eco_enabled": False,
+            "kafka_bootstrap_servers": "embedded",
+        }
+    )
+
+    def on(database: str | None = None, **changes: Any) -> Settings:
+        """The bench settings with another database and other changes."""
+        if database is not None:
+            changes["database_url"] = SecretStr(database)
+        return base.model_copy(update=changes)
+
+    def streaming(database: str, bootstrap: str = "embedded", **changes: Any) -> Settings:
+        topic = f"bench-{uuid.uuid4().hex[:8]}"  # a topic of its own: nothing left over counts
+        return on(
+            database,
+            kafka_bootstrap_servers=bootstrap,
+            kafka_topic=topic,
+            kafka_group_id=topic,
+            **changes,
+        )
+
+    paced = PhaseOptions(
+        events=options.events,
+        seed=options.seed,
+        stream_rate=LATENCY_RATE,
+        stream_limit=min(20_000, int(LATENCY_RATE * 10)),
+    )
+    plan = [
+        Measurement("generate", "generate", base, options),
+        Measurement("etl", "etl", base, options),
+        Measurement("etl-eco-on", "etl", on(eco_enabled=True), options),
+        Measurement("ingest-sqlite", "ingest", base, options),
+        Measurement("train", "train", base, options),
+        Measurement("predict-sqlite", "predict", base, options),
+        Measurement(
+            "stream-embedded-sqlite", "stream", streaming(f"sqlite:///{root}/s.db"), options
+        ),
+        Measurement(
+            "stream-eco-on",
+            "stream",
+            streaming(f"sqlite:///{root}/e.db", eco_enabled=True),
+            options,
+        ),
+        Measurement("stream-latency-2000/s", "stream", streaming(f"sqlite:///{root}/l.db"), paced),
+    ]
+    if database_url and make_url(database_url).get_backend_name() != "sqlite":
+        backend = make_url(database_url).get_backend_name()
+        server = on(database_url)
+        plan += [
+            Measurement(f"ingest-{backend}", "ingest", server, options, drop_tables=True),
+            Measurement(f"predict-{backend}", "predict", server, options),
+        ]
+        if kafka_bootstrap:
+            stream = streaming(database_url, kafka_bootstrap)
+            plan.append(Measurement(f"stream-kafka-{backend}", "stream", stream, options))
+    return plan
+
+
 def run_bench(
+    settings: Settings,
     events: int,
     *,
     seed: int = 42,
@@ -251,48 +229,13 @@ def run_bench(
     """
     if events < 1:
         raise OrderpipeError("--events must be at least 1")
+    options = PhaseOptions(events=events, seed=seed, etl_merge=False)
     phases: list[PhaseFigures] = []
     with tempfile.TemporaryDirectory(prefix="orderpipe-bench-", dir=workdir) as tmp:
-        plan: list[tuple[str, str, tuple[Any, ...]]] = [
-            ("generate", "generate", (tmp, events, seed)),
-            ("etl", "etl", (tmp,)),
-            ("etl-eco-on", "etl", (tmp, True)),
-            ("ingest-sqlite", "ingest", (tmp, f"sqlite:///{tmp}/bench.db")),
-            ("train", "train", (tmp,)),
-            ("score", "score", (tmp,)),
-            ("predict-sqlite", "predict", (tmp, f"sqlite:///{tmp}/bench.db")),
-            (
-                "stream-embedded-sqlite",
-                "stream",
-                (tmp, f"sqlite:///{tmp}/stream.db", "embedded", None),
-            ),
-            (
-                "stream-eco-on",
-                "stream",
-                (tmp, f"sqlite:///{tmp}/stream-eco.db", "embedded", None, True),
-            ),
-            (
-                "stream-latency-2000/s",
-                "stream",
-                (tmp, f"sqlite:///{tmp}/latency.db", "embedded", 2000.0),
-            ),
-        ]
-        if database_url and not database_url.startswith("sqlite"):
-            from sqlalchemy.engine import make_url
-
-            backend = make_url(database_url).get_backend_name()
-            plan.append((f"ingest-{backend}", "ingest", (tmp, database_url)))
-            plan.append((f"predict-{backend}", "predict", (tmp, database_url)))
-            if kafka_bootstrap:
-                plan.append(
-                    (
-                        f"stream-kafka-{backend}",
-                        "stream",
-                        (tmp, database_url, kafka_bootstrap, None),
-                    )
-                )
-        for label, name, args in plan:
-            figures = _measure(label, name, *args)
+        plan = bench_plan(settings, Path(tmp), options, database_url, kafka_bootstrap)
+        for step in plan:
+            args = (step.phase, step.settings, step.options, step.drop_tables)
+            figures = _measure(step.label, measure_phase, *args)
             phases.append(figures)
             if on_phase:
                 on_phase(figures)

@@ -18,6 +18,7 @@ import polars as pl
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
 from orderpipe.fileio import write_atomic
+from orderpipe.layout import truth_for
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -146,13 +147,13 @@ class GenerateResult:
 class Dirt:
     """How untidy the generated file is."""
 
-    duplicates: int = 0
+    duplicates: int | None = None  # extra lines re-sending an event; None: 2 % of the events
     missing_rate: float = 0.05
     untidy_rate: float = 0.10
     bad_lines: int = 0
 
     def __post_init__(self) -> None:
-        if self.duplicates < 0 or self.bad_lines < 0:
+        if (self.duplicates or 0) < 0 or self.bad_lines < 0:
             raise OrderpipeError("--duplicates and --bad-lines must be 0 or more")
         for name in ("missing_rate", "untidy_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -174,12 +175,13 @@ def generate_events(
     if days < 1:
         raise OrderpipeError("--days must be at least 1")
     dirt = dirt or Dirt()
+    duplicates = events // 50 if dirt.duplicates is None else dirt.duplicates
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
     frame = _orders(rng, events, start, days)
     truth = frame.select("event_id", "return_proba")
     frame = _make_untidy(rng, frame, dirt)
-    lines = _with_duplicates(rng, frame, dirt.duplicates)
+    lines = _with_duplicates(rng, frame, duplicates)
     bad = _bad_lines(rng, lines, dirt.bad_lines)
     if bad:
         # Bad lines go to random places: sort every line by a position key in one gather.
@@ -196,23 +198,18 @@ def generate_events(
             tmp, include_header=False, quote_style="never"
         ),
     )
-    truth_path = truth_path_for(output)
+    truth_path = truth_for(output)
     write_atomic(truth_path, lambda tmp: truth.write_parquet(tmp))
     return GenerateResult(
         output=output,
         truth=truth_path,
         events=events,
-        duplicates=dirt.duplicates,
+        duplicates=duplicates,
         bad_lines=len(bad),
         lines=len(lines),
         seed=seed,
         seconds=time.perf_counter() - began,
     )
-
-
-def truth_path_for(raw_path: Path) -> Path:
-    """Where the generator keeps each event's true return probability (for the oracle metrics)."""
-    return raw_path.with_name(raw_path.stem + ".truth.parquet")
 
 
 def _choice(rng: np.random.Generator, shares: dict[str, float], size: int) -> np.ndarray:

@@ -1,7 +1,7 @@
-"""run-all: generate -> etl -> ingest -> train -> predict -> stream run -> eco report.
+"""run-all: every phase of `phases.PHASES` in order, each one eco-measured task, then the report.
 
-Each phase is one eco-measured task of one tracker; a failing phase stops the run with its
-reason, and what the earlier phases wrote stays valid (every output is written atomically).
+A failing phase stops the run with its reason, and what the earlier phases wrote stays valid
+(every output is written atomically).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from orderpipe.errors import OrderpipeError
+from orderpipe.layout import Layout
 from orderpipe.settings import Settings
 
 log = logging.getLogger("orderpipe.pipeline")
@@ -46,12 +46,12 @@ def fresh_start(settings: Settings) -> None:
     """Remove the outputs and tables of earlier runs (never anything else)."""
     from orderpipe.db.engine import drop_tables, make_engine
 
-    for folder in ("raw", "processed", "rejected"):
-        shutil.rmtree(settings.data_dir / folder, ignore_errors=True)
-    for pattern in ("*_model.joblib", "*_model_meta.json"):
-        for path in settings.artifacts_dir.glob(pattern):
-            path.unlink()
-    engine = make_engine(settings.url)
+    for path in Layout.from_settings(settings).outputs_of_runs():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    engine = make_engine(settings.db_url)
     try:
         drop_tables(engine)
     finally:
@@ -69,96 +69,39 @@ def run_all(
     """Every phase in order on the configured database and Kafka (embedded by default)."""
     from orderpipe.eco.report import run_eco_report
     from orderpipe.eco.tracking import EcoTracker
-    from orderpipe.etl import EtlPaths, run_etl
-    from orderpipe.generate import Dirt, generate_events, truth_path_for
-    from orderpipe.ingest import run_ingest
-    from orderpipe.ml.predict import run_predict
-    from orderpipe.ml.train import run_train
-    from orderpipe.settings import mask_url
-    from orderpipe.stream.pipeline import run_stream_with_settings
+    from orderpipe.phases import PHASES, PhaseOptions, run_phase
 
     began = time.perf_counter()
     if fresh:
         fresh_start(settings)
-    raw = settings.data_dir / "raw" / "orders_events.jsonl"
-    paths = EtlPaths.under(settings.data_dir, settings.reports_dir)
-    tracker = EcoTracker(
-        enabled=settings.eco_enabled,
-        output_dir=settings.eco_output_dir,
-        country_iso_code=settings.eco_country_iso_code,
-    )
+    options = PhaseOptions(events=events, seed=seed)
+    tracker = EcoTracker.from_settings(settings)
     summaries: list[PhaseSummary] = []
-
-    def measured(name: str, work: Callable[[], Any], count: Callable[[Any], int]) -> Any:
-        try:
-            with tracker.phase(name) as record:
-                result = work()
-                record.events = count(result)
-        except OrderpipeError as exc:
-            raise OrderpipeError(f"run-all stopped in phase {name}: {exc}") from None
-        summary = PhaseSummary(
-            phase=name,
-            seconds=record.duration_s,
-            events=record.events,
-            events_per_second=record.events / record.duration_s if record.events else None,
-            energy_kwh=record.energy_kwh,
-        )
-        summaries.append(summary)
-        log.info(
-            "phase %s done in %.2f s",
-            name,
-            record.duration_s,
-            extra={
-                "phase": name,
-                "counts": {"events": record.events, "energy_kwh": record.energy_kwh},
-            },
-        )
-        if on_phase:
-            on_phase(summary)
-        return result
-
     try:
-        measured(
-            "generate",
-            lambda: generate_events(raw, events, seed=seed, dirt=Dirt(duplicates=events // 50)),
-            lambda r: r.lines,
-        )
-        measured("etl", lambda: run_etl(raw, paths), lambda r: r.lines)
-        measured(
-            "ingest",
-            lambda: run_ingest(
-                paths.parquet,
-                settings.url,
-                chunk_size=settings.ingest_chunk_size,
-                local_infile=settings.mysql_local_infile,
-            ),
-            lambda r: r.events,
-        )
-        measured(
-            "train",
-            lambda: run_train(
-                "all",
-                paths.parquet,
-                settings.artifacts_dir,
-                seed=seed,
-                truth_path=truth_path_for(raw),
-            ),
-            lambda r: r[0].rows,
-        )
-        measured(
-            "predict",
-            lambda: run_predict(
-                paths.parquet,
-                settings.url,
-                settings.artifacts_dir,
-                local_infile=settings.mysql_local_infile,
-            ),
-            lambda r: r.scored,
-        )
-
-        measured(
-            "stream", lambda: run_stream_with_settings(settings, paths.jsonl), lambda r: r.produced
-        )
+        for phase in PHASES:
+            try:
+                _, record = run_phase(phase, settings, options, tracker)
+            except OrderpipeError as exc:
+                raise OrderpipeError(f"run-all stopped in phase {phase.name}: {exc}") from None
+            summary = PhaseSummary(
+                phase=phase.name,
+                seconds=record.duration_s,
+                events=record.events,
+                events_per_second=record.events / record.duration_s if record.events else None,
+                energy_kwh=record.energy_kwh,
+            )
+            summaries.append(summary)
+            log.info(
+                "phase %s done in %.2f s",
+                phase.name,
+                record.duration_s,
+                extra={
+                    "phase": phase.name,
+                    "counts": {"events": record.events, "energy_kwh": record.energy_kwh},
+                },
+            )
+            if on_phase:
+                on_phase(summary)
     finally:
         tracker.close()
     report: dict[str, Path] = {}
@@ -166,14 +109,14 @@ def run_all(
         report = run_eco_report(settings.eco_output_dir, settings.reports_dir).outputs
     result = RunAllResult(
         events=events,
-        database=mask_url(settings.url),
+        database=settings.masked_database_url(),
         kafka=settings.kafka_bootstrap_servers,
         phases=summaries,
         seconds=time.perf_counter() - began,
         eco_enabled=settings.eco_enabled,
         report=report,
     )
-    _append_history(settings.reports_dir / "runs.jsonl", result)
+    _append_history(Layout.from_settings(settings).runs_history, result)
     return result
 
 

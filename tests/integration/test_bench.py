@@ -23,16 +23,16 @@ def test_bench_reports_each_phase(workdir: object) -> None:
         "etl-eco-on",
         "ingest-sqlite",
         "train",
-        "score",
         "predict-sqlite",
         "stream-embedded-sqlite",
         "stream-eco-on",
         "stream-latency-2000/s",
     ]
     assert "latency_p99_ms" in phases["stream-latency-2000/s"]["detail"]
-    assert phases["generate"]["events"] == 4000
+    assert phases["generate"]["events"] == 4000 + 80  # lines: 2 % duplicates by default
     assert phases["ingest-sqlite"]["events"] == 4000
-    assert phases["score"]["events"] == 4000
+    assert phases["predict-sqlite"]["events"] == 4000
+    assert phases["predict-sqlite"]["detail"]["scoring_events_per_second"] > 0
     assert "roc_auc" in phases["train"]["detail"]
     for figures in phases.values():
         assert figures["seconds"] > 0

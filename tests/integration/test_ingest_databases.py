@@ -10,13 +10,14 @@ import polars as pl
 import pytest
 from sqlalchemy import select, text
 
+from orderpipe.dataset import read_clean_dataset
 from orderpipe.db.engine import make_engine
 from orderpipe.db.models import Base
 from orderpipe.errors import OrderpipeError
-from orderpipe.etl import EtlPaths, run_etl
+from orderpipe.etl import run_etl
 from orderpipe.generate import Dirt, generate_events
-from orderpipe.ingest import ingest_dataset, read_clean_dataset, run_ingest
-from tests.factories import raw_event, write_lines
+from orderpipe.ingest import ingest_dataset, run_ingest
+from tests.factories import layout_under, raw_event, write_lines
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def clean_from(tmp_path: Path, events: list[Any], name: str = "raw") -> pl.DataFrame:
-    paths = EtlPaths.under(tmp_path / name, tmp_path / f"{name}-reports")
+    paths = layout_under(tmp_path / name)
     run_etl(write_lines(tmp_path / f"{name}.jsonl", events), paths)
     return read_clean_dataset(paths.parquet)
 
@@ -52,7 +53,7 @@ def clean_from(tmp_path: Path, events: list[Any], name: str = "raw") -> pl.DataF
 def generated_clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("generated")
     raw = generate_events(root / "raw.jsonl", 5000, seed=3, dirt=Dirt(duplicates=100)).output
-    paths = EtlPaths.under(root / "data", root / "reports")
+    paths = layout_under(root)
     run_etl(raw, paths)
     return paths.parquet
 

@@ -12,21 +12,24 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from orderpipe.db.engine import make_engine
-from orderpipe.etl import EtlPaths, run_etl
+from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
 from orderpipe.ml.train import run_train
-from orderpipe.stream.broker import EmbeddedBroker
+from orderpipe.stream.broker import EmbeddedBroker, KafkaEndpoint
 from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
 from orderpipe.stream.pipeline import run_stream
 from orderpipe.stream.producer import ProducerOptions, produce
+from orderpipe.stream.sink import DatabaseSink
+from tests.factories import layout_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SERVICES = Path(__file__).resolve().parents[2] / "docker" / "services.sh"
@@ -48,7 +51,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> StreamData:
     raw = generate_events(
         root / "raw.jsonl", EVENTS, seed=11, dirt=Dirt(duplicates=60, bad_lines=BAD)
     ).output
-    paths = EtlPaths.under(root / "data", root / "reports")
+    paths = layout_under(root)
     result = run_etl(raw, paths)
     run_train("classification", paths.parquet, root / "artifacts")
     return StreamData(raw, paths.jsonl, root / "artifacts", result.clean)
@@ -59,6 +62,13 @@ class Backend:
     bootstrap: str
     database_url: str
     embedded: bool
+
+    @property
+    def endpoint(self) -> KafkaEndpoint:
+        return KafkaEndpoint(self.bootstrap, embedded=self.embedded)
+
+    def sink(self, artifacts: Path) -> Callable[[], DatabaseSink]:
+        return partial(DatabaseSink, self.database_url, artifacts)
 
 
 @pytest.fixture
@@ -146,12 +156,10 @@ def consume(
     **options: object,
 ) -> object:
     consumer = StreamConsumer(
-        backend.bootstrap,
+        backend.endpoint,
         topic,
         group,
-        backend.database_url,
-        artifacts,
-        embedded=backend.embedded,
+        backend.sink(artifacts),
         options=ConsumerOptions(idle_timeout=idle, **options),
     )
     return asyncio.run(consumer.run())
@@ -183,13 +191,11 @@ async def dead_letters(bootstrap: str, topic: str, expected: int) -> list[object
 def test_stream_run_stores_or_dead_letters_every_event(backend: Backend, data: StreamData) -> None:
     result = asyncio.run(
         run_stream(
-            backend.bootstrap,
+            backend.endpoint,
             new_topic(),
             f"g-{uuid.uuid4().hex[:6]}",
             data.raw,
-            backend.database_url,
-            data.artifacts,
-            embedded=backend.embedded,
+            backend.sink(data.artifacts),
             kind="raw",
             consumer_options=ConsumerOptions(batch_size=700),
         )
@@ -206,7 +212,7 @@ def test_stream_run_stores_or_dead_letters_every_event(backend: Backend, data: S
 def test_clean_stream_conserves_produced_events(backend: Backend, data: StreamData) -> None:
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     sent = asyncio.run(
-        produce(backend.bootstrap, topic, data.clean_jsonl, kind="clean", embedded=backend.embedded)
+        produce(backend.endpoint, topic, data.clean_jsonl, kind="clean")
     )
     consumed = consume(backend, topic, group, data.artifacts, batch_size=500)
     stored = counts(backend.database_url)
@@ -226,7 +232,7 @@ def test_malformed_messages_reach_the_dlq_with_headers(
     topic = new_topic()
     asyncio.run(
         produce(
-            kafka_backend.bootstrap, topic, data.raw, kind="raw", options=ProducerOptions(limit=400)
+            kafka_backend.endpoint, topic, data.raw, kind="raw", options=ProducerOptions(limit=400)
         )
     )
 
@@ -266,7 +272,7 @@ def test_replaying_the_topic_from_offset_zero_changes_no_table(
     kafka_backend: Backend, data: StreamData
 ) -> None:
     topic = new_topic()
-    asyncio.run(produce(kafka_backend.bootstrap, topic, data.raw, kind="raw"))
+    asyncio.run(produce(kafka_backend.endpoint, topic, data.raw, kind="raw"))
     consume(kafka_backend, topic, f"g-{uuid.uuid4().hex[:6]}", data.artifacts)
     before = snapshot(kafka_backend.database_url)
     replay = consume(kafka_backend, topic, f"replay-{uuid.uuid4().hex[:6]}", data.artifacts)
@@ -282,16 +288,15 @@ def test_two_consumers_in_one_group_split_the_partitions(
     from orderpipe.stream.producer import ensure_topic
 
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
-    asyncio.run(ensure_topic(kafka_backend.bootstrap, topic, 4))
+    asyncio.run(ensure_topic(kafka_backend.endpoint, topic, 4))
 
     async def scenario() -> tuple[object, list[object]]:
         consumers = [
             StreamConsumer(
-                kafka_backend.bootstrap,
+                kafka_backend.endpoint,
                 topic,
                 group,
-                kafka_backend.database_url,
-                data.artifacts,
+                kafka_backend.sink(data.artifacts),
                 options=ConsumerOptions(batch_size=200),
             )
             for _ in range(2)
@@ -303,7 +308,7 @@ def test_two_consumers_in_one_group_split_the_partitions(
                 and sum(len(c.assigned_partitions()) for c in consumers) == 4
             ):
                 await asyncio.sleep(0.2)
-        sent = await produce(kafka_backend.bootstrap, topic, data.clean_jsonl)
+        sent = await produce(kafka_backend.endpoint, topic, data.clean_jsonl)
         async with asyncio.timeout(90):
             while sum(c.consumed for c in consumers) < sent.sent:
                 await asyncio.sleep(0.2)
@@ -371,7 +376,7 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     asyncio.run(
         produce(
-            kafka_backend.bootstrap,
+            kafka_backend.endpoint,
             topic,
             data.raw,
             kind="raw",
@@ -416,7 +421,7 @@ def test_database_outage_pauses_and_resumes_without_loss(
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     asyncio.run(
         produce(
-            kafka_backend.bootstrap, topic, data.clean_jsonl, options=ProducerOptions(partitions=3)
+            kafka_backend.endpoint, topic, data.clean_jsonl, options=ProducerOptions(partitions=3)
         )
     )
     process = _consume_process(
@@ -470,7 +475,7 @@ def test_producer_skips_invalid_clean_lines_with_reasons(
     source = tmp_path / "mixed.jsonl"
     good = data.clean_jsonl.read_text().splitlines()[:50]
     source.write_text("\n".join([*good, "not json", '{"event_id": "x"}']) + "\n")
-    result = asyncio.run(produce(embedded_backend.bootstrap, new_topic(), source, embedded=True))
+    result = asyncio.run(produce(embedded_backend.endpoint, new_topic(), source))
     assert (result.sent, result.skipped) == (50, 2)
     assert sum(result.skipped_by_reason.values()) == 2
 
@@ -479,7 +484,7 @@ def test_producer_skips_invalid_clean_lines_with_reasons(
 @pytest.mark.mysql
 def test_sigterm_finishes_the_batch_and_exits_0(kafka_backend: Backend, data: StreamData) -> None:
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
-    asyncio.run(produce(kafka_backend.bootstrap, topic, data.clean_jsonl))
+    asyncio.run(produce(kafka_backend.endpoint, topic, data.clean_jsonl))
     process = _consume_process(kafka_backend, topic, group, data.artifacts, "--json")
     try:
         _wait_for_rows(kafka_backend.database_url, 250, timeout=60)
@@ -510,11 +515,11 @@ def test_kill_9_on_the_embedded_broker_and_sqlite(data: StreamData, tmp_path: Pa
     )
     try:
         deadline = time.monotonic() + 30
-        while not metadata_answers("127.0.0.1", port) and time.monotonic() < deadline:
+        while not metadata_answers(f"127.0.0.1:{port}") and time.monotonic() < deadline:
             time.sleep(0.2)
         backend = Backend(f"127.0.0.1:{port}", f"sqlite:///{tmp_path}/crash.db", embedded=True)
         topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
-        asyncio.run(produce(backend.bootstrap, topic, data.raw, kind="raw", embedded=True))
+        asyncio.run(produce(backend.endpoint, topic, data.raw, kind="raw"))
         victim = _consume_process(backend, topic, group, data.artifacts)
         try:
             _wait_for_rows(backend.database_url, 500, timeout=90)

@@ -6,7 +6,8 @@ import pytest
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
-from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events, truth_path_for
+from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
+from orderpipe.layout import truth_for
 
 
 def _events(path: Path) -> list[dict]:
@@ -66,7 +67,7 @@ def test_world_is_realistic(tmp_path: Path) -> None:
 
 def test_truth_file_holds_every_events_probability(tmp_path: Path) -> None:
     result = generate_events(tmp_path / "raw.jsonl", 300)
-    truth = pl.read_parquet(truth_path_for(result.output))
+    truth = pl.read_parquet(truth_for(result.output))
     assert truth.height == 300
     assert truth["return_proba"].is_between(0, 1).all()
 

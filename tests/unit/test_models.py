@@ -9,24 +9,26 @@ import numpy as np
 import polars as pl
 import pytest
 
+from orderpipe.dataset import read_clean_dataset
 from orderpipe.errors import OrderpipeError
-from orderpipe.etl import EtlPaths, clean_lines, clean_record_lines, run_etl
-from orderpipe.generate import Dirt, generate_events, truth_path_for
-from orderpipe.ingest import read_clean_dataset, run_ingest
+from orderpipe.etl import clean_lines, clean_record_lines, run_etl
+from orderpipe.generate import Dirt, generate_events
+from orderpipe.ingest import run_ingest
+from orderpipe.layout import model_files, truth_for
 from orderpipe.ml.features import CLASSIFICATION, REGRESSION, model_inputs
-from orderpipe.ml.model import load_model, model_paths
+from orderpipe.ml.model import load_model
 from orderpipe.ml.predict import run_predict
 from orderpipe.ml.train import run_train
-from tests.factories import raw_event
+from tests.factories import layout_under, raw_event
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     raw = generate_events(root / "raw.jsonl", 6000, seed=5, dirt=Dirt(duplicates=60)).output
-    paths = EtlPaths.under(root / "data", root / "reports")
+    paths = layout_under(root)
     run_etl(raw, paths)
-    run_train("all", paths.parquet, root / "artifacts", truth_path=truth_path_for(raw))
+    run_train("all", paths.parquet, root / "artifacts", truth_path=truth_for(raw))
     return {
         "root": root,
         "parquet": paths.parquet,
@@ -106,7 +108,7 @@ def test_unknown_categories_and_missing_numbers_still_score(trained: dict[str, P
 
 
 def test_metadata_has_every_field(trained: dict[str, Path]) -> None:
-    _, meta_path = model_paths(trained["artifacts"], "classification")
+    _, meta_path = model_files(trained["artifacts"], "classification")
     meta = json.loads(meta_path.read_text())
     for key in (
         "model_version",
@@ -139,7 +141,7 @@ def test_metadata_has_every_field(trained: dict[str, Path]) -> None:
     assert set(meta["metrics"]["validation"]) == {"logistic_regression", "hist_gradient_boosting"}
     assert "roc_auc" in meta["metrics"]["oracle"]
     assert meta["libraries"]["scikit-learn"]
-    regression = json.loads(model_paths(trained["artifacts"], "regression")[1].read_text())
+    regression = json.loads(model_files(trained["artifacts"], "regression")[1].read_text())
     for key in ("mae", "rmse", "r2"):
         assert key in regression["metrics"]["test"]
         assert key in regression["metrics"]["median_baseline"]
@@ -192,7 +194,7 @@ def test_incompatible_model_is_a_clear_error(
     trained: dict[str, Path], tmp_path: Path, tamper: object, message: str
 ) -> None:
     artifacts = _copy_artifacts(trained, tmp_path)
-    _, meta_path = model_paths(artifacts, "classification")
+    _, meta_path = model_files(artifacts, "classification")
     meta = json.loads(meta_path.read_text())
     tamper(meta)  # type: ignore[operator]
     meta_path.write_text(json.dumps(meta))
@@ -227,7 +229,7 @@ def test_failed_training_leaves_the_previous_model_whole(
 
 def test_too_little_data_is_refused(tmp_path: Path) -> None:
     raw = generate_events(tmp_path / "raw.jsonl", 50).output
-    paths = EtlPaths.under(tmp_path / "data", tmp_path / "reports")
+    paths = layout_under(tmp_path)
     run_etl(raw, paths)
     with pytest.raises(OrderpipeError, match="too few"):
         run_train("classification", paths.parquet, tmp_path / "artifacts")

@@ -1,6 +1,6 @@
-"""Engine creation for SQLite (embedded default) and MySQL/MariaDB via PyMySQL.
+"""Engine creation for SQLite (embedded default) and MySQL/MariaDB via PyMySQL, table DDL.
 
-Connection problems become one OrderpipeError line naming the (masked) URL.
+Connection problems become one OrderpipeError line naming the URL with its password masked.
 """
 
 from __future__ import annotations
@@ -9,18 +9,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orderpipe.errors import OrderpipeError
-from orderpipe.settings import mask_url
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.engine import URL
+
+CREATE_LOCK = "orderpipe_create_tables"
 
 
-def make_engine(url: str, *, local_infile: bool = True) -> Engine:
-    """An engine with the pragmas and connect options orderpipe relies on."""
-    from sqlalchemy import create_engine, event
+def as_url(url: str | URL) -> URL:
+    """A SQLAlchemy URL (its str() masks the password) from a URL or its text."""
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(url)
+    return make_url(url)
+
+
+def masked(url: str | URL) -> str:
+    """The URL for display: the password replaced by ***."""
+    return as_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str | URL, *, local_infile: bool = False) -> Engine:
+    """An engine with the pragmas and connect options orderpipe relies on.
+
+    `local_infile` lets the MySQL/MariaDB server ask for local files (LOAD DATA LOCAL INFILE):
+    only the bulk writers ask for it.
+    """
+    from sqlalchemy import create_engine, event
+
+    parsed = as_url(url)
     backend = parsed.get_backend_name()
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":
@@ -50,21 +67,19 @@ def make_engine(url: str, *, local_infile: bool = True) -> Engine:
     return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
 
 
-def create_tables(engine: Engine) -> None:
+def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
     """Create the contract tables that do not exist yet."""
-    from sqlalchemy import text
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from orderpipe.db.models import Base
 
-    url = engine.url.render_as_string(hide_password=False)
-    with database_errors(url), engine.connect() as conn:
+    with database_errors(engine.url), engine.connect() as conn:
         mysql = conn.dialect.name in ("mysql", "mariadb")
         if mysql:
             # Consumers starting together would otherwise create the tables concurrently,
             # and DDL on tables that reference each other can wait on each other's
             # metadata locks for as long as lock_wait_timeout (a year by default).
-            conn.execute(text("SELECT GET_LOCK('orderpipe_create_tables', 60)"))
+            _named_lock(conn, lock_timeout)
         try:
             try:
                 Base.metadata.create_all(conn)
@@ -78,14 +93,28 @@ def create_tables(engine: Engine) -> None:
             conn.commit()
         finally:
             if mysql:
-                conn.execute(text("SELECT RELEASE_LOCK('orderpipe_create_tables')"))
+                conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{CREATE_LOCK}')")
+
+
+def _named_lock(conn: Connection, timeout: int) -> None:
+    """Take the table-creation lock, or say plainly why not (GET_LOCK: 1 got, 0 timed out)."""
+    got = conn.exec_driver_sql(f"SELECT GET_LOCK('{CREATE_LOCK}', {int(timeout)})").scalar()
+    if got == 1:
+        return
+    if got == 0:
+        raise OrderpipeError(
+            f"another process held the table-creation lock ({CREATE_LOCK}) of "
+            f"{masked(conn.engine.url)} for {timeout} s; is a migration or another orderpipe "
+            "stuck? `SELECT IS_USED_LOCK('orderpipe_create_tables')` names its connection"
+        )
+    raise OrderpipeError(f"GET_LOCK('{CREATE_LOCK}') failed on {masked(conn.engine.url)}")
 
 
 def drop_tables(engine: Engine) -> None:
     """Drop orderpipe's tables (used by bench and tests on a database of their own)."""
     from orderpipe.db.models import Base
 
-    with database_errors(engine.url.render_as_string(hide_password=False)):
+    with database_errors(engine.url):
         Base.metadata.drop_all(engine)
 
 
@@ -104,7 +133,7 @@ CONNECTION_FAILURES = (
 class database_errors:
     """Turn driver errors into one OrderpipeError line with the masked URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str | URL) -> None:
         self.url = url
 
     def __enter__(self) -> None:
@@ -119,5 +148,5 @@ class database_errors:
                 sign in detail for sign in CONNECTION_FAILURES
             )
             verb = "cannot reach" if unreachable else "error from"
-            raise OrderpipeError(f"{verb} the database {mask_url(self.url)}: {detail}") from exc
+            raise OrderpipeError(f"{verb} the database {masked(self.url)}: {detail}") from exc
         return False

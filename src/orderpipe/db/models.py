@@ -1,4 +1,5 @@
-"""The four contract tables as SQLAlchemy ORM declarative classes.
+"""The four contract tables as SQLAlchemy ORM declarative classes, and the clean records' rows
+for each of them.
 
 Timestamps are naive UTC with microseconds (DATETIME(6) on MySQL/MariaDB); amounts are doubles.
 """
@@ -6,12 +7,16 @@ Timestamps are naive UTC with microseconds (DATETIME(6) on MySQL/MariaDB); amoun
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import DateTime, Double, ForeignKey, Integer, SmallInteger, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from orderpipe.schema import MAX_ID_LENGTH
+
+if TYPE_CHECKING:
+    import polars as pl
 
 UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 ID = MAX_ID_LENGTH
@@ -92,3 +97,23 @@ RECENCY_COLUMN = {
     Event.__table__: "event_time",
     Prediction.__table__: "predicted_at",
 }
+
+TABLES_IN_WRITE_ORDER = ("table_customers", "table_orders", "table_events")  # parents first
+
+
+def table_frames(clean: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Rows for each table from clean records: the latest state per customer and per order,
+    every event. Columns come from the table definitions; `updated_at` is the event's time."""
+    import polars as pl
+
+    naive = clean.with_columns(pl.col("event_time").dt.replace_time_zone(None)).sort(
+        "event_time", maintain_order=True
+    )
+    frames: dict[str, pl.DataFrame] = {}
+    for name, key in zip(TABLES_IN_WRITE_ORDER, ("customer_id", "order_id", None), strict=True):
+        rows = naive if key is None else naive.unique(key, keep="last", maintain_order=True)
+        frames[name] = rows.select(
+            pl.col("event_time").alias(column) if column == "updated_at" else pl.col(column)
+            for column in Base.metadata.tables[name].columns.keys()  # noqa: SIM118
+        )
+    return frames

@@ -1,7 +1,8 @@
-"""Dialect-aware bulk upsert that never replaces a row with older data.
+"""Dialect-aware bulk upsert statements that never replace a row with older data.
 
 MySQL/MariaDB: INSERT ... ON DUPLICATE KEY UPDATE (executemany, or LOAD DATA LOCAL INFILE into a
 staging table then one INSERT ... SELECT); SQLite and PostgreSQL: INSERT ... ON CONFLICT DO UPDATE.
+`db.writer` decides which one runs and owns the transactions.
 """
 
 from __future__ import annotations
@@ -9,16 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orderpipe.db.models import RECENCY_COLUMN
 
 if TYPE_CHECKING:
     import polars as pl
-    from sqlalchemy import Connection, Engine, Table
-
-Progress = Callable[[str, int, int], None]  # (table, rows done, rows in all)
+    from sqlalchemy import Connection, Table
 
 # Rows per transaction when the user sets none. SQLite rewrites every page a commit dirtied, so
 # fewer, larger commits go much faster; LOAD DATA pays per statement; PyMySQL's multi-row
@@ -92,16 +90,26 @@ def _upsert_statement(dialect: str, table: Table) -> Any:
     raise ValueError(f"no upsert for the {dialect} dialect")
 
 
+ER_UNKNOWN_SYSTEM_VARIABLE = 1193
+
+
 def local_infile_available(conn: Connection) -> bool:
-    """True when the MySQL/MariaDB server accepts LOAD DATA LOCAL INFILE from this client."""
-    from sqlalchemy import text
+    """True when the MySQL/MariaDB server accepts LOAD DATA LOCAL INFILE from its clients.
+
+    A server without the variable says no; any other error (lost connection, denied) is raised.
+    """
+    from sqlalchemy.exc import DBAPIError
 
     if conn.dialect.name not in ("mysql", "mariadb"):
         return False
     try:
-        return bool(conn.execute(text("SELECT @@GLOBAL.local_infile")).scalar())
-    except Exception:
-        return False
+        return bool(conn.exec_driver_sql("SELECT @@GLOBAL.local_infile").scalar())
+    except DBAPIError as exc:
+        code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+        if code == ER_UNKNOWN_SYSTEM_VARIABLE:
+            conn.rollback()
+            return False
+        raise
 
 
 def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
@@ -133,7 +141,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
             include_header=False,
             null_value="NULL",
             quote_style="non_numeric",
-            datetime_format="%Y-%m-%d %H:%M:%S%.6f",
+            datetime_format=DB_DATETIME_FORMAT,
             float_precision=None,
         )
         conn.execute(text(f"DROP TEMPORARY TABLE IF EXISTS `{stage}`"))
@@ -176,45 +184,3 @@ def foreign_key_checks(conn: Connection, enabled: bool) -> None:
     elif conn.dialect.name in ("mysql", "mariadb"):
         conn.exec_driver_sql(f"SET SESSION foreign_key_checks={int(enabled)}")
     conn.commit()
-
-
-def bulk_upsert(
-    engine: Engine,
-    frames: dict[str, pl.DataFrame],
-    *,
-    chunk_size: int | None = None,
-    local_infile: bool = True,
-    progress: Progress | None = None,
-) -> tuple[str, int]:
-    """Upsert each frame into the table of its name, in the order given (parents first).
-
-    One transaction per chunk; LOAD DATA on MySQL/MariaDB when the server allows it.
-    Returns (method, chunk size).
-    """
-    from orderpipe.db.engine import create_tables, database_errors
-    from orderpipe.db.models import Base
-
-    create_tables(engine)
-    url = engine.url.render_as_string(hide_password=False)
-    with database_errors(url):
-        with engine.connect() as conn:
-            fast = local_infile and local_infile_available(conn)
-        method = "load-data" if fast else "executemany"
-        size = chunk_size_for(method, engine.dialect.name, chunk_size)
-        with engine.connect() as conn:
-            foreign_key_checks(conn, enabled=False)
-            for name, frame in frames.items():
-                table = Base.metadata.tables[name]
-                done = 0
-                for offset in range(0, frame.height, size):
-                    chunk = frame.slice(offset, size)
-                    with conn.begin():
-                        if fast:
-                            upsert_via_load_data(conn, table, chunk)
-                        else:
-                            upsert(conn, table, chunk)
-                    done += chunk.height
-                    if progress:
-                        progress(name, done, frame.height)
-            foreign_key_checks(conn, enabled=True)
-    return method, size

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orderpipe.settings import Settings
 
 log = logging.getLogger("orderpipe.eco")
 PHASES_FILE = "orderpipe_phases.csv"
@@ -56,6 +59,15 @@ class EcoTracker:
         self._tracker: Any = None
         self._active: str | None = None
         self.records: list[PhaseRecord] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EcoTracker:
+        """The tracker the eco settings describe (off when ORDERPIPE_ECO_ENABLED is false)."""
+        return cls(
+            enabled=settings.eco_enabled,
+            output_dir=settings.eco_output_dir,
+            country_iso_code=settings.eco_country_iso_code,
+        )
 
     def start(self) -> Any:
         """Start the process's tracker once (about 1-2 s); later calls return it."""

@@ -17,12 +17,8 @@ import numpy as np
 import polars as pl
 
 from orderpipe.errors import OrderpipeError
+from orderpipe.layout import model_files
 from orderpipe.ml.features import SPECS, FeatureSpec, model_inputs
-
-
-def model_paths(artifacts_dir: Path, name: str) -> tuple[Path, Path]:
-    """(joblib, meta JSON) paths of the model called `name`."""
-    return artifacts_dir / f"{name}_model.joblib", artifacts_dir / f"{name}_model_meta.json"
 
 
 def library_versions() -> dict[str, str]:
@@ -45,7 +41,7 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     """
     import joblib
 
-    model_path, meta_path = model_paths(artifacts_dir, name)
+    model_path, meta_path = model_files(artifacts_dir, name)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     tmp_model = model_path.with_name(f".{model_path.name}.tmp-{os.getpid()}")
     tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
@@ -95,7 +91,7 @@ def load_model(artifacts_dir: Path, name: str) -> LoadedModel:
     import sklearn
 
     fix = f"run `orderpipe train {name}`"
-    model_path, meta_path = model_paths(artifacts_dir, name)
+    model_path, meta_path = model_files(artifacts_dir, name)
     if not model_path.is_file() or not meta_path.is_file():
         raise OrderpipeError(f"no {name} model in {artifacts_dir}: {fix}")
     try:

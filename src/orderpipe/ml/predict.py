@@ -9,11 +9,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from orderpipe.db.upsert import Progress
 from orderpipe.ml.model import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from orderpipe.db.writer import Progress
 
 SCORE_CHUNK = 250_000
 
@@ -45,26 +50,9 @@ def score_batch(model: LoadedModel, clean: pl.DataFrame, predicted_at: datetime)
     )
 
 
-def stored_event_ids(database_url: str) -> pl.Series:
-    """Every event_id in table_events (empty when the table does not exist yet)."""
-    from sqlalchemy import inspect, text
-
-    from orderpipe.db.engine import database_errors, make_engine
-
-    engine = make_engine(database_url)
-    try:
-        with database_errors(database_url), engine.connect() as conn:
-            if "table_events" not in inspect(conn).get_table_names():
-                return pl.Series("event_id", [], dtype=pl.String)
-            ids = conn.execute(text("SELECT event_id FROM table_events")).scalars().all()
-    finally:
-        engine.dispose()
-    return pl.Series("event_id", ids, dtype=pl.String)
-
-
 def run_predict(
     source: Path,
-    database_url: str,
+    database_url: str | URL,
     artifacts_dir: Path,
     *,
     chunk_size: int | None = None,
@@ -72,10 +60,10 @@ def run_predict(
     progress: Progress | None = None,
 ) -> PredictResult:
     """Score the clean dataset with the saved classifier and upsert table_predictions."""
-    from orderpipe.db.engine import make_engine
-    from orderpipe.db.upsert import bulk_upsert
-    from orderpipe.ingest import read_clean_dataset
-    from orderpipe.settings import mask_url
+    from orderpipe.dataset import read_clean_dataset
+    from orderpipe.db.engine import database_errors, masked
+    from orderpipe.db.queries import stored_event_ids
+    from orderpipe.db.writer import TableWriter
 
     began = time.perf_counter()
     model = load_model(artifacts_dir, "classification")
@@ -94,20 +82,11 @@ def run_predict(
         else score_batch(model, present, predicted_at)
     )
     scoring_seconds = time.perf_counter() - scoring_began
-    engine = make_engine(database_url, local_infile=local_infile)
-    try:
-        bulk_upsert(
-            engine,
-            {"table_predictions": scored},
-            chunk_size=chunk_size,
-            local_infile=local_infile,
-            progress=progress,
-        )
-    finally:
-        engine.dispose()
+    with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
+        w.write_chunked({"table_predictions": scored}, chunk_size=chunk_size, progress=progress)
     return PredictResult(
         source=source,
-        database=mask_url(database_url),
+        database=masked(database_url),
         model_version=model.version,
         events=clean.height,
         scored=scored.height,

@@ -17,11 +17,11 @@ import numpy as np
 import polars as pl
 
 from orderpipe.errors import OrderpipeError
+from orderpipe.ml import MODEL_KINDS
 from orderpipe.ml.features import CLASSIFICATION, REGRESSION, FeatureSpec, model_inputs
 from orderpipe.ml.model import save_model
 
 MIN_ROWS = 200
-MODEL_KINDS = ("classification", "regression", "all")  # what `orderpipe train` accepts
 RELIABILITY_BINS = 10
 
 
@@ -363,9 +363,9 @@ def _result(
     metrics: dict[str, Any],
     began: float,
 ) -> TrainResult:
-    from orderpipe.ml.model import model_paths
+    from orderpipe.layout import model_files
 
-    model_path, meta_path = model_paths(artifacts_dir, spec.name)
+    model_path, meta_path = model_files(artifacts_dir, spec.name)
     return TrainResult(
         name=spec.name,
         estimator=chosen,
@@ -382,7 +382,7 @@ def run_train(
     kind: str, dataset: Path, artifacts_dir: Path, *, seed: int = 42, truth_path: Path | None = None
 ) -> list[TrainResult]:
     """Train `classification`, `regression` or `all` from the clean Parquet."""
-    from orderpipe.ingest import read_clean_dataset
+    from orderpipe.dataset import read_clean_dataset
 
     if kind not in MODEL_KINDS:
         raise OrderpipeError(f"unknown model {kind!r}: choose classification, regression or all")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from orderpipe.stream.producer import ProduceResult, ProducerOptions, produce
 
 if TYPE_CHECKING:
     from orderpipe.settings import Settings
+    from orderpipe.stream.broker import KafkaEndpoint
+    from orderpipe.stream.sink import Sink
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,12 @@ class StreamRunResult:
 
 
 async def run_stream(
-    bootstrap: str,
+    endpoint: KafkaEndpoint,
     topic: str,
     group_id: str,
     source: Path,
-    database_url: str,
-    artifacts_dir: Path,
+    sink_factory: Callable[[], Sink],
     *,
-    embedded: bool,
     kind: str = "clean",
     producer_options: ProducerOptions | None = None,
     consumer_options: ConsumerOptions | None = None,
@@ -58,10 +59,8 @@ async def run_stream(
         batch_size=options.batch_size, batch_wait_ms=options.batch_wait_ms, assign=True
     )  # one consumer owns every partition: no group wait
     began = time.perf_counter()
-    await ensure_topic(bootstrap, topic, producer_options.partitions)
-    consumer = StreamConsumer(
-        bootstrap, topic, group_id, database_url, artifacts_dir, embedded=embedded, options=options
-    )
+    await ensure_topic(endpoint, topic, producer_options.partitions)
+    consumer = StreamConsumer(endpoint, topic, group_id, sink_factory, options=options)
     consuming = asyncio.create_task(consumer.run())
     try:
         # Produce once the consumer is ready (model loaded, partitions assigned): latencies then
@@ -72,9 +71,7 @@ async def run_stream(
             ready.cancel()
             await consuming  # it failed at start: raise its error
         streaming_began = time.perf_counter()
-        produced = await produce(
-            bootstrap, topic, source, kind=kind, embedded=embedded, options=producer_options
-        )
+        produced = await produce(endpoint, topic, source, kind=kind, options=producer_options)
         consumer.target = produced.sent
         if produced.sent == 0:
             consumer.stop()
@@ -83,8 +80,7 @@ async def run_stream(
         consumer.stop()
         raise OrderpipeError(
             f"stream run: the consumer did not account for every message "
-            f"within {timeout:.0f} s ({consumer.consumed} of "
-            f"{consumer.target})"
+            f"within {timeout:.0f} s ({consumer.consumed} of {consumer.target})"
         ) from None
     finally:
         if not consuming.done():
@@ -117,19 +113,61 @@ def run_stream_with_settings(
 ) -> StreamRunResult:
     """`run_stream` on the configured Kafka (or an embedded broker) and database."""
     from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.sink import DatabaseSink
 
     with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
         return asyncio.run(
             run_stream(
-                endpoint.bootstrap,
+                endpoint,
                 settings.kafka_topic,
                 settings.kafka_group_id,
                 source,
-                settings.url,
-                settings.artifacts_dir,
-                embedded=endpoint.embedded,
+                DatabaseSink.factory(settings),
                 kind=kind,
                 producer_options=producer_options,
                 consumer_options=consumer_options,
             )
         )
+
+
+def consume_with_settings(
+    settings: Settings, options: ConsumerOptions, *, until_signal: bool = True
+) -> ConsumeResult:
+    """`stream consume`: join the configured group until a stop rule, SIGINT or SIGTERM."""
+    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.sink import DatabaseSink
+
+    with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+        consumer = StreamConsumer(
+            endpoint,
+            settings.kafka_topic,
+            settings.kafka_group_id,
+            DatabaseSink.factory(settings),
+            options=options,
+        )
+        work = consumer.run()
+        return asyncio.run(_until_signal(work, consumer.stop) if until_signal else work)
+
+
+def produce_with_settings(
+    settings: Settings, source: Path, *, kind: str, options: ProducerOptions
+) -> ProduceResult:
+    """`stream produce`: send `source` to the configured topic."""
+    from orderpipe.stream.broker import kafka_endpoint
+
+    with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+        return asyncio.run(
+            produce(endpoint, settings.kafka_topic, source, kind=kind, options=options)
+        )
+
+
+async def _until_signal(work: object, stop: Callable[[], None]) -> ConsumeResult:
+    """Run `work`; SIGINT/SIGTERM call `stop` so it can finish cleanly."""
+    import contextlib
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    return await work  # type: ignore[misc]

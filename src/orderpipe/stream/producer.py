@@ -13,11 +13,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from orderpipe.errors import OrderpipeError
+from orderpipe.layout import STREAM_SOURCES
+
+if TYPE_CHECKING:
+    from orderpipe.stream.broker import KafkaEndpoint
 
 log = logging.getLogger("orderpipe.stream")
 PRODUCE_CHUNK = 20_000
@@ -83,12 +87,12 @@ def prepare_messages(lines: pl.DataFrame, kind: str) -> Outgoing:
     return Outgoing(keys=keys, values=values, skipped_by_reason=skipped)
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+async def ensure_topic(endpoint: KafkaEndpoint, topic: str, partitions: int) -> None:
     """Create `topic` (and its dead-letter topic) when missing."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=endpoint.bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -104,14 +108,14 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-def producer_config(bootstrap: str, embedded: bool, options: ProducerOptions) -> dict[str, object]:
+def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[str, object]:
     """aiokafka producer settings; the embedded broker rejects idempotent producers."""
-    if embedded:
+    if endpoint.embedded:
         log.info("embedded broker: idempotent producer switched off (tansu rejects InitProducerId)")
     return {
-        "bootstrap_servers": bootstrap,
+        "bootstrap_servers": endpoint.bootstrap,
         "acks": "all",
-        "enable_idempotence": not embedded,
+        "enable_idempotence": not endpoint.embedded,
         "linger_ms": options.linger_ms,
         "max_batch_size": options.max_batch_size,
         "compression_type": options.compression,
@@ -142,12 +146,7 @@ async def start_producer(config: dict[str, object]) -> Any:
 
 
 async def send_messages(
-    bootstrap: str,
-    topic: str,
-    chunks: AsyncIterator[Outgoing],
-    *,
-    embedded: bool,
-    options: ProducerOptions,
+    endpoint: KafkaEndpoint, topic: str, chunks: AsyncIterator[Outgoing], options: ProducerOptions
 ) -> int:
     """Send every message of every chunk and wait for every delivery.
 
@@ -155,7 +154,7 @@ async def send_messages(
     chosen with Kafka's own murmur2 rule, which costs a fraction of one `send()` per message.
     Paced (`options.rate`): one `send()` per message at the requested rate.
     """
-    producer = await start_producer(producer_config(bootstrap, embedded, options))
+    producer = await start_producer(producer_config(endpoint, options))
     sent = 0
     started = time.perf_counter()
     try:
@@ -209,12 +208,11 @@ async def _send_batched(producer: Any, topic: str, outgoing: Outgoing) -> int:
 
 
 async def produce(
-    bootstrap: str,
+    endpoint: KafkaEndpoint,
     topic: str,
     source: Path,
     *,
     kind: str = "clean",
-    embedded: bool = False,
     options: ProducerOptions | None = None,
 ) -> ProduceResult:
     """Create the topic if needed and send `source` to it, chunk by chunk.
@@ -225,7 +223,7 @@ async def produce(
     from orderpipe.etl import read_raw_lines
 
     options = options or ProducerOptions()
-    if kind not in ("clean", "raw"):
+    if kind not in STREAM_SOURCES:
         raise OrderpipeError(f"unknown --source {kind!r}: choose clean or raw")
     began = time.perf_counter()
     lines = read_raw_lines(source)
@@ -242,8 +240,8 @@ async def produce(
                 skipped[reason] = skipped.get(reason, 0) + count
             yield outgoing
 
-    await ensure_topic(bootstrap, topic, options.partitions)
-    sent = await send_messages(bootstrap, topic, chunks(), embedded=embedded, options=options)
+    await ensure_topic(endpoint, topic, options.partitions)
+    sent = await send_messages(endpoint, topic, chunks(), options)
     seconds = time.perf_counter() - began
     return ProduceResult(
         topic=topic,

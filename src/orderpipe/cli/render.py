@@ -1,0 +1,114 @@
+"""How results reach the user: rich tables and progress bars on a terminal, one JSON object on
+stdout with `--json` (the human output then goes to stderr).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+
+def consoles(as_json: bool) -> tuple[Console, Console]:
+    """(human output, diagnostics): with --json both go to stderr, stdout keeps the JSON."""
+    err = Console(stderr=True)
+    return (err if as_json else Console()), err
+
+
+def jsonable(value: Any) -> Any:
+    """A result (dataclasses, paths, datetimes...) as plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def emit(result: Any, as_json: bool, render: Callable[[Console], None]) -> None:
+    """Render for people, and with --json print the result as one JSON object on stdout."""
+    out, _ = consoles(as_json)
+    render(out)
+    if as_json:
+        sys.stdout.write(json.dumps(jsonable(result)) + "\n")
+        sys.stdout.flush()
+
+
+def emit_table(result: Any, as_json: bool, title: str, rows: list[tuple[str, str]]) -> None:
+    """Render `rows` as a two-column table (and dump `result` with --json)."""
+    emit(result, as_json, lambda out: out.print(table(title, rows)))
+
+
+def table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """A two-column (name, value) table."""
+    grid = Table(title=title, show_header=False, title_justify="left")
+    grid.add_column(style="bold")
+    grid.add_column(justify="right")
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def columns_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    """A table with a header; the first column left-aligned, the figures right-aligned."""
+    grid = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        grid.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        grid.add_row(*row)
+    return grid
+
+
+def n(value: float) -> str:
+    """A count with thousands separators."""
+    return f"{value:,.0f}"
+
+
+@contextmanager
+def progress_bar() -> Iterator[Progress]:
+    """A progress display on stderr when it is a terminal; silent otherwise."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    ) as progress:
+        yield progress
+
+
+@contextmanager
+def table_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A `(name, done, total)` callback that shows one bar per name."""
+    with progress_bar() as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        yield on_progress

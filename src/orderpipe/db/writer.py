@@ -1,0 +1,107 @@
+"""The one database write path: table frames -> upserts, one transaction per call or per chunk.
+
+Batch commands (ingest, predict) write in chunks; the stream sink writes a micro-batch at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
+    from sqlalchemy import Connection
+    from sqlalchemy.engine import URL
+
+Progress = Callable[[str, int, int], None]  # (table, rows done, rows in all)
+
+
+class TableWriter:
+    """Upserts table frames into one database, parents first, one transaction per write.
+
+    Keeps one connection with per-row foreign-key lookups off (they cost 25-40 % of a bulk load):
+    callers write each row's parents first, from the same data, so the keys hold by construction
+    (the integration tests check them). A failed connection is dropped and reopened on the next
+    write. MySQL/MariaDB use LOAD DATA LOCAL INFILE when `local_infile` and the server allow it.
+    """
+
+    def __init__(self, url: str | URL, *, local_infile: bool = True) -> None:
+        from orderpipe.db.engine import create_tables, make_engine
+        from orderpipe.db.upsert import local_infile_available
+
+        self.engine = make_engine(url, local_infile=local_infile)
+        try:
+            create_tables(self.engine)
+            with self.engine.connect() as conn:
+                self.load_data = local_infile and local_infile_available(conn)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.method = "load-data" if self.load_data else "executemany"
+        self._conn: Connection | None = None
+
+    def write(self, frames: Mapping[str, pl.DataFrame]) -> int:
+        """Upsert every frame into the table of its name, in order, in one transaction."""
+        from orderpipe.db.models import Base
+        from orderpipe.db.upsert import upsert, upsert_via_load_data
+
+        write_table = upsert_via_load_data if self.load_data else upsert
+        try:
+            conn = self._connection()
+            with conn.begin():
+                return sum(
+                    write_table(conn, Base.metadata.tables[name], frame)
+                    for name, frame in frames.items()
+                )
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    def write_chunked(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        *,
+        chunk_size: int | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Each frame in chunks (the database's best size unless given), a transaction per chunk."""
+        size = self.chunk_size(chunk_size)
+        written = 0
+        for name, frame in frames.items():
+            for offset in range(0, frame.height, size):
+                written += self.write({name: frame.slice(offset, size)})
+                if progress:
+                    progress(name, min(offset + size, frame.height), frame.height)
+        return written
+
+    def chunk_size(self, requested: int | None = None) -> int:
+        from orderpipe.db.upsert import chunk_size_for
+
+        return chunk_size_for(self.method, self.engine.dialect.name, requested)
+
+    def _connection(self) -> Connection:
+        from orderpipe.db.upsert import foreign_key_checks
+
+        if self._conn is None:
+            self._conn = self.engine.connect()
+            foreign_key_checks(self._conn, enabled=False)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self._drop_connection()
+        self.engine.dispose()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.close()

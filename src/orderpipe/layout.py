@@ -1,0 +1,121 @@
+"""Every path orderpipe reads or writes, derived once from the settings' folders.
+
+Commands, `run-all` and `bench` all ask a `Layout`; no other module spells a file name out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orderpipe.settings import Settings
+
+RAW_NAME = "orders_events.jsonl"
+PROCESSED_STEM = "orders_events_cleaned"
+
+
+class StreamSource(StrEnum):
+    """What `stream produce` sends: etl's clean JSON Lines or the generator's raw file."""
+
+    clean = "clean"
+    raw = "raw"
+
+
+STREAM_SOURCES = tuple(source.value for source in StreamSource)
+
+
+def truth_for(raw: Path) -> Path:
+    """Where the generator keeps each event's true return probability, beside the raw file."""
+    return raw.with_name(raw.stem + ".truth.parquet")
+
+
+def model_files(artifacts_dir: Path, name: str) -> tuple[Path, Path]:
+    """(Pipeline joblib, metadata JSON) of the model called `name`."""
+    return artifacts_dir / f"{name}_model.joblib", artifacts_dir / f"{name}_model_meta.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The folders from the settings and every file name inside them."""
+
+    data_dir: Path
+    artifacts_dir: Path
+    reports_dir: Path
+    eco_output_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Layout:
+        return cls(
+            data_dir=settings.data_dir,
+            artifacts_dir=settings.artifacts_dir,
+            reports_dir=settings.reports_dir,
+            eco_output_dir=settings.eco_output_dir,
+        )
+
+    # -- generate
+    @property
+    def raw(self) -> Path:
+        """The generator's output and etl's default input."""
+        return self.data_dir / "raw" / RAW_NAME
+
+    @property
+    def truth(self) -> Path:
+        return truth_for(self.raw)
+
+    # -- etl
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def parquet(self) -> Path:
+        """The clean dataset (ingest, train and predict read it)."""
+        return self.processed_dir / f"{PROCESSED_STEM}.parquet"
+
+    @property
+    def csv(self) -> Path:
+        return self.processed_dir / f"{PROCESSED_STEM}.csv"
+
+    @property
+    def jsonl(self) -> Path:
+        """The clean dataset as JSON Lines (what `stream produce` sends by default)."""
+        return self.processed_dir / f"{PROCESSED_STEM}.jsonl"
+
+    @property
+    def rejected_dir(self) -> Path:
+        return self.data_dir / "rejected"
+
+    def rejected_for(self, source: Path) -> Path:
+        """The quarantine file of one etl input."""
+        return self.rejected_dir / f"{source.stem}.rejected.jsonl"
+
+    @property
+    def quality_report(self) -> Path:
+        return self.reports_dir / "etl_quality.json"
+
+    # -- models
+    def model_files(self, name: str) -> tuple[Path, Path]:
+        return model_files(self.artifacts_dir, name)
+
+    # -- stream
+    def stream_source(self, kind: str) -> Path:
+        """What `stream produce` sends by default: etl's clean JSON Lines or the raw file."""
+        return self.raw if kind == "raw" else self.jsonl
+
+    # -- run-all
+    @property
+    def runs_history(self) -> Path:
+        return self.reports_dir / "runs.jsonl"
+
+    def outputs_of_runs(self) -> list[Path]:
+        """What `run-all --fresh` removes: the data folders and the models (never anything else)."""
+        folders = [self.raw.parent, self.processed_dir, self.rejected_dir]
+        models = [
+            path
+            for pattern in ("*_model.joblib", "*_model_meta.json")
+            for path in sorted(self.artifacts_dir.glob(pattern))
+        ]
+        return [*folders, *models]

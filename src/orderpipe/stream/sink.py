@@ -1,0 +1,59 @@
+"""The consumer's sink: a clean micro-batch -> customers, orders, events and their predictions,
+in one database transaction (Quix Streams' `Sink.write(batch)` is the model).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import polars as pl
+    from sqlalchemy.engine import URL
+
+    from orderpipe.settings import Settings
+
+
+class Sink(Protocol):
+    """Where the consumer stores a batch; `write` raises when nothing was stored."""
+
+    def write(self, clean: pl.DataFrame) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class DatabaseSink:
+    """Scores each batch with the saved classifier and upserts it with its predictions."""
+
+    def __init__(self, url: str | URL, artifacts_dir: Path, *, local_infile: bool = True) -> None:
+        from orderpipe.db.writer import TableWriter
+        from orderpipe.ml.model import load_model
+
+        self.model = load_model(artifacts_dir, "classification")
+        self.writer = TableWriter(url, local_infile=local_infile)
+
+    @classmethod
+    def factory(cls, settings: Settings) -> Callable[[], DatabaseSink]:
+        """Builds the sink the settings describe (in the consumer's worker thread)."""
+        return partial(
+            cls, settings.db_url, settings.artifacts_dir, local_infile=settings.mysql_local_infile
+        )
+
+    def write(self, clean: pl.DataFrame) -> int:
+        from orderpipe.db.models import table_frames
+        from orderpipe.ml.predict import score_batch
+
+        if clean.height == 0:
+            return 0
+        clean = clean.drop("line_number", strict=False)
+        frames = table_frames(clean)
+        frames["table_predictions"] = score_batch(self.model, clean, datetime.now(UTC))
+        self.writer.write(frames)
+        return clean.height
+
+    def close(self) -> None:
+        self.writer.close()
