@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from orderpipe.layout import Layout
 
 BASE_EVENT: dict[str, Any] = {
@@ -58,3 +60,18 @@ def layout_under(root: Path) -> Layout:
         reports_dir=root / "reports",
         eco_output_dir=root / "reports" / "emissions",
     )
+
+
+def clean_rows(*events: dict[str, Any]) -> pl.DataFrame:
+    """Clean records (the contract's columns, no `line_number`) of valid raw events, in order."""
+    from orderpipe.etl import clean_lines
+
+    lines = pl.DataFrame(
+        {
+            "line_number": list(range(1, len(events) + 1)),
+            "line": [json.dumps(event) for event in events],
+        }
+    )
+    batch = clean_lines(lines)
+    assert batch.rejected.height == 0, batch.rejected["reason"].to_list()
+    return batch.clean.sort("line_number").drop("line_number")

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from orderpipe import schema
-from orderpipe.dataset import as_text_records
+from orderpipe.dataset import merge_runs, read_previous_dataset, write_dataset
 from orderpipe.errors import OrderpipeError
 from orderpipe.fileio import write_atomic, write_text_atomic
 from orderpipe.layout import Layout
@@ -368,11 +368,11 @@ def run_etl(source: Path, layout: Layout, *, merge: bool = True) -> EtlResult:
     duplicates = batch.clean.height - latest.height
     latest = latest.drop("line_number")
 
-    previous = _read_previous(layout.parquet) if merge else None
-    dataset, new_events, changed = _merge(previous, latest)
+    previous = read_previous_dataset(layout.parquet) if merge else None
+    dataset, new_events, changed = merge_runs(previous, latest)
     dataset = dataset.sort(["event_time", "event_id"])
 
-    _write_dataset(dataset, layout)
+    write_dataset(dataset, layout)
     rejected_path = layout.rejected_for(source)
     write_atomic(rejected_path, lambda tmp: batch.rejected.write_ndjson(tmp))
 
@@ -409,54 +409,6 @@ def run_etl(source: Path, layout: Layout, *, merge: bool = True) -> EtlResult:
         )
     write_text_atomic(layout.quality_report, json.dumps(quality_report(result, dataset), indent=2))
     return result
-
-
-def _read_previous(path: Path) -> pl.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        previous = pl.read_parquet(path)
-    except Exception as exc:  # a corrupt or foreign file must not be silently replaced
-        raise OrderpipeError(
-            f"cannot read the existing dataset {path}: {exc}; "
-            "move it away or run etl with --replace"
-        ) from None
-    if list(previous.columns) != list(schema.CLEAN_COLUMNS):
-        raise OrderpipeError(
-            f"{path} does not have the clean record columns; move it away or run etl with --replace"
-        )
-    return previous.cast({name: dtype for name, dtype in schema.CLEAN_SCHEMA.items()})
-
-
-def _merge(previous: pl.DataFrame | None, latest: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
-    """Union with the existing dataset: latest event_time wins, the new run wins a tie."""
-    if previous is None or previous.height == 0:
-        return latest, latest.height, 0
-    new_ids = latest.join(previous.select("event_id"), on="event_id", how="anti").height
-    merged = (
-        pl.concat(
-            [
-                previous.with_columns(pl.lit(0).alias("_run")),
-                latest.with_columns(pl.lit(1).alias("_run")),
-            ]
-        )
-        .sort(["event_time", "_run"], maintain_order=True)
-        .unique(subset="event_id", keep="last", maintain_order=True)
-    )
-    winners = merged.filter(pl.col("_run") == 1).drop("_run")
-    changed = (
-        winners.join(previous, on="event_id", how="semi")
-        .join(previous, on=list(schema.CLEAN_COLUMNS), how="anti", nulls_equal=True)
-        .height
-    )
-    return merged.drop("_run"), new_ids, changed
-
-
-def _write_dataset(dataset: pl.DataFrame, layout: Layout) -> None:
-    text = as_text_records(dataset)
-    write_atomic(layout.parquet, lambda tmp: dataset.write_parquet(tmp, statistics=True))
-    write_atomic(layout.csv, lambda tmp: text.write_csv(tmp))
-    write_atomic(layout.jsonl, lambda tmp: text.write_ndjson(tmp))
 
 
 def quality_report(result: EtlResult, dataset: pl.DataFrame) -> dict[str, object]:

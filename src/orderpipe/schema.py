@@ -79,7 +79,7 @@ MAX_N_ITEMS = 100_000
 UNKNOWN_COUNTRY = "UN"
 
 # ---------------------------------------------------------------- rules, in the order checked
-# A rejected row carries the first rule of RULES it breaks (see etl.clean_events); a line that
+# A rejected row carries the first rule of RULES it breaks (see etl.first_broken_rule); a line that
 # is not a JSON object of the raw shape says why (see describe_json_problem).
 LINE_REASONS = (
     "not UTF-8 text",

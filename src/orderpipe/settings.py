@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )
-    # Rows per transaction; unset = the best size for the database (see ingest.chunk_size_for).
+    # Rows per transaction; unset = the best size for the database (see db.upsert.DEFAULT_CHUNK).
     ingest_chunk_size: int | None = Field(None, gt=0, validation_alias=_env("INGEST_CHUNK_SIZE"))
     mysql_local_infile: bool = Field(True, validation_alias=_env("MYSQL_LOCAL_INFILE"))
 

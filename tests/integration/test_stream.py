@@ -211,9 +211,7 @@ def test_stream_run_stores_or_dead_letters_every_event(backend: Backend, data: S
 
 def test_clean_stream_conserves_produced_events(backend: Backend, data: StreamData) -> None:
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
-    sent = asyncio.run(
-        produce(backend.endpoint, topic, data.clean_jsonl, kind="clean")
-    )
+    sent = asyncio.run(produce(backend.endpoint, topic, data.clean_jsonl, kind="clean"))
     consumed = consume(backend, topic, group, data.artifacts, batch_size=500)
     stored = counts(backend.database_url)
     assert sent.sent == consumed.consumed == EVENTS  # type: ignore[attr-defined]

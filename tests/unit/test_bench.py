@@ -22,7 +22,7 @@ def test_a_child_that_dies_without_reporting_is_an_error_not_a_hang() -> None:
 
 
 def test_a_child_that_fails_says_why() -> None:
-    with pytest.raises(OrderpipeError, match="bench phase boom failed: .*No such file"):
+    with pytest.raises(OrderpipeError, match=r"bench phase boom failed: .*No such file"):
         _measure("boom", os.stat, "/nonexistent/orderpipe")
 
 

@@ -195,6 +195,8 @@ def kafka_endpoint(bootstrap_setting: str) -> Iterator[KafkaEndpoint]:
         return
     broker = EmbeddedBroker()
     try:
-        yield KafkaEndpoint(broker.start(), embedded=True)
+        bootstrap = broker.start()
+        log.info("embedded broker: idempotent producers switched off (tansu rejects them)")
+        yield KafkaEndpoint(bootstrap, embedded=True)
     finally:
         broker.stop()

@@ -130,9 +130,7 @@ def run_stream_with_settings(
         )
 
 
-def consume_with_settings(
-    settings: Settings, options: ConsumerOptions, *, until_signal: bool = True
-) -> ConsumeResult:
+def consume_with_settings(settings: Settings, options: ConsumerOptions) -> ConsumeResult:
     """`stream consume`: join the configured group until a stop rule, SIGINT or SIGTERM."""
     from orderpipe.stream.broker import kafka_endpoint
     from orderpipe.stream.sink import DatabaseSink
@@ -145,8 +143,7 @@ def consume_with_settings(
             DatabaseSink.factory(settings),
             options=options,
         )
-        work = consumer.run()
-        return asyncio.run(_until_signal(work, consumer.stop) if until_signal else work)
+        return asyncio.run(_until_signal(consumer.run(), consumer.stop))
 
 
 def produce_with_settings(

@@ -110,8 +110,6 @@ async def ensure_topic(endpoint: KafkaEndpoint, topic: str, partitions: int) -> 
 
 def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[str, object]:
     """aiokafka producer settings; the embedded broker rejects idempotent producers."""
-    if endpoint.embedded:
-        log.info("embedded broker: idempotent producer switched off (tansu rejects InitProducerId)")
     return {
         "bootstrap_servers": endpoint.bootstrap,
         "acks": "all",

@@ -1,0 +1,38 @@
+"""db/ on the real MariaDB: the table-creation lock and the bulk path the settings choose."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from orderpipe.db.engine import create_tables, make_engine
+from orderpipe.db.writer import TableWriter
+from orderpipe.errors import OrderpipeError
+
+pytestmark = [pytest.mark.integration, pytest.mark.mysql]
+
+
+def test_create_tables_says_plainly_when_another_process_holds_the_lock(mysql_url: str) -> None:
+    holder = create_engine(mysql_url)
+    engine = make_engine(mysql_url)
+    try:
+        with holder.connect() as conn:
+            assert conn.execute(text("SELECT GET_LOCK('orderpipe_create_tables', 5)")).scalar()
+            with pytest.raises(OrderpipeError, match=r"held the table-creation lock .* for 1 s"):
+                create_tables(engine, lock_timeout=1)
+            conn.execute(text("SELECT RELEASE_LOCK('orderpipe_create_tables')"))
+        create_tables(engine, lock_timeout=1)  # free again: the tables get created
+        with engine.connect() as conn:
+            tables = conn.execute(text("SHOW TABLES")).scalars().all()
+        assert {"table_customers", "table_orders", "table_events"} <= set(tables)
+    finally:
+        holder.dispose()
+        engine.dispose()
+
+
+@pytest.mark.parametrize(("local_infile", "method"), [(True, "load-data"), (False, "executemany")])
+def test_the_writer_takes_the_bulk_path_the_setting_allows(
+    mysql_url: str, local_infile: bool, method: str
+) -> None:
+    with TableWriter(mysql_url, local_infile=local_infile) as writer:
+        assert writer.method == method

@@ -1,0 +1,109 @@
+"""stream/sink.py: a clean micro-batch -> the four tables in one transaction, idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import create_engine, text
+
+from orderpipe.dataset import read_clean_dataset
+from orderpipe.etl import run_etl
+from orderpipe.generate import generate_events
+from orderpipe.ml.train import run_train
+from orderpipe.settings import Settings
+from orderpipe.stream.sink import DatabaseSink
+from tests.factories import layout_under
+
+TABLES = ("table_customers", "table_orders", "table_events", "table_predictions")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
+    """(artifacts folder with a classifier, the clean dataset it was trained on)."""
+    root = tmp_path_factory.mktemp("sink")
+    layout = layout_under(root)
+    raw = generate_events(root / "raw.jsonl", 600, seed=11).output
+    run_etl(raw, layout)
+    run_train("classification", layout.parquet, layout.artifacts_dir, seed=11)
+    return layout.artifacts_dir, read_clean_dataset(layout.parquet)
+
+
+@pytest.fixture
+def sink(trained: tuple[Path, pl.DataFrame], tmp_path: Path) -> Iterator[DatabaseSink]:
+    database = DatabaseSink(f"sqlite:///{tmp_path}/sink.db", trained[0])
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def batch(trained: tuple[Path, pl.DataFrame]) -> pl.DataFrame:
+    """Fifty clean rows as the consumer hands them over (with `line_number`)."""
+    return trained[1].head(50).with_row_index("line_number").cast({"line_number": pl.Int64})
+
+
+def _counts(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        counts = {
+            name: conn.execute(text(f"SELECT COUNT(*) FROM {name}")).scalar_one() for name in TABLES
+        }
+    engine.dispose()
+    return counts
+
+
+def _probabilities(url: str) -> list[tuple[str, float]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT event_id, return_proba FROM table_predictions ORDER BY event_id")
+        ).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
+def test_write_stores_each_event_with_its_customer_order_and_prediction(
+    sink: DatabaseSink, batch: pl.DataFrame, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/sink.db"
+    assert sink.write(batch) == 50
+    assert _counts(url) == {
+        "table_customers": batch["customer_id"].n_unique(),
+        "table_orders": batch["order_id"].n_unique(),
+        "table_events": 50,
+        "table_predictions": 50,
+    }
+    stored = _probabilities(url)
+    assert [event_id for event_id, _ in stored] == sorted(batch["event_id"])
+    assert all(0.0 < proba < 1.0 for _, proba in stored)
+
+
+def test_writing_the_same_batch_again_changes_nothing(
+    sink: DatabaseSink, batch: pl.DataFrame, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/sink.db"
+    sink.write(batch)
+    counts, probabilities = _counts(url), _probabilities(url)
+    assert sink.write(batch) == 50
+    assert _counts(url) == counts
+    assert _probabilities(url) == probabilities
+
+
+def test_writing_an_empty_batch_stores_nothing(
+    sink: DatabaseSink, batch: pl.DataFrame, tmp_path: Path
+) -> None:
+    assert sink.write(batch.clear()) == 0
+    assert set(_counts(f"sqlite:///{tmp_path}/sink.db").values()) == {0}
+
+
+@pytest.mark.parametrize("local_infile", [True, False])
+def test_the_sink_follows_the_mysql_local_infile_setting(
+    settings: Settings, local_infile: bool
+) -> None:
+    """The stream path used to open LOAD DATA whatever ORDERPIPE_MYSQL_LOCAL_INFILE said."""
+    chosen = settings.model_copy(update={"mysql_local_infile": local_infile})
+    factory = DatabaseSink.factory(chosen)
+    assert factory.keywords["local_infile"] is local_infile
+    assert factory.args == (chosen.db_url, chosen.artifacts_dir)

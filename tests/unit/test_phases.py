@@ -1,0 +1,54 @@
+"""phases.py: the pipeline's phases in order, each run as one measured task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orderpipe.eco.tracking import EcoTracker
+from orderpipe.phases import PHASES, PHASES_BY_NAME, Phase, PhaseOptions, run_phase
+from orderpipe.settings import Settings
+
+
+def test_phases_run_in_pipeline_order() -> None:
+    assert [phase.name for phase in PHASES] == [
+        "generate",
+        "etl",
+        "ingest",
+        "train",
+        "predict",
+        "stream",
+    ]
+
+
+def test_phases_by_name_holds_every_phase() -> None:
+    assert list(PHASES_BY_NAME) == [phase.name for phase in PHASES]
+    assert all(PHASES_BY_NAME[phase.name] is phase for phase in PHASES)
+
+
+def test_run_phase_returns_the_result_and_a_record_of_its_event_count(
+    settings: Settings, tmp_path: Path
+) -> None:
+    tracker = EcoTracker(enabled=False, output_dir=tmp_path / "eco", country_iso_code="FRA")
+    phase = Phase("x", run=lambda _settings, _options: 7, count=lambda result: result)
+    result, record = run_phase(phase, settings, PhaseOptions(), tracker)
+    assert result == 7
+    assert (record.phase, record.events) == ("x", 7)
+    assert record.duration_s >= 0.0
+    assert record.energy_kwh is None  # eco off: nothing measured
+    assert tracker.records == [record]
+    assert not (tmp_path / "eco").exists()
+
+
+def test_run_phase_passes_the_settings_and_options_to_the_phase(
+    settings: Settings, tmp_path: Path
+) -> None:
+    seen: list[object] = []
+    phase = Phase("x", run=lambda s, o: seen.extend([s, o]) or 0, count=lambda _result: 0)
+    options = PhaseOptions(events=12, seed=3)
+    run_phase(
+        phase,
+        settings,
+        options,
+        EcoTracker(enabled=False, output_dir=tmp_path, country_iso_code="FRA"),
+    )
+    assert seen == [settings, options]
