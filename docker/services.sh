@@ -10,6 +10,10 @@
 #   docker/services.sh ci-requires  exit 0 when $CI requires every service, 1 otherwise: any
 #                                   non-empty CI but false/0 (any case) does, so CI=1 is CI too
 #
+# Secured too, as managed services are: MariaDB accepts TLS (a user that requires it), and Kafka
+# has a second listener with SASL_SSL + SCRAM-SHA-512, both with a throw-away CA and server
+# certificate made with openssl at first start (state dir, tls/).
+#
 # `up` twice is harmless. Exit code of `up`: 0 when both answer, 1 when one could not start
 # (the reason is printed). State lives in $ORDERPIPE_SERVICES_DIR (default /tmp/orderpipe-services).
 set -euo pipefail
@@ -19,9 +23,15 @@ state=${ORDERPIPE_SERVICES_DIR:-/tmp/orderpipe-services}
 mysql_port=${ORDERPIPE_SERVICES_MYSQL_PORT:-3306}
 kafka_port=${ORDERPIPE_SERVICES_KAFKA_PORT:-9092}
 controller_port=${ORDERPIPE_SERVICES_KAFKA_CONTROLLER_PORT:-9093}
+sasl_port=${ORDERPIPE_SERVICES_KAFKA_SASL_PORT:-9094}
 db_user=orderpipe
 db_password=orderpipe
+db_tls_user=orderpipe_tls  # REQUIRE SSL
 db_name=orderpipe_test
+sasl_user=orderpipe
+sasl_password=orderpipe-scram-secret
+tls=$state/tls
+tls_password=orderpipe-keystore
 
 log() { printf 'services: %s\n' "$*" >&2; }
 
@@ -33,6 +43,29 @@ pid_alive() {
   [ -f "$1" ] || return 1
   local pid; pid=$(cat "$1")
   kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
+
+# ---------------------------------------------------------------- TLS (throw-away CA)
+tls_files() {
+  [ -f "$tls/server.p12" ] && [ -f "$tls/ca.pem" ] && return 0
+  command -v openssl >/dev/null || { log "openssl is needed for the TLS certificates"; return 1; }
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=orderpipe test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.pem
+    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name kafka \
+      -out server.p12.tmp -passout "pass:$tls_password"
+    mv server.p12.tmp server.p12
+  ) >"$state/tls.log" 2>&1 || { log "making the TLS certificates failed: see $state/tls.log"; return 1; }
+  chmod 644 "$tls"/*.pem "$tls"/server.key
+  log "made a throw-away CA and server certificate in $tls"
 }
 
 # ---------------------------------------------------------------- MariaDB
@@ -57,8 +90,20 @@ mysql_answers() {
     -e 'SELECT 1' "$db_name" >/dev/null 2>&1
 }
 
+# The TLS user gets in over TLS (it requires it), checking the server certificate against our CA.
+mysql_tls_answers() {
+  mariadb --protocol=tcp -h 127.0.0.1 -P "$mysql_port" -u "$db_tls_user" -p"$db_password" \
+    --ssl --ssl-ca="$tls/ca.pem" --ssl-verify-server-cert -e 'SELECT 1' "$db_name" >/dev/null 2>&1
+}
+
 mariadb_up() {
-  if mysql_answers; then log "MariaDB already answers on 127.0.0.1:$mysql_port"; return 0; fi
+  tls_files || return 1
+  if mysql_answers && mysql_tls_answers; then
+    log "MariaDB already answers on 127.0.0.1:$mysql_port (TLS too)"; return 0
+  fi
+  if mysql_answers && pid_alive "$state/mariadb/mariadb.pid" mariadbd; then
+    log "MariaDB answers without TLS: restarting it with TLS"; mariadb_down
+  fi
   mariadb_install || return 1
   local dir=$state/mariadb
   mkdir -p "$dir"
@@ -82,6 +127,7 @@ mariadb_up() {
       --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
       --local-infile=1 --innodb-buffer-pool-size=2G --innodb-log-file-size=1G \
       --innodb-flush-log-at-trx-commit=2 \
+      --ssl-ca="$tls/ca.pem" --ssl-cert="$tls/server.pem" --ssl-key="$tls/server.key" \
       --max-connections=200 --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
       >/dev/null 2>&1 &
     echo $! >"$dir/mariadb.pid"
@@ -101,6 +147,8 @@ GRANT ALL PRIVILEGES ON \`orderpipe%\`.* TO '$db_user'@'localhost' WITH GRANT OP
 -- Tests create users of their own (least privileged, passwords with special characters).
 GRANT CREATE USER ON *.* TO '$db_user'@'127.0.0.1';
 GRANT CREATE USER ON *.* TO '$db_user'@'localhost';
+CREATE USER IF NOT EXISTS '$db_tls_user'@'127.0.0.1' IDENTIFIED BY '$db_password' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON \`orderpipe%\`.* TO '$db_tls_user'@'127.0.0.1';
 FLUSH PRIVILEGES;
 SQL
   mysql_answers || { log "MariaDB does not answer on 127.0.0.1:$mysql_port"; return 1; }
@@ -150,28 +198,50 @@ sys.exit(0 if corr == 7 and brokers >= 1 else 1)
 PY
 }
 
+# The SASL_SSL listener is up when it completes a TLS handshake with a certificate from our CA.
+kafka_sasl_answers() {
+  openssl s_client -connect "127.0.0.1:$sasl_port" -CAfile "$tls/ca.pem" -verify_return_error \
+    -verify_hostname localhost </dev/null >/dev/null 2>&1
+}
+
 kafka_up() {
-  if kafka_answers; then log "Apache Kafka already answers on 127.0.0.1:$kafka_port"; return 0; fi
+  tls_files || return 1
+  if kafka_answers && kafka_sasl_answers; then
+    log "Apache Kafka already answers on 127.0.0.1:$kafka_port (SASL_SSL on $sasl_port)"; return 0
+  fi
   command -v java >/dev/null || { log "java is needed to run Apache Kafka"; return 1; }
   kafka_jars || return 1
   local dir=$state/kafka cp="$here/kafka/target/lib/*"
   mkdir -p "$dir"
+  # Storage formatted before the SCRAM user existed (an older services.sh) is test data only:
+  # format it again, with the user.
+  if [ -f "$dir/data/meta.properties" ] && [ ! -f "$dir/data/.orderpipe-scram" ]; then
+    kafka_down
+    log "formatting the Kafka storage again, with the SCRAM user"
+    rm -rf "$dir/data"
+  fi
   if pid_alive "$dir/kafka.pid" kafka.Kafka; then
     log "Apache Kafka is running (pid $(cat "$dir/kafka.pid")) but does not answer yet"
   else
-    if port_open "$kafka_port" || port_open "$controller_port"; then
-      log "port $kafka_port or $controller_port is taken by another program"
+    if port_open "$kafka_port" || port_open "$controller_port" || port_open "$sasl_port"; then
+      log "port $kafka_port, $controller_port or $sasl_port is taken by another program"
       return 1
     fi
     cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
+listeners=PLAINTEXT://127.0.0.1:$kafka_port,SASL_SSL://127.0.0.1:$sasl_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,SASL_SSL://127.0.0.1:$sasl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/server.p12
+ssl.keystore.password=$tls_password
+ssl.key.password=$tls_password
 log.dirs=$dir/data
 num.partitions=3
 auto.create.topics.enable=true
@@ -190,15 +260,19 @@ PROPS
       local cluster_id
       cluster_id=$(java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
       java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool format --standalone \
-        -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+        -t "$cluster_id" -c "$dir/server.properties" \
+        --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]" >"$dir/format.log" 2>&1 \
         || { log "formatting the Kafka storage failed: see $dir/format.log"; return 1; }
+      touch "$dir/data/.orderpipe-scram"
     fi
     nohup java -cp "$cp" "${java_opts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
     echo $! >"$dir/kafka.pid"
   fi
   local i
   for i in $(seq 1 120); do
-    kafka_answers && { log "Apache Kafka answers on 127.0.0.1:$kafka_port"; return 0; }
+    if kafka_answers && kafka_sasl_answers; then
+      log "Apache Kafka answers on 127.0.0.1:$kafka_port (SASL_SSL on $sasl_port)"; return 0
+    fi
     pid_alive "$dir/kafka.pid" kafka.Kafka || { log "Apache Kafka exited at start: see $dir/kafka.log"; return 1; }
     sleep 0.5
   done
@@ -240,10 +314,23 @@ case "${1:-}" in
     else
       echo "# MariaDB does not answer on 127.0.0.1:$mysql_port: run docker/services.sh up"
     fi
+    if mysql_tls_answers; then
+      echo "export ORDERPIPE_TEST_MYSQL_TLS_URL='mysql+pymysql://$db_tls_user:$db_password@127.0.0.1:$mysql_port/$db_name?ssl_ca=$tls/ca.pem&ssl_check_hostname=true'"
+    else
+      echo "# MariaDB does not answer over TLS on 127.0.0.1:$mysql_port: run docker/services.sh up"
+    fi
     if kafka_answers; then
       echo "export ORDERPIPE_TEST_KAFKA_BOOTSTRAP='127.0.0.1:$kafka_port'"
     else
       echo "# Apache Kafka does not answer on 127.0.0.1:$kafka_port: run docker/services.sh up"
+    fi
+    if kafka_sasl_answers; then
+      echo "export ORDERPIPE_TEST_KAFKA_SASL_BOOTSTRAP='127.0.0.1:$sasl_port'"
+      echo "export ORDERPIPE_TEST_KAFKA_SASL_USERNAME='$sasl_user'"
+      echo "export ORDERPIPE_TEST_KAFKA_SASL_PASSWORD='$sasl_password'"
+      echo "export ORDERPIPE_TEST_KAFKA_SSL_CAFILE='$tls/ca.pem'"
+    else
+      echo "# Kafka's SASL_SSL listener does not answer on 127.0.0.1:$sasl_port: run docker/services.sh up"
     fi ;;
   ci-requires)
     # The one shell copy of the rule; tests/conftest.py's ci_requires_services is the Python one.
@@ -254,7 +341,9 @@ case "${1:-}" in
     esac ;;
   status)
     if mysql_answers; then echo "mariadb: up (127.0.0.1:$mysql_port)"; else echo "mariadb: down"; fi
-    if kafka_answers; then echo "kafka: up (127.0.0.1:$kafka_port)"; else echo "kafka: down"; fi ;;
+    if mysql_tls_answers; then echo "mariadb tls: up"; else echo "mariadb tls: down"; fi
+    if kafka_answers; then echo "kafka: up (127.0.0.1:$kafka_port)"; else echo "kafka: down"; fi
+    if kafka_sasl_answers; then echo "kafka sasl_ssl: up (127.0.0.1:$sasl_port)"; else echo "kafka sasl_ssl: down"; fi ;;
   *)
     echo "usage: docker/services.sh up|down|env|status|ci-requires" >&2
     exit 2 ;;

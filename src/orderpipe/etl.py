@@ -1,7 +1,7 @@
 """ETL: raw JSON Lines -> typed, deduplicated clean records (polars), quarantine and quality report.
 
-`parse_lines` and `clean_events` are shared with the stream consumer, so a Kafka message and a
-file line are validated and cleaned by the same code.
+`clean_lines` and `clean_record_lines` are shared with the stream consumer (`stream.messages`),
+so a Kafka message and a file line are validated and cleaned by the same code.
 """
 
 from __future__ import annotations

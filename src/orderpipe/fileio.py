@@ -1,6 +1,6 @@
 """Atomic file writes: write beside the target, then rename, so a reader never sees half a file.
 
-Used by every service that writes an output (generate, etl, and later train and eco).
+Used by the services that write files (generate, etl and its dataset, eco report).
 """
 
 from __future__ import annotations

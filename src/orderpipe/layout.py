@@ -24,12 +24,14 @@ class StreamSource(StrEnum):
     raw = "raw"
 
 
-STREAM_SOURCES = tuple(source.value for source in StreamSource)
-
-
 def truth_for(raw: Path) -> Path:
     """Where the generator keeps each event's true return probability, beside the raw file."""
     return raw.with_name(raw.stem + ".truth.parquet")
+
+
+def default_database(data_dir: Path) -> Path:
+    """The embedded default: a SQLite file in the data folder."""
+    return data_dir / "orderpipe.db"
 
 
 def model_files(artifacts_dir: Path, name: str) -> tuple[Path, Path]:
@@ -104,6 +106,16 @@ class Layout:
     def stream_source(self, kind: str) -> Path:
         """What `stream produce` sends by default: etl's clean JSON Lines or the raw file."""
         return self.raw if kind == "raw" else self.jsonl
+
+    # -- eco
+    @property
+    def eco_report_files(self) -> tuple[Path, Path, Path]:
+        """(Markdown, CSV, SVG chart) of the eco report; CodeCarbon writes to eco_output_dir."""
+        return (
+            self.reports_dir / "eco_report.md",
+            self.reports_dir / "eco_report.csv",
+            self.reports_dir / "eco_energy_by_phase.svg",
+        )
 
     # -- run-all
     @property

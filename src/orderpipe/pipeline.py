@@ -106,7 +106,7 @@ def run_all(
         tracker.close()
     report: dict[str, Path] = {}
     if settings.eco_enabled:
-        report = run_eco_report(settings.eco_output_dir, settings.reports_dir).outputs
+        report = run_eco_report(Layout.from_settings(settings)).outputs
     result = RunAllResult(
         events=events,
         database=settings.masked_database_url(),

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     )
     kafka_topic: str = Field("orders-events", validation_alias=_env("KAFKA_TOPIC", "KAFKA_TOPIC"))
     kafka_group_id: str = Field("orderpipe-consumer", validation_alias=_env("KAFKA_GROUP_ID"))
+    # Managed clusters (Confluent Cloud, MSK, Aiven...): SASL and/or TLS for every Kafka client.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_MECHANISM")
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias=_env("KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_PASSWORD")
+    )
+    kafka_ssl_cafile: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_CAFILE"))
+    kafka_ssl_certfile: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_CERTFILE"))
+    kafka_ssl_keyfile: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_KEYFILE"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
     artifacts_dir: Path = Field(Path("artifacts"), validation_alias=_env("ARTIFACTS_DIR"))
     reports_dir: Path = Field(Path("reports"), validation_alias=_env("REPORTS_DIR"))
@@ -87,6 +101,37 @@ class Settings(BaseSettings):
             raise ValueError("expected a 3-letter ISO country code such as FRA")
         return value
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_kafka(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_mechanism and self.kafka_sasl_username):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                "ORDERPIPE_KAFKA_SASL_MECHANISM, ORDERPIPE_KAFKA_SASL_USERNAME and "
+                "ORDERPIPE_KAFKA_SASL_PASSWORD"
+            )
+        if sasl and self.kafka_sasl_password is None:
+            raise ValueError("ORDERPIPE_KAFKA_SASL_PASSWORD is unset")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "ORDERPIPE_KAFKA_SSL_CERTFILE and ORDERPIPE_KAFKA_SSL_KEYFILE go together"
+            )
+        return self
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _servers(cls, value: str) -> str:
@@ -118,7 +163,9 @@ class Settings(BaseSettings):
                 )
                 self.database_url = SecretStr(url.render_as_string(hide_password=False))
             else:
-                self.database_url = SecretStr(f"sqlite:///{self.data_dir / 'orderpipe.db'}")
+                from orderpipe.layout import default_database
+
+                self.database_url = SecretStr(f"sqlite:///{default_database(self.data_dir)}")
         _check_database_url(self.database_url.get_secret_value())
         return self
 
@@ -180,7 +227,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
-        name = _env_name(tuple(first.get("loc", ())))
-        if name == "settings" and "database_url" in message:
-            name = "ORDERPIPE_DATABASE_URL"
+        name: str | None = _env_name(tuple(first.get("loc", ())))
+        if name == "settings":  # a rule across settings
+            name = "ORDERPIPE_DATABASE_URL" if "database_url" in message else None
+        if name is None:
+            raise ConfigError(f"invalid settings: {message}") from None
         raise ConfigError(f"invalid setting {name}: {message}") from None

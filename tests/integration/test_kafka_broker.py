@@ -9,7 +9,9 @@ import uuid
 import pytest
 
 from orderpipe.doctor import check_kafka
-from orderpipe.stream.broker import cluster_metadata, free_port, metadata_answers
+from orderpipe.settings import Settings
+from orderpipe.stream.broker import free_port, metadata_answers
+from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -75,18 +77,19 @@ def test_aiokafka_produces_consumes_and_commits(kafka_bootstrap: str) -> None:
 
 
 def test_doctor_sees_the_broker(kafka_bootstrap: str) -> None:
-    check = check_kafka(kafka_bootstrap, timeout=10)
+    check = check_kafka(Settings(_env_file=None, kafka_bootstrap_servers=kafka_bootstrap), 10)
     assert check.ok, check.detail
     assert "broker(s)" in check.detail
+    assert check.facts["security_protocol"] == "PLAINTEXT"
 
 
 def test_doctor_reports_a_closed_port() -> None:
-    check = check_kafka("127.0.0.1:1", timeout=3)
+    check = check_kafka(Settings(_env_file=None, kafka_bootstrap_servers="127.0.0.1:1"), 3)
     assert not check.ok
 
 
 def test_cluster_metadata_counts_brokers_and_topics(kafka_bootstrap: str) -> None:
-    brokers, topics = asyncio.run(cluster_metadata(kafka_bootstrap, timeout=10))
+    brokers, topics = asyncio.run(cluster_metadata(KafkaEndpoint(kafka_bootstrap), timeout=10))
     assert brokers >= 1
     assert topics >= 0
 

@@ -24,8 +24,9 @@ from orderpipe.db.engine import make_engine
 from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
 from orderpipe.ml.train import run_train
-from orderpipe.stream.broker import EmbeddedBroker, KafkaEndpoint
+from orderpipe.stream.broker import EmbeddedBroker
 from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
+from orderpipe.stream.kafka import KafkaEndpoint
 from orderpipe.stream.pipeline import run_stream
 from orderpipe.stream.producer import ProducerOptions, produce
 from orderpipe.stream.sink import DatabaseSink

@@ -20,10 +20,10 @@ def eco_report(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example: [bold]orderpipe eco report[/]
     """
     from orderpipe.eco.report import run_eco_report
+    from orderpipe.layout import Layout
 
     def call() -> Any:
-        settings = settings_of(ctx)
-        return run_eco_report(settings.eco_output_dir, settings.reports_dir)
+        return run_eco_report(Layout.from_settings(settings_of(ctx)))
 
     result = run_service(ctx, call)
     emit(result, as_json, lambda out: out.print(eco_table(result)))

@@ -1,1 +1,2 @@
-"""Database layer: ORM tables, engine creation and the dialect-aware bulk upsert."""
+"""Database layer: ORM tables (`models`), engines (`engine`, `mysql`), the dialect-aware upsert
+statements (`upsert`), the one write path (`writer`) and the reads services need (`queries`)."""

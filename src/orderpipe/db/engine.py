@@ -32,14 +32,13 @@ def masked(url: str | URL) -> str:
 def make_engine(url: str | URL, *, local_infile: bool = False) -> Engine:
     """An engine with the pragmas and connect options orderpipe relies on.
 
-    `local_infile` lets the MySQL/MariaDB server ask for local files (LOAD DATA LOCAL INFILE):
-    only the bulk writers ask for it.
+    `local_infile` lets the bulk writers use LOAD DATA LOCAL INFILE on MySQL/MariaDB (PyMySQL):
+    the server then gets the one file being loaded, never another one it asks for.
     """
     from sqlalchemy import create_engine, event
 
     parsed = as_url(url)
     backend = parsed.get_backend_name()
-    connect_args: dict[str, Any] = {}
     if backend == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
@@ -60,11 +59,24 @@ def make_engine(url: str | URL, *, local_infile: bool = False) -> Engine:
             cursor.close()
 
         return engine
-    if backend in ("mysql", "mariadb"):
-        connect_args = {"charset": "utf8mb4", "connect_timeout": 10}
-        if local_infile:
-            connect_args["local_infile"] = True
-    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    if backend not in ("mysql", "mariadb"):
+        return create_engine(parsed, pool_pre_ping=True)
+    connect_args = {"charset": "utf8mb4", "connect_timeout": 10}
+    guarded = parsed.get_driver_name() == "pymysql"
+    if guarded:  # other drivers never get local files
+        connect_args["local_infile"] = local_infile
+    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    if guarded:
+
+        @event.listens_for(engine, "do_connect")
+        def _guarded_connection(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            # Answers LOAD DATA LOCAL only for the file being loaded (db.mysql), on every
+            # connection, with local_infile on or off.
+            from orderpipe.db.mysql import guarded_connect
+
+            return guarded_connect(*cargs, **cparams)
+
+    return engine
 
 
 def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
@@ -105,7 +117,7 @@ def _named_lock(conn: Connection, timeout: int) -> None:
         raise OrderpipeError(
             f"another process held the table-creation lock ({CREATE_LOCK}) of "
             f"{masked(conn.engine.url)} for {timeout} s; is a migration or another orderpipe "
-            "stuck? `SELECT IS_USED_LOCK('orderpipe_create_tables')` names its connection"
+            f"stuck? `SELECT IS_USED_LOCK('{CREATE_LOCK}')` names its connection"
         )
     raise OrderpipeError(f"GET_LOCK('{CREATE_LOCK}') failed on {masked(conn.engine.url)}")
 

@@ -119,6 +119,8 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
     """
     from sqlalchemy import text
 
+    from orderpipe.db.mysql import allow_local_file
+
     if frame.height == 0:
         return 0
     recency = RECENCY_COLUMN[table]
@@ -149,14 +151,15 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
         conn.execute(
             text(f"CREATE TEMPORARY TABLE `{stage}` AS SELECT {quoted} FROM `{table.name}` LIMIT 0")
         )
-        conn.execute(
-            text(
-                f"LOAD DATA LOCAL INFILE :path INTO TABLE `{stage}` CHARACTER SET utf8mb4 "
-                "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
-                f"LINES TERMINATED BY '\\n' ({quoted})"
-            ),
-            {"path": path},
-        )
+        with allow_local_file(conn, path):
+            conn.execute(
+                text(
+                    f"LOAD DATA LOCAL INFILE :path INTO TABLE `{stage}` CHARACTER SET utf8mb4 "
+                    "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+                    f"LINES TERMINATED BY '\\n' ({quoted})"
+                ),
+                {"path": path},
+            )
         conn.execute(
             text(
                 # File order (time order) beats key order here: the time-ordered secondary indexes

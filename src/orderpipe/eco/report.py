@@ -11,11 +11,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orderpipe.eco.tracking import PHASES_FILE
 from orderpipe.errors import OrderpipeError
 from orderpipe.fileio import write_text_atomic
+
+if TYPE_CHECKING:
+    from orderpipe.layout import Layout
 
 log = logging.getLogger("orderpipe.eco")
 NEEDED = ("task_name", "run_id", "timestamp", "duration", "energy_consumed", "emissions")
@@ -182,13 +185,9 @@ def build_report(folder: Path) -> EcoReport:
     )
 
 
-def write_report(report: EcoReport, reports_dir: Path) -> EcoReport:
+def write_report(report: EcoReport, layout: Layout) -> EcoReport:
     """Write the Markdown, CSV and SVG files; returns the report with their paths."""
-    md, csv_path, svg = (
-        reports_dir / "eco_report.md",
-        reports_dir / "eco_report.csv",
-        reports_dir / "eco_energy_by_phase.svg",
-    )
+    md, csv_path, svg = layout.eco_report_files
     write_text_atomic(svg, energy_chart(report))
     lines = [
         "phase,runs,duration_s,energy_kwh,emissions_kg,share,events,"
@@ -290,6 +289,6 @@ def energy_chart(report: EcoReport) -> str:
     return "\n".join(parts) + "\n"
 
 
-def run_eco_report(emissions_dir: Path, reports_dir: Path) -> EcoReport:
-    """Build and write the report."""
-    return write_report(build_report(emissions_dir), reports_dir)
+def run_eco_report(layout: Layout) -> EcoReport:
+    """Build the report from every CodeCarbon file of the eco folder and write it."""
+    return write_report(build_report(layout.eco_output_dir), layout)

@@ -1,8 +1,8 @@
 """One CodeCarbon tracker per process, one measured task per phase; off at zero cost.
 
-`with tracker.phase("etl") as phase: ...; phase.events = n` wraps a service call from the
-CLI/pipeline layer. Phase figures (with event counts, which CodeCarbon does not know) are
-appended to `orderpipe_phases.csv` beside CodeCarbon's own files.
+`with tracker.phase("etl") as phase: ...; phase.events = n` wraps a service call from outside
+the service (`phases.run_phase`, for run-all and bench). Phase figures (with event counts, which
+CodeCarbon does not know) are appended to `orderpipe_phases.csv` beside CodeCarbon's own files.
 """
 
 from __future__ import annotations

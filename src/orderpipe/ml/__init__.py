@@ -12,6 +12,3 @@ class ModelKind(StrEnum):
     classification = "classification"
     regression = "regression"
     all = "all"
-
-
-MODEL_KINDS = tuple(kind.value for kind in ModelKind)

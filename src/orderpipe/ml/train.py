@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from orderpipe.errors import OrderpipeError
-from orderpipe.ml import MODEL_KINDS
+from orderpipe.ml import ModelKind
 from orderpipe.ml.features import CLASSIFICATION, REGRESSION, FeatureSpec, model_inputs
 from orderpipe.ml.model import save_model
 
@@ -384,7 +384,7 @@ def run_train(
     """Train `classification`, `regression` or `all` from the clean Parquet."""
     from orderpipe.dataset import read_clean_dataset
 
-    if kind not in MODEL_KINDS:
+    if kind not in list(ModelKind):
         raise OrderpipeError(f"unknown model {kind!r}: choose classification, regression or all")
     clean = read_clean_dataset(dataset)
     truth = pl.read_parquet(truth_path) if truth_path and truth_path.is_file() else None

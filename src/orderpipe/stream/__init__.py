@@ -1,1 +1,2 @@
-"""Streaming with aiokafka: embedded broker, producer, micro-batched consumer, and `stream run`."""
+"""Streaming with aiokafka: how to reach Kafka (`kafka`), the embedded broker, the producer,
+the micro-batched consumer with its sink, and `stream run`."""

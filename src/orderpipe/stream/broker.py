@@ -1,5 +1,5 @@
 """The embedded Kafka-compatible broker (tansu, memory storage) for `embedded` settings, and
-whether a cluster answers metadata (how doctor and the broker's own start-up check it).
+whether a plaintext cluster answers metadata (how the broker's start-up is checked).
 
 The broker runs on a free 127.0.0.1 port for one command's lifetime, stopped on exit, errors and
 Ctrl-C, and (on Linux) when orderpipe itself dies.
@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,28 +25,11 @@ from orderpipe.errors import OrderpipeError
 log = logging.getLogger("orderpipe.stream")
 
 
-async def cluster_metadata(bootstrap: str, timeout: float) -> tuple[int, int]:
-    """How many brokers and topics the cluster reports; raises when it does not answer."""
-    from aiokafka import AIOKafkaClient
-
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout)
-        cluster = client.cluster
-        return len(cluster.brokers()), len(cluster.topics())
-    finally:
-        await client.close()
-
-
 def metadata_answers(bootstrap: str, timeout: float = 2.0) -> bool:
     """True when the cluster answers a metadata request naming at least one broker; never raises.
 
     Safe from any thread: with an event loop running in this one, the request runs in a worker.
     """
-    # aiokafka fails fast on a closed port too, but logs an ERROR line each time: a broker
-    # polled while it starts would fill the terminal with them.
-    if not _accepts_connections(bootstrap, timeout):
-        return False
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -56,23 +39,15 @@ def metadata_answers(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 def _names_a_broker(bootstrap: str, timeout: float) -> bool:
+    from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata, quiet_bootstrap_errors
+
     try:
-        brokers, _topics = asyncio.run(cluster_metadata(bootstrap, timeout))
+        # a closed port fails in milliseconds; aiokafka's error line for it is not ours to show
+        with quiet_bootstrap_errors():
+            brokers, _ = asyncio.run(cluster_metadata(KafkaEndpoint(bootstrap), timeout))
     except Exception:
         return False
     return brokers >= 1
-
-
-def _accepts_connections(bootstrap: str, timeout: float) -> bool:
-    """True when one of the host:port servers accepts a TCP connection."""
-    for server in bootstrap.split(","):
-        host, _sep, port = server.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
 
 
 def free_port() -> int:
@@ -177,26 +152,3 @@ class EmbeddedBroker:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-
-
-@dataclass(frozen=True)
-class KafkaEndpoint:
-    """Where to connect, and whether it is our embedded broker (which lacks some features)."""
-
-    bootstrap: str
-    embedded: bool
-
-
-@contextlib.contextmanager
-def kafka_endpoint(bootstrap_setting: str) -> Iterator[KafkaEndpoint]:
-    """The configured cluster, or an embedded broker for the duration of the block."""
-    if bootstrap_setting != "embedded":
-        yield KafkaEndpoint(bootstrap_setting, embedded=False)
-        return
-    broker = EmbeddedBroker()
-    try:
-        bootstrap = broker.start()
-        log.info("embedded broker: idempotent producers switched off (tansu rejects them)")
-        yield KafkaEndpoint(bootstrap, embedded=True)
-    finally:
-        broker.stop()

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orderpipe.errors import OrderpipeError
 from orderpipe.stream.errors import is_transient, reason_of
 from orderpipe.stream.messages import (
     DeadLetter,
@@ -30,7 +29,7 @@ from orderpipe.stream.metrics import latency_summary
 if TYPE_CHECKING:
     import polars as pl
 
-    from orderpipe.stream.broker import KafkaEndpoint
+    from orderpipe.stream.kafka import KafkaEndpoint
     from orderpipe.stream.sink import Sink
 
 log = logging.getLogger("orderpipe.stream")
@@ -82,12 +81,10 @@ class StreamConsumer:
         sink_factory: Callable[[], Sink],
         *,
         options: ConsumerOptions | None = None,
-        on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         self.endpoint, self.topic, self.group_id = endpoint, topic, group_id
         self.sink_factory = sink_factory
         self.options = options or ConsumerOptions()
-        self.on_batch = on_batch
         self.target: int | None = None  # set by `stream run` once the producer knows its count
         self.consumed = self.stored = self.dead_lettered = self.batches = self.retries = 0
         self.latencies: list[float] = []
@@ -119,8 +116,7 @@ class StreamConsumer:
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     async def run(self) -> ConsumeResult:
-        from aiokafka.errors import KafkaConnectionError
-
+        from orderpipe.stream.kafka import start_client
         from orderpipe.stream.producer import ProducerOptions, producer_config, start_producer
 
         sink = await asyncio.to_thread(self.sink_factory)
@@ -130,12 +126,14 @@ class StreamConsumer:
         consumer = self._consumer = self._kafka_consumer()
         began = time.perf_counter()
         try:
-            await consumer.start()
-        except KafkaConnectionError:
+            await start_client(consumer, self.endpoint)
+        except BaseException:
             await asyncio.to_thread(sink.close)
-            raise OrderpipeError(f"cannot reach Kafka at {self.endpoint.bootstrap}") from None
+            raise
         try:
-            dlq = await start_producer(producer_config(self.endpoint, ProducerOptions()))
+            dlq = await start_producer(
+                self.endpoint, producer_config(self.endpoint, ProducerOptions())
+            )
         except BaseException:
             await consumer.stop()
             await asyncio.to_thread(sink.close)
@@ -165,7 +163,7 @@ class StreamConsumer:
         from aiokafka import AIOKafkaConsumer
 
         return AIOKafkaConsumer(
-            bootstrap_servers=self.endpoint.bootstrap,
+            **self.endpoint.client_options(),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -307,8 +305,6 @@ class StreamConsumer:
         self.stored += stored
         self.dead_lettered += len(dead)
         self.batches += 1
-        if self.on_batch:
-            self.on_batch(self.consumed, self.stored)
 
     async def _store(self, clean: pl.DataFrame, sink: Sink, consumer: Any) -> int:
         """Write the batch; while the database is down, pause fetching and retry with backoff."""

@@ -1,7 +1,8 @@
 """What a failure in the consumer's write path means: wait for the database, or not.
 
-Content errors (the message's fault) are found before the write, by the shared cleaning
-(`stream.messages`); a write that fails is either transient (pause and retry) or not.
+Content errors (the message's fault) are mostly found before the write, by the shared cleaning
+(`stream.messages`); a write that fails is either transient (pause and retry) or not (the
+consumer then tries the batch's rows one by one and dead-letters those the database refuses).
 """
 
 from __future__ import annotations

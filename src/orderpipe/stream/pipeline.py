@@ -17,7 +17,7 @@ from orderpipe.stream.producer import ProduceResult, ProducerOptions, produce
 
 if TYPE_CHECKING:
     from orderpipe.settings import Settings
-    from orderpipe.stream.broker import KafkaEndpoint
+    from orderpipe.stream.kafka import KafkaEndpoint
     from orderpipe.stream.sink import Sink
 
 
@@ -112,10 +112,10 @@ def run_stream_with_settings(
     consumer_options: ConsumerOptions | None = None,
 ) -> StreamRunResult:
     """`run_stream` on the configured Kafka (or an embedded broker) and database."""
-    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.kafka import kafka_endpoint
     from orderpipe.stream.sink import DatabaseSink
 
-    with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+    with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
             run_stream(
                 endpoint,
@@ -132,10 +132,10 @@ def run_stream_with_settings(
 
 def consume_with_settings(settings: Settings, options: ConsumerOptions) -> ConsumeResult:
     """`stream consume`: join the configured group until a stop rule, SIGINT or SIGTERM."""
-    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.kafka import kafka_endpoint
     from orderpipe.stream.sink import DatabaseSink
 
-    with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+    with kafka_endpoint(settings) as endpoint:
         consumer = StreamConsumer(
             endpoint,
             settings.kafka_topic,
@@ -150,9 +150,9 @@ def produce_with_settings(
     settings: Settings, source: Path, *, kind: str, options: ProducerOptions
 ) -> ProduceResult:
     """`stream produce`: send `source` to the configured topic."""
-    from orderpipe.stream.broker import kafka_endpoint
+    from orderpipe.stream.kafka import kafka_endpoint
 
-    with kafka_endpoint(settings.kafka_bootstrap_servers) as endpoint:
+    with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
             produce(endpoint, settings.kafka_topic, source, kind=kind, options=options)
         )

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from orderpipe.errors import OrderpipeError
-from orderpipe.layout import STREAM_SOURCES
+from orderpipe.layout import StreamSource
 
 if TYPE_CHECKING:
-    from orderpipe.stream.broker import KafkaEndpoint
+    from orderpipe.stream.kafka import KafkaEndpoint
 
 log = logging.getLogger("orderpipe.stream")
 PRODUCE_CHUNK = 20_000
@@ -92,8 +92,9 @@ async def ensure_topic(endpoint: KafkaEndpoint, topic: str, partitions: int) -> 
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=endpoint.bootstrap)
-    await admin.start()
+    from orderpipe.stream.kafka import start_client
+
+    admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
     try:
         existing = set(await admin.list_topics())
         wanted = [
@@ -111,7 +112,7 @@ async def ensure_topic(endpoint: KafkaEndpoint, topic: str, partitions: int) -> 
 def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[str, object]:
     """aiokafka producer settings; the embedded broker rejects idempotent producers."""
     return {
-        "bootstrap_servers": endpoint.bootstrap,
+        **endpoint.client_options(),
         "acks": "all",
         "enable_idempotence": not endpoint.embedded,
         "linger_ms": options.linger_ms,
@@ -120,17 +121,18 @@ def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[s
     }
 
 
-async def start_producer(config: dict[str, object]) -> Any:
+async def start_producer(endpoint: KafkaEndpoint, config: dict[str, object]) -> Any:
     """A started AIOKafkaProducer; idempotence is dropped, with a log line, where the broker
     refuses it (tansu, also when reached through an address rather than `embedded`)."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
+    from orderpipe.stream.kafka import start_client
+
     producer = AIOKafkaProducer(**config)
     try:
-        await producer.start()
-        return producer
-    except KafkaError as exc:
+        return await start_client(producer, endpoint)
+    except KafkaError as exc:  # not a connection problem (start_client says those)
         await producer.stop()
         if not config.get("enable_idempotence"):
             raise
@@ -138,9 +140,7 @@ async def start_producer(config: dict[str, object]) -> Any:
             "the broker refused an idempotent producer (%s): sending without idempotence",
             type(exc).__name__,
         )
-    producer = AIOKafkaProducer(**{**config, "enable_idempotence": False})
-    await producer.start()
-    return producer
+    return await start_client(AIOKafkaProducer(**{**config, "enable_idempotence": False}), endpoint)
 
 
 async def send_messages(
@@ -152,7 +152,7 @@ async def send_messages(
     chosen with Kafka's own murmur2 rule, which costs a fraction of one `send()` per message.
     Paced (`options.rate`): one `send()` per message at the requested rate.
     """
-    producer = await start_producer(producer_config(endpoint, options))
+    producer = await start_producer(endpoint, producer_config(endpoint, options))
     sent = 0
     started = time.perf_counter()
     try:
@@ -221,7 +221,7 @@ async def produce(
     from orderpipe.etl import read_raw_lines
 
     options = options or ProducerOptions()
-    if kind not in STREAM_SOURCES:
+    if kind not in list(StreamSource):
         raise OrderpipeError(f"unknown --source {kind!r}: choose clean or raw")
     began = time.perf_counter()
     lines = read_raw_lines(source)

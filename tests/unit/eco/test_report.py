@@ -10,6 +10,7 @@ import pytest
 from orderpipe.eco.report import build_report, run_eco_report
 from orderpipe.eco.tracking import PHASE_COLUMNS, PHASES_FILE
 from orderpipe.errors import OrderpipeError
+from orderpipe.layout import Layout
 
 HEADER = [
     "task_name",
@@ -113,7 +114,8 @@ def test_an_empty_folder_is_a_clear_message(tmp_path: Path) -> None:
 def test_report_files_are_written(tmp_path: Path) -> None:
     write_csv(tmp_path / "emissions_base_r1.csv", HEADER, [task_row("etl", "r1", "t", 1, 0.5)])
     phases_file(tmp_path, [("r1", "etl", 500)])
-    report = run_eco_report(tmp_path, tmp_path / "reports")
+    layout = Layout(tmp_path, tmp_path, tmp_path / "reports", eco_output_dir=tmp_path)
+    report = run_eco_report(layout)
     markdown = report.outputs["markdown"].read_text()
     assert "| etl | 1 |" in markdown and "eco_energy_by_phase.svg" in markdown
     assert "country FRA" in markdown and "method machine" in markdown

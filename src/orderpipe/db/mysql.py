@@ -1,0 +1,99 @@
+"""MySQL/MariaDB connections that answer a server's LOAD DATA LOCAL request only for the file
+orderpipe is loading at that moment, on that connection; any other request is refused.
+
+PyMySQL alone sends whatever file the *server* names once `local_infile` is on (and breaks the
+connection when it is off): a rogue or hijacked server could read `.env`, SSH keys or tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pymysql
+from pymysql.connections import Connection, MySQLResult
+from pymysql.protocol import LoadLocalPacketWrapper
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection as SAConnection
+
+
+class LocalFileRefused(pymysql.err.NotSupportedError):
+    """The server asked for a local file that orderpipe was not loading."""
+
+    def __init__(self, host: str, port: int, filename: bytes) -> None:
+        name = os.fsdecode(filename)
+        super().__init__(
+            2000,
+            f"the server {host}:{port} asked to read the local file {name!r}, which orderpipe "
+            "is not loading: refused (is this the server you meant?)",
+        )
+        self.message = str(self.args[1])
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _GuardedResult(MySQLResult):
+    def _read_load_local_packet(self, first_packet: Any) -> None:
+        conn: GuardedConnection = self.connection  # type: ignore[assignment]
+        filename = LoadLocalPacketWrapper(first_packet).filename
+        allowed = conn.allowed_local_file
+        if conn._local_infile and allowed is not None and filename == os.fsencode(allowed):
+            super()._read_load_local_packet(first_packet)
+            return
+        # Refuse without breaking the protocol: no data, the end-of-data packet, the answer.
+        conn.write_packet(b"")
+        with contextlib.suppress(pymysql.err.MySQLError):
+            conn._read_packet()
+        raise LocalFileRefused(conn.host, conn.port, filename)
+
+
+class GuardedConnection(Connection):
+    """A PyMySQL connection whose LOAD DATA LOCAL answers only `allowed_local_file`.
+
+    Every place PyMySQL reads a query's result (`_read_query_result`, `show_warnings`) goes
+    through `_GuardedResult`; COMMIT/ROLLBACK answers are read as OK packets only.
+    """
+
+    allowed_local_file: str | None = None
+
+    def _read_query_result(self, unbuffered: bool = False) -> int:
+        self._result = None
+        result = _GuardedResult(self)
+        if unbuffered:
+            result.init_unbuffered_query()
+        else:
+            result.read()
+        self._result = result
+        if result.server_status is not None:
+            self.server_status = result.server_status
+        return result.affected_rows
+
+    def show_warnings(self) -> Any:
+        from pymysql.constants import COMMAND
+
+        self._execute_command(COMMAND.COM_QUERY, "SHOW WARNINGS")
+        result = _GuardedResult(self)
+        result.read()
+        return result.rows
+
+
+def guarded_connect(*args: Any, **kwargs: Any) -> GuardedConnection:
+    """What SQLAlchemy's pymysql dialect calls instead of `pymysql.connect` (see make_engine)."""
+    return GuardedConnection(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def allow_local_file(conn: SAConnection, path: str) -> Iterator[None]:
+    """Let the server of `conn` read `path`, and only it, for the statement run in the block."""
+    raw = conn.connection.dbapi_connection
+    if not isinstance(raw, GuardedConnection):
+        raise RuntimeError("LOAD DATA LOCAL needs a connection from orderpipe's make_engine")
+    raw.allowed_local_file = path
+    try:
+        yield
+    finally:
+        raw.allowed_local_file = None
