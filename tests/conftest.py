@@ -6,6 +6,7 @@ value but empty, false or 0), where a missing service is a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -86,3 +87,44 @@ def mysql_url(mysql_server_url: str) -> Iterator[str]:
 def kafka_bootstrap() -> str:
     """The Apache Kafka broker started by docker/services.sh (ORDERPIPE_TEST_KAFKA_BOOTSTRAP)."""
     return _require("ORDERPIPE_TEST_KAFKA_BOOTSTRAP", "Apache Kafka")
+
+
+@dataclasses.dataclass(frozen=True)
+class SecuredKafka:
+    """The SASL_SSL + SCRAM-SHA-512 listener of docker/services.sh."""
+
+    bootstrap: str
+    username: str
+    password: str
+    cafile: str
+
+    def env(self) -> dict[str, str]:
+        """The ORDERPIPE_* variables that point orderpipe at it."""
+        return {
+            "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "ORDERPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "ORDERPIPE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "ORDERPIPE_KAFKA_SASL_USERNAME": self.username,
+            "ORDERPIPE_KAFKA_SASL_PASSWORD": self.password,
+            "ORDERPIPE_KAFKA_SSL_CAFILE": self.cafile,
+        }
+
+
+@pytest.fixture(scope="session")
+def secured_kafka() -> SecuredKafka:
+    """Kafka over SASL_SSL (ORDERPIPE_TEST_KAFKA_SASL_*, ORDERPIPE_TEST_KAFKA_SSL_CAFILE)."""
+    return SecuredKafka(
+        bootstrap=_require("ORDERPIPE_TEST_KAFKA_SASL_BOOTSTRAP", "Kafka SASL_SSL"),
+        username=_require("ORDERPIPE_TEST_KAFKA_SASL_USERNAME", "Kafka SASL_SSL"),
+        password=_require("ORDERPIPE_TEST_KAFKA_SASL_PASSWORD", "Kafka SASL_SSL"),
+        cafile=_require("ORDERPIPE_TEST_KAFKA_SSL_CAFILE", "Kafka SASL_SSL"),
+    )
+
+
+@pytest.fixture
+def mysql_tls_url(mysql_url: str) -> str:
+    """A fresh database reached by a user that requires TLS, the server certificate checked."""
+    from sqlalchemy.engine import make_url
+
+    tls = make_url(_require("ORDERPIPE_TEST_MYSQL_TLS_URL", "MariaDB over TLS"))
+    return tls.set(database=make_url(mysql_url).database).render_as_string(hide_password=False)

@@ -1,0 +1,77 @@
+"""stream.kafka: every client gets the endpoint's security options."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from orderpipe.errors import ConfigError
+from orderpipe.settings import Settings, load_settings
+from orderpipe.stream.kafka import KafkaEndpoint
+
+
+def test_plaintext_options_are_the_address_only() -> None:
+    assert KafkaEndpoint("k:9092").client_options() == {
+        "bootstrap_servers": "k:9092",
+        "security_protocol": "PLAINTEXT",
+    }
+
+
+def test_sasl_ssl_options_check_certificates_and_host_names() -> None:
+    endpoint = KafkaEndpoint(
+        "k:9094",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="me",
+        sasl_password=SecretStr("pw"),
+    )
+    options = endpoint.client_options()
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("me", "pw")
+    context = options["ssl_context"]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert "pw" not in repr(endpoint)
+
+
+def test_settings_build_the_endpoint(settings: Settings, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until a client starts")
+    secured = load_settings(
+        _env_file=None,
+        kafka_bootstrap_servers="k:9094",
+        kafka_security_protocol="sasl_ssl",
+        kafka_sasl_mechanism="scram-sha-256",
+        kafka_sasl_username="me",
+        kafka_sasl_password="pw",
+        kafka_ssl_cafile=str(ca),
+    )
+    endpoint = KafkaEndpoint.from_settings(secured)
+    assert endpoint.security_protocol == "SASL_SSL"
+    assert endpoint.sasl_mechanism == "SCRAM-SHA-256"
+    assert endpoint.ssl_cafile == ca
+    assert secured.public_view()["kafka_sasl_password"] == "**********"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"kafka_security_protocol": "SASL_SSL"}, "needs ORDERPIPE_KAFKA_SASL_MECHANISM"),
+        (
+            {
+                "kafka_security_protocol": "SASL_PLAINTEXT",
+                "kafka_sasl_mechanism": "PLAIN",
+                "kafka_sasl_username": "me",
+            },
+            "ORDERPIPE_KAFKA_SASL_PASSWORD is unset",
+        ),
+        ({"kafka_ssl_cafile": "/nonexistent/ca.pem"}, "ORDERPIPE_KAFKA_SSL_CAFILE: no such file"),
+        ({"kafka_security_protocol": "TLS"}, "ORDERPIPE_KAFKA_SECURITY_PROTOCOL"),
+        ({"kafka_sasl_mechanism": "GSSAPI"}, "ORDERPIPE_KAFKA_SASL_MECHANISM"),
+    ],
+)
+def test_a_bad_kafka_security_setting_is_one_line(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_env_file=None, **values)
