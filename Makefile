@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := docker/services.sh
 EVENTS ?= 4000
 
-.PHONY: install run test lint services-up services-down bench clean
+.PHONY: install run test lint fuzz services-up services-down bench clean
 
 install: $(BIN)/orderpipe
 
@@ -37,6 +37,11 @@ test: install
 	fi
 	$(MAKE) --no-print-directory lint
 	eval "$$($(SERVICES) env)"; $(BIN)/pytest -q
+
+# The hostile-input properties for minutes, with fresh randomness (CI runs a fixed few hundred).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/unit/test_hostile_input.py --hypothesis-show-statistics
 
 bench: install
 	eval "$$($(SERVICES) env)"; $(BIN)/orderpipe bench --events $${BENCH_EVENTS:-1000000} \

@@ -13,8 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from orderpipe.settings import Settings
+
+# Property tests: CI runs a fixed, derandomized set of examples; `make fuzz` the same properties
+# for minutes with fresh randomness (HYPOTHESIS_PROFILE=fuzz).
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+hypothesis_settings.register_profile(
+    "ci", max_examples=300, derandomize=True, deadline=None, suppress_health_check=_QUIET
+)
+hypothesis_settings.register_profile(
+    "fuzz", max_examples=5_000, deadline=None, suppress_health_check=_QUIET
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def ci_requires_services(value: str | None) -> bool:

@@ -10,3 +10,7 @@ class OrderpipeError(Exception):
 
 class ConfigError(OrderpipeError):
     """A setting has a value orderpipe cannot use."""
+
+
+class UsageError(OrderpipeError):
+    """The command was given something it cannot use (a directory as input...): exit code 2."""

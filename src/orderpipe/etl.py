@@ -19,11 +19,10 @@ from orderpipe.dataset import merge_runs, read_previous_dataset, write_dataset
 from orderpipe.errors import OrderpipeError
 from orderpipe.fileio import write_atomic, write_text_atomic
 from orderpipe.layout import Layout
+from orderpipe.lines import REJECTED_SCHEMA, ParsedLines, parse_lines, read_raw_lines
 
 FLAT_RAW_COLUMNS = (*schema.TOP_FIELDS, *schema.CUSTOMER_FIELDS, *schema.ORDER_FIELDS)
 FLAT_RAW_STRUCT = pl.Struct({name: pl.String() for name in FLAT_RAW_COLUMNS})
-REJECTED_SCHEMA = {"line_number": pl.Int64(), "reason": pl.String(), "raw": pl.String()}
-DECODE_CHUNK = 16_384
 
 
 @dataclass(frozen=True)
@@ -53,100 +52,6 @@ class CleanBatch:
     rejected: pl.DataFrame
     imputed: dict[str, int]
     normalised: dict[str, int]
-
-
-# ---------------------------------------------------------------- reading and parsing
-def read_raw_lines(path: Path) -> pl.DataFrame:
-    """The file's lines with 1-based `line_number`; non-UTF-8 lines are kept as `None` text."""
-    if not path.is_file():
-        raise OrderpipeError(f"input file not found: {path} (run `orderpipe generate` first)")
-    try:
-        return pl.read_lines(path, name="line", row_index_name="line_number", row_index_offset=1)
-    except pl.exceptions.ComputeError as exc:
-        if "utf8" not in str(exc).lower():
-            raise
-    # Slow path, only for a file with invalid UTF-8: decode line by line.
-    texts: list[str | None] = []
-    for raw in path.read_bytes().removesuffix(b"\n").split(b"\n"):
-        try:
-            texts.append(raw.removesuffix(b"\r").decode("utf-8"))
-        except UnicodeDecodeError:
-            texts.append(None)
-    return pl.DataFrame({"line": pl.Series(texts, dtype=pl.String)}).with_row_index(
-        "line_number", offset=1
-    )
-
-
-def parse_lines(lines: pl.DataFrame, dtype: pl.Struct = schema.RAW_STRUCT) -> CleanBatch:
-    """Decode JSON text (`line`, `line_number`) into a struct column `event`; quarantine the rest.
-
-    Returns a CleanBatch whose `clean` holds `line_number`, `line` and `event`.
-    """
-    lines = lines.with_columns(pl.col("line_number").cast(pl.Int64))
-    text = pl.col("line").str.strip_chars()
-    lines = lines.with_columns(
-        pl.when(pl.col("line").is_null())
-        .then(pl.lit("not UTF-8 text"))
-        .when(text == "")
-        .then(pl.lit("empty line"))
-        .when(~(text.str.starts_with("{") & text.str.ends_with("}")))
-        .then(pl.lit("invalid JSON"))
-        .alias("reason")
-    )
-    candidates = lines.filter(pl.col("reason").is_null()).drop("reason")
-    obvious = lines.filter(pl.col("reason").is_not_null())
-    decoded, failed = _decode(candidates, dtype)
-    rejected = pl.concat(
-        [
-            obvious.select(
-                "line_number",
-                # Only rejected lines reach Python, to say precisely what is wrong with them.
-                pl.Series(
-                    [
-                        schema.describe_json_problem(line) if reason == "invalid JSON" else reason
-                        for line, reason in obvious.select("line", "reason").iter_rows()
-                    ],
-                    dtype=pl.String,
-                ).alias("reason"),
-                pl.col("line").alias("raw"),
-            ),
-            failed,
-        ]
-    ).cast(REJECTED_SCHEMA)
-    return CleanBatch(clean=decoded, rejected=rejected, imputed={}, normalised={})
-
-
-def _decode(frame: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Decode chunk by chunk; a chunk that fails is bisected down to the lines that do not fit.
-
-    (One failing decode of a whole large column costs seconds, so chunks come first.)
-    """
-    good: list[pl.DataFrame] = []
-    bad: list[dict[str, object]] = []
-    pending = [frame.slice(i, DECODE_CHUNK) for i in range(0, frame.height, DECODE_CHUNK)]
-    while pending:
-        part = pending.pop()
-        try:
-            good.append(_decode_all(part, dtype))
-        except pl.exceptions.PolarsError:
-            if part.height == 1:
-                line = part["line"][0]
-                bad.append(
-                    {
-                        "line_number": part["line_number"][0],
-                        "reason": schema.describe_json_problem(line),
-                        "raw": line,
-                    }
-                )
-            else:
-                half = part.height // 2
-                pending += [part.slice(half), part.slice(0, half)]
-    decoded = pl.concat(good) if good else _decode_all(frame.clear(), dtype)
-    return decoded.sort("line_number"), pl.DataFrame(bad, schema=REJECTED_SCHEMA)
-
-
-def _decode_all(frame: pl.DataFrame, dtype: pl.Struct) -> pl.DataFrame:
-    return frame.with_columns(pl.col("line").str.json_decode(dtype).alias("event"))
 
 
 def flatten_raw(decoded: pl.DataFrame) -> pl.DataFrame:
@@ -317,7 +222,7 @@ def clean_events(flat: pl.DataFrame) -> CleanBatch:
     typed = typed_fields(flat).with_columns(first_broken_rule().alias("reason"))
     rejected = (
         typed.filter(pl.col("reason").is_not_null())
-        .select("line_number", "reason", "raw")
+        .select("line_number", "reason", "raw", pl.lit(None).alias("raw_base64"))
         .cast(REJECTED_SCHEMA)
     )
     valid = typed.filter(pl.col("reason").is_null())
@@ -337,7 +242,7 @@ def dedupe_latest(clean: pl.DataFrame) -> pl.DataFrame:
 def clean_lines(lines: pl.DataFrame) -> CleanBatch:
     """Raw JSON text lines -> clean rows (duplicates kept) and every rejected line with a reason."""
     parsed = parse_lines(lines)
-    return _with_parse_rejects(parsed, clean_events(flatten_raw(parsed.clean)))
+    return _with_parse_rejects(parsed, clean_events(flatten_raw(parsed.decoded)))
 
 
 def clean_record_lines(lines: pl.DataFrame) -> CleanBatch:
@@ -346,13 +251,13 @@ def clean_record_lines(lines: pl.DataFrame) -> CleanBatch:
     Extra fields (event_year...) are recomputed from event_time, never trusted.
     """
     parsed = parse_lines(lines, FLAT_RAW_STRUCT)
-    flat = parsed.clean.select(
+    flat = parsed.decoded.select(
         "line_number", pl.col("line").alias("raw"), pl.col("event").struct.unnest()
     )
     return _with_parse_rejects(parsed, clean_events(flat))
 
 
-def _with_parse_rejects(parsed: CleanBatch, cleaned: CleanBatch) -> CleanBatch:
+def _with_parse_rejects(parsed: ParsedLines, cleaned: CleanBatch) -> CleanBatch:
     """`cleaned`, with the lines that did not even parse among its rejected rows."""
     rejected = pl.concat([parsed.rejected, cleaned.rejected]).sort("line_number")
     return CleanBatch(cleaned.clean, rejected, cleaned.imputed, cleaned.normalised)

@@ -91,8 +91,14 @@ class Layout:
         return self.data_dir / "rejected"
 
     def rejected_for(self, source: Path) -> Path:
-        """The quarantine file of one etl input."""
-        return self.rejected_dir / f"{source.stem}.rejected.jsonl"
+        """The quarantine file of one etl input: `day1.jsonl(.gz)` -> `day1.rejected.jsonl`,
+        `-` (standard input) -> `stdin...`; replaying a quarantine file never overwrites it."""
+        stem = "stdin" if str(source) == "-" else source.name
+        for suffix in (".gz", ".jsonl", ".ndjson", ".json"):
+            stem = stem.removesuffix(suffix)
+        if stem.endswith(".rejected"):
+            stem = stem.removesuffix(".rejected") + ".replay"
+        return self.rejected_dir / f"{stem}.rejected.jsonl"
 
     @property
     def quality_report(self) -> Path:

@@ -5,10 +5,8 @@ generate, etl, ingest, ml and stream all take their column names and dtypes from
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
@@ -74,6 +72,25 @@ CATEGORIES = ("fashion", "electronics", "home", "beauty", "sports", "books", "to
 COUNTRIES = ("FR", "BE", "CH", "DE", "ES", "IT", "NL", "LU", "PT", "GB")
 UNKNOWN_TEXT = "unknown"
 MAX_ID_LENGTH = 64  # event_id, order_id, customer_id: VARCHAR(64) in the tables
+# The text columns' lengths: the table models (db.models) use these, and the rules below reject
+# longer values, so every database stores the same text (MySQL would cut, PostgreSQL refuse).
+COLUMN_LENGTHS = {
+    "event_id": MAX_ID_LENGTH,
+    "order_id": MAX_ID_LENGTH,
+    "customer_id": MAX_ID_LENGTH,
+    "country": 2,
+    "device": 32,
+    "channel": 32,
+    "main_category": 64,
+}
+# The raw fields stored as text; the others are parsed, and a control character fails the parse.
+TEXT_COLUMNS = (*ID_FIELDS, "country", "device", "channel", "main_category")
+MAX_COUNTRY_TEXT = 64  # a longer country is not a country: rejected rather than imputed
+MAX_NESTING = 8  # arrays/objects in a line; a raw event needs 2
+MAX_AMOUNT = 1_000_000_000  # amounts above are not an order
+# NUL and the other C0 controls except tab, and DEL. (A JSON lone surrogate such as "\ud800"
+# reaches the checks as NUL, so this rule rejects it too.)
+CONTROL_CHARACTERS = r"[\x00-\x08\x0a-\x1f\x7f]"
 FIRST_YEAR, LAST_YEAR = 2000, 2100  # the years an event_time may fall in
 MAX_N_ITEMS = 100_000
 UNKNOWN_COUNTRY = "UN"
@@ -84,6 +101,8 @@ UNKNOWN_COUNTRY = "UN"
 LINE_REASONS = (
     "not UTF-8 text",
     "empty line",
+    "a byte-order mark inside the file",
+    "nested too deeply",
     "invalid JSON",
     "not a JSON object",
     "must be an object",
@@ -154,6 +173,30 @@ RULES: tuple[Rule, ...] = (
             pl.col(name) < 0 for name in ("_basket_f", "_shipping_f", "_discount_f", "_total_f")
         ),
     ),
+    *[
+        Rule(f"{name} is out of range (0-{MAX_AMOUNT})", lambda c=column: pl.col(c) > MAX_AMOUNT)
+        for name, column in zip(
+            AMOUNT_FIELDS, ("_basket_f", "_shipping_f", "_discount_f", "_total_f"), strict=True
+        )
+    ],
+    *[
+        Rule(
+            f"{name} contains a control character (or a lone surrogate)",
+            lambda c=name: pl.col(c).str.contains(CONTROL_CHARACTERS).fill_null(False),
+        )
+        for name in TEXT_COLUMNS
+    ],
+    *[
+        Rule(
+            f"{name} is longer than {COLUMN_LENGTHS[name]} characters",
+            lambda c=name: pl.col(f"_{c}").str.len_chars() > COLUMN_LENGTHS[c],
+        )
+        for name in ("device", "channel", "main_category")
+    ],
+    Rule(
+        f"country is longer than {MAX_COUNTRY_TEXT} characters",
+        lambda: pl.col("_country").str.len_chars() > MAX_COUNTRY_TEXT,
+    ),
 )
 REJECT_REASONS = tuple(rule.reason for rule in RULES)
 
@@ -167,40 +210,3 @@ IMPUTATION_RULES = {
     "basket_value": "missing -> order_total - shipping_fee + discount",
     "order_total": "missing -> basket_value + shipping_fee - discount",
 }
-
-
-def describe_json_problem(line: str) -> str:
-    """Why one raw line does not fit the raw schema (invalid JSON, or a leaf of the wrong shape)."""
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return f"invalid JSON ({exc.msg} at column {exc.colno})"
-    if not isinstance(value, dict):
-        return f"not a JSON object (got {_json_kind(value)})"
-    for key, dtype in RAW_SCHEMA.items():
-        problem = _leaf_problem(key, value.get(key), dtype)
-        if problem:
-            return problem
-    return "does not fit the raw event schema"
-
-
-def _leaf_problem(path: str, value: Any, dtype: pl.DataType) -> str | None:
-    if value is None:
-        return None
-    if isinstance(dtype, pl.Struct):
-        if not isinstance(value, dict):
-            return f"{path} must be an object (got {_json_kind(value)})"
-        for field in dtype.fields:
-            problem = _leaf_problem(f"{path}.{field.name}", value.get(field.name), field.dtype)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict | list):
-        return f"{path} must be a scalar (got {_json_kind(value)})"
-    return None
-
-
-def _json_kind(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "number" if isinstance(value, int | float) else "null"
-    )

@@ -18,6 +18,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from orderpipe.db.engine import make_engine
@@ -31,6 +34,7 @@ from orderpipe.stream.pipeline import run_stream
 from orderpipe.stream.producer import ProducerOptions, produce
 from orderpipe.stream.sink import DatabaseSink
 from tests.factories import layout_under
+from tests.hostile import CORPUS, POISON_MESSAGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SERVICES = Path(__file__).resolve().parents[2] / "docker" / "services.sh"
@@ -262,6 +266,54 @@ def test_malformed_messages_reach_the_dlq_with_headers(
         errors.append(headers["error"].decode())
     assert "not UTF-8 text" in errors
     assert "order must be an object (got number)" in errors
+
+
+# ---------------------------------------------------------------- hostile messages
+async def send_exactly(backend: Backend, topic: str, values: list[bytes]) -> None:
+    """Each value as one message, byte for byte, no key (what a foreign producer may send)."""
+    from aiokafka import AIOKafkaProducer
+
+    from orderpipe.stream.producer import ensure_topic
+
+    await ensure_topic(backend.endpoint, topic, 3)
+    producer = AIOKafkaProducer(bootstrap_servers=backend.bootstrap, max_request_size=8_000_000)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, value) for value in values])
+    finally:
+        await producer.stop()
+
+
+def poison_run(backend: Backend, data: StreamData, poison: list[bytes]) -> None:
+    """Valid events with poison mixed in: the consumer ends normally, each valid event is stored
+    once with one prediction, each poison message is in the DLQ."""
+    valid = data.clean_jsonl.read_bytes().splitlines()[:150]
+    messages = [*valid[:75], *poison, *valid[75:]]
+    topic = new_topic()
+    asyncio.run(send_exactly(backend, topic, messages))
+    result = consume(backend, topic, f"g-{uuid.uuid4().hex[:6]}", data.artifacts, idle=2.0)
+    assert result.consumed == len(messages)  # type: ignore[attr-defined]
+    assert result.stored == 150 and result.dead_lettered == len(poison)  # type: ignore[attr-defined]
+    stored = counts(backend.database_url)
+    assert stored["table_events"] == stored["table_predictions"] == 150
+    letters = asyncio.run(dead_letters(backend.bootstrap, topic, len(poison)))
+    sources = {
+        (headers["source-partition"], headers["source-offset"])
+        for headers in (dict(letter.headers) for letter in letters)  # type: ignore[attr-defined]
+    }
+    assert len(sources) == len(poison)  # each poison message once (the DLQ is at-least-once)
+
+
+def test_the_regression_corpus_never_stops_the_consumer(backend: Backend, data: StreamData) -> None:
+    poison_run(backend, data, [line for line in CORPUS.values() if len(line) < 900_000])
+
+
+@given(poison=st.lists(POISON_MESSAGES, min_size=1, max_size=6))
+@hypothesis_settings(max_examples=max(2, hypothesis_settings.default.max_examples // 150))
+def test_poison_messages_never_stop_the_consumer(
+    backend: Backend, data: StreamData, poison: list[bytes]
+) -> None:
+    poison_run(backend, data, poison)
 
 
 # ---------------------------------------------------------------- replay, scale-out

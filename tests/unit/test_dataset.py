@@ -9,7 +9,8 @@ from polars.testing import assert_frame_equal
 from orderpipe import schema
 from orderpipe.dataset import as_text_records, read_clean_dataset
 from orderpipe.errors import OrderpipeError
-from orderpipe.etl import clean_lines, dedupe_latest, read_raw_lines
+from orderpipe.etl import clean_lines, dedupe_latest
+from orderpipe.lines import read_raw_lines
 from tests.factories import raw_event, write_lines
 
 

@@ -69,6 +69,22 @@ BREAKS_ONLY = {
     "order_total is not a number": {"order_total": "inf"},
     "missing basket_value and order_total": {"basket_value": None, "order_total": None},
     "amounts must not be negative": {"discount": "-1"},
+    **{
+        f"{name} is out of range (0-1000000000)": {name: "1e12", "order_total": "125.0"}
+        for name in ("basket_value", "shipping_fee", "discount")
+    },
+    "order_total is out of range (0-1000000000)": {"order_total": "2e9"},
+    **{
+        f"{name} contains a control character (or a lone surrogate)": {name: "ab\x00c"}
+        for name in schema.TEXT_COLUMNS
+    },
+    "main_category contains a control character (or a lone surrogate)": {
+        "main_category": "fash\x1bion"
+    },
+    "device is longer than 32 characters": {"device": "d" * 33},
+    "channel is longer than 32 characters": {"channel": "c" * 33},
+    "main_category is longer than 64 characters": {"main_category": "m" * 65},
+    "country is longer than 64 characters": {"country": "F" * 65},
 }
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import DateTime, Double, ForeignKey, Integer, SmallInteger, Stri
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orderpipe.schema import MAX_ID_LENGTH
+from orderpipe.schema import COLUMN_LENGTHS, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     import polars as pl
@@ -34,7 +34,7 @@ class Customer(Base):
     __table_args__ = CLUSTERED
 
     customer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
-    country: Mapped[str] = mapped_column(String(2))
+    country: Mapped[str] = mapped_column(String(COLUMN_LENGTHS["country"]))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -46,9 +46,9 @@ class Order(Base):
     customer_id: Mapped[str] = mapped_column(
         String(ID), ForeignKey("table_customers.customer_id"), index=True
     )
-    device: Mapped[str] = mapped_column(String(32))
-    channel: Mapped[str] = mapped_column(String(32))
-    main_category: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(COLUMN_LENGTHS["device"]))
+    channel: Mapped[str] = mapped_column(String(COLUMN_LENGTHS["channel"]))
+    main_category: Mapped[str] = mapped_column(String(COLUMN_LENGTHS["main_category"]))
     n_items: Mapped[int] = mapped_column(Integer)
     basket_value: Mapped[float] = mapped_column(Double)
     shipping_fee: Mapped[float] = mapped_column(Double)

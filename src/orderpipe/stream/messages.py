@@ -30,7 +30,34 @@ class SortedBatch:
 
 
 def sort_messages(records: list[Any]) -> SortedBatch:
-    """Decode and clean a batch (clean records and raw nested events alike); the rest is dead."""
+    """Decode and clean a batch (clean records and raw nested events alike); the rest is dead.
+
+    Never raises: should cleaning a batch raise all the same (a case the line check missed),
+    the batch is split until the message that raises is alone, and only it is dead-lettered.
+    """
+    try:
+        return _sort(records)
+    except Exception as exc:
+        if len(records) <= 1:
+            reason = f"cannot be decoded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            return SortedBatch(clean=_no_rows(), dead=[DeadLetter(r, reason) for r in records])
+    from orderpipe.etl import dedupe_latest
+
+    half = len(records) // 2
+    first, second = sort_messages(records[:half]), sort_messages(records[half:])
+    clean = pl.concat(
+        [first.clean, second.clean.with_columns(pl.col("line_number") + half)], how="vertical"
+    )
+    return SortedBatch(clean=dedupe_latest(clean), dead=[*first.dead, *second.dead])
+
+
+def _no_rows() -> pl.DataFrame:
+    from orderpipe import schema
+
+    return pl.DataFrame(schema={"line_number": pl.Int64, **schema.CLEAN_SCHEMA})
+
+
+def _sort(records: list[Any]) -> SortedBatch:
     from orderpipe.etl import clean_lines, clean_record_lines, dedupe_latest
 
     dead: list[DeadLetter] = []

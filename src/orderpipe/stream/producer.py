@@ -7,6 +7,7 @@ their reason. Raw source: lines go as they are (the consumer cleans or dead-lett
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -50,6 +51,9 @@ class ProducerOptions:
     partitions: int = 3
     limit: int | None = None
     rate: float | None = None
+    # Kafka's default limit for one message (message.max.bytes 1 MiB, less room for headers):
+    # a longer line is skipped with a reason instead of failing the whole send.
+    max_message_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,18 @@ class Outgoing:
     skipped_by_reason: dict[str, int]
 
 
-def prepare_messages(lines: pl.DataFrame, kind: str) -> Outgoing:
+def prepare_messages(
+    lines: pl.DataFrame, kind: str, max_message_bytes: int = ProducerOptions.max_message_bytes
+) -> Outgoing:
     """(key, value) pairs for these lines; what cannot be sent is skipped, with reasons."""
     from orderpipe.etl import clean_record_lines
 
     skipped: dict[str, int] = {}
+    too_large = pl.col("line").str.len_bytes() > max_message_bytes
+    large = lines.filter(too_large.fill_null(False)).height
+    if large:
+        skipped[f"larger than the {max_message_bytes:,}-byte message limit"] = large
+        lines = lines.filter(~too_large.fill_null(False))
     if kind == "clean":
         batch = clean_record_lines(lines)
         for reason, count in batch.rejected.group_by("reason").len().iter_rows():
@@ -74,14 +85,21 @@ def prepare_messages(lines: pl.DataFrame, kind: str) -> Outgoing:
         keep = keep.sort("line_number")
         keys: list[bytes | None] = [k.encode() for k in keep["order_id"].to_list()]
         values = [v.encode() for v in keep["line"].to_list()]
-    elif kind == "raw":
-        empty = lines.filter(pl.col("line").is_null() | (pl.col("line").str.strip_chars() == ""))
-        if empty.height:
-            skipped["empty line"] = empty.height
-        keep = lines.filter(~pl.col("line_number").is_in(empty["line_number"].implode()))
+    elif kind == "raw":  # as they are, bytes that are not UTF-8 included: the consumer judges
+        blank = pl.col("line").is_not_null() & (pl.col("line").str.strip_chars() == "")
+        empty = lines.filter(blank).height
+        if empty:
+            skipped["empty line"] = empty
+        keep = lines.filter(~blank)
         order_ids = keep["line"].str.json_path_match("$.order_id")
         keys = [k.encode() if k else None for k in order_ids.to_list()]
-        values = [v.encode() for v in keep["line"].to_list()]
+        encoded = (
+            keep["raw_base64"] if "raw_base64" in keep.columns else pl.repeat(None, keep.height)
+        )
+        values = [
+            line.encode() if line is not None else base64.b64decode(bytes_b64 or "")
+            for line, bytes_b64 in zip(keep["line"].to_list(), encoded.to_list(), strict=True)
+        ]
     else:
         raise OrderpipeError(f"unknown --source {kind!r}: choose clean or raw")
     return Outgoing(keys=keys, values=values, skipped_by_reason=skipped)
@@ -117,6 +135,7 @@ def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[s
         "enable_idempotence": not endpoint.embedded,
         "linger_ms": options.linger_ms,
         "max_batch_size": options.max_batch_size,
+        "max_request_size": max(options.max_message_bytes + 65_536, 1_048_576),
         "compression_type": options.compression,
     }
 
@@ -218,7 +237,7 @@ async def produce(
     Chunks are prepared in a worker thread while the previous chunk is on its way, so a consumer
     in the same process starts working after the first chunk, not after the whole file.
     """
-    from orderpipe.etl import read_raw_lines
+    from orderpipe.lines import read_raw_lines
 
     options = options or ProducerOptions()
     if kind not in list(StreamSource):
@@ -232,7 +251,10 @@ async def produce(
     async def chunks() -> AsyncIterator[Outgoing]:
         for offset in range(0, lines.height, PRODUCE_CHUNK):
             outgoing = await asyncio.to_thread(
-                prepare_messages, lines.slice(offset, PRODUCE_CHUNK), kind
+                prepare_messages,
+                lines.slice(offset, PRODUCE_CHUNK),
+                kind,
+                options.max_message_bytes,
             )
             for reason, count in outgoing.skipped_by_reason.items():
                 skipped[reason] = skipped.get(reason, 0) + count

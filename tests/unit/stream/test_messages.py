@@ -158,3 +158,35 @@ def test_commit_offsets_are_the_highest_offset_plus_one_per_partition() -> None:
 
 def test_commit_offsets_of_no_records_is_empty() -> None:
     assert commit_offsets([]) == {}
+
+
+def test_a_message_whose_cleaning_raises_is_isolated_and_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last line of defence: whatever the line check missed costs one message, not a batch."""
+    import orderpipe.etl as etl
+
+    real = etl.clean_lines
+
+    def clean_lines_with_a_bug(lines: pl.DataFrame) -> object:
+        if lines["line"].str.contains("POISON").any():
+            raise RuntimeError("a case nobody thought of")
+        return real(lines)
+
+    monkeypatch.setattr(etl, "clean_lines", clean_lines_with_a_bug)
+    good = [raw_event(event_id=f"ok-{i}") for i in range(5)]
+    poison = raw_event(event_id="POISON")
+    records = [FakeRecord("orders", 0, i, None, json.dumps(e).encode()) for i, e in enumerate(good)]
+    records.insert(3, FakeRecord("orders", 0, 99, None, json.dumps(poison).encode()))
+    batch = sort_messages(records)
+    assert sorted(batch.clean["event_id"]) == [f"ok-{i}" for i in range(5)]
+    assert [letter.record.offset for letter in batch.dead] == [99]
+    assert batch.dead[0].error.startswith("cannot be decoded (RuntimeError: a case nobody")
+    for row in batch.clean.iter_rows(named=True):  # line_number still indexes the message
+        assert json.loads(records[row["line_number"]].value)["event_id"] == row["event_id"]
+
+
+def test_a_message_without_a_key_is_accepted() -> None:
+    value = json.dumps(raw_event(event_id="k-0")).encode()
+    batch = sort_messages([FakeRecord("orders", 0, 0, None, value)])
+    assert batch.clean["event_id"].to_list() == ["k-0"] and not batch.dead

@@ -1,0 +1,95 @@
+"""Hostile input never stops a phase: properties over any bytes, and the named regression corpus.
+
+CI runs a derandomized profile of a few hundred examples per property; `make fuzz` runs the same
+properties for minutes (HYPOTHESIS_PROFILE=fuzz).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orderpipe.etl import clean_lines, clean_record_lines, run_etl
+from orderpipe.lines import read_raw_lines
+from orderpipe.stream.messages import sort_messages
+from tests.factories import layout_under, raw_event
+from tests.hostile import CORPUS, HOSTILE_LINES
+
+
+@dataclass(frozen=True)
+class Record:
+    value: bytes | None
+    key: bytes | None = None
+    topic: str = "orders"
+    partition: int = 0
+    offset: int = 0
+    timestamp: int = 0
+
+
+def recovered(row: dict) -> bytes:
+    """A quarantined line's exact bytes, from `raw` or `raw_base64`."""
+    if row.get("raw_base64") is not None:
+        return base64.b64decode(row["raw_base64"])
+    return row["raw"].encode("utf-8", "surrogatepass")
+
+
+def write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+@given(st.binary(max_size=2000))
+def test_checking_any_bytes_as_a_message_never_raises(data: bytes) -> None:
+    batch = sort_messages([Record(data)])
+    assert batch.clean.height + len(batch.dead) == 1
+
+
+@given(st.lists(HOSTILE_LINES, max_size=6))
+def test_decoding_any_lines_never_raises_and_accounts_for_each(
+    tmp_path_factory: pytest.TempPathFactory, hostile: list[bytes]
+) -> None:
+    path = write(tmp_path_factory.mktemp("lines") / "in.jsonl", hostile)
+    lines = read_raw_lines(path)
+    for clean in (clean_lines, clean_record_lines):
+        batch = clean(lines)
+        assert batch.clean.height + batch.rejected.height == lines.height
+
+
+@given(st.lists(HOSTILE_LINES, max_size=5), st.integers(1, 5), st.randoms(use_true_random=False))
+def test_etl_keeps_every_valid_event_and_every_bad_lines_bytes(
+    tmp_path_factory: pytest.TempPathFactory, hostile: list[bytes], valid: int, rng: object
+) -> None:
+    root = tmp_path_factory.mktemp("etl")
+    good = [json.dumps(raw_event(event_id=f"valid-{i}")).encode() for i in range(valid)]
+    lines = good + hostile
+    rng.shuffle(lines)  # type: ignore[attr-defined]
+    source = write(root / "mixed.jsonl", lines)
+    layout = layout_under(root)
+    result = run_etl(source, layout)
+    assert result.lines == len(lines) == result.clean + result.duplicates + result.rejected
+    kept = set(pl.read_parquet(layout.parquet)["event_id"])
+    assert {f"valid-{i}" for i in range(valid)} <= kept
+    quarantine = layout.rejected_for(source).read_text(encoding="utf-8").splitlines()
+    for row in map(json.loads, quarantine):
+        original = lines[row["line_number"] - 1].removesuffix(b"\r")
+        assert recovered(row) == original, row["reason"]
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_each_corpus_line_among_good_lines(tmp_path: Path, name: str) -> None:
+    good = [json.dumps(raw_event(event_id=f"good-{i}")).encode() for i in range(20)]
+    lines = [*good[:10], CORPUS[name], *good[10:]]
+    source = write(tmp_path / "day.jsonl", lines)
+    layout = layout_under(tmp_path)
+    result = run_etl(source, layout)
+    assert result.lines == 21 == result.clean + result.duplicates + result.rejected
+    assert {f"good-{i}" for i in range(20)} <= set(pl.read_parquet(layout.parquet)["event_id"])
+    dead = sort_messages([Record(CORPUS[name])])
+    assert dead.clean.height + len(dead.dead) == 1

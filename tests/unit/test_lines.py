@@ -1,0 +1,110 @@
+"""lines: input as users have it (gzip, stdin, BOM, not UTF-8) and the never-raising line check."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orderpipe.cli import app
+from orderpipe.errors import OrderpipeError, UsageError
+from orderpipe.etl import clean_lines, run_etl
+from orderpipe.lines import describe_json_problem, json_depth, read_raw_lines
+from tests.factories import layout_under, raw_event
+
+EVENT = json.dumps(raw_event(event_id="e-1")).encode()
+OTHER = json.dumps(raw_event(event_id="e-2")).encode()
+
+
+def test_a_byte_order_mark_at_the_start_of_the_file_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + EVENT + b"\r\n" + OTHER + b"\r\n")
+    batch = clean_lines(read_raw_lines(path))
+    assert sorted(batch.clean["event_id"]) == ["e-1", "e-2"]
+
+
+def test_a_byte_order_mark_inside_the_file_makes_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "pasted.jsonl"
+    path.write_bytes(EVENT + b"\n\xef\xbb\xbf" + OTHER + b"\n")
+    batch = clean_lines(read_raw_lines(path))
+    assert batch.clean["event_id"].to_list() == ["e-1"]
+    assert batch.rejected["reason"][0].startswith("a byte-order mark inside the file")
+
+
+def test_bytes_that_are_not_utf8_are_kept_exactly(tmp_path: Path) -> None:
+    bad = b'{"event_id": "\xe9t\xe9"}'
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(EVENT + b"\n" + bad + b"\n")
+    layout = layout_under(tmp_path)
+    run_etl(path, layout)
+    entry = json.loads(layout.rejected_for(path).read_text().splitlines()[0])
+    assert (entry["reason"], entry["raw"]) == ("not UTF-8 text", None)
+    assert base64.b64decode(entry["raw_base64"]) == bad
+
+
+def test_a_repaired_quarantine_file_brings_its_lines_back(tmp_path: Path) -> None:
+    broken = json.dumps(raw_event(event_id="e-3", order__n_items=None)).encode()
+    source = tmp_path / "day1.jsonl"
+    source.write_bytes(EVENT + b"\n" + broken + b"\n" + b"\xff\n")
+    layout = layout_under(tmp_path)
+    assert run_etl(source, layout).rejected == 2
+    quarantine = layout.rejected_for(source)
+    entries = [json.loads(line) for line in quarantine.read_text().splitlines()]
+    entries[0]["raw"] = entries[0]["raw"].replace('"n_items": null', '"n_items": 2')  # repaired
+    quarantine.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    replay = run_etl(quarantine, layout)
+    assert (replay.lines, replay.clean, replay.rejected) == (2, 1, 1)
+    assert layout.rejected_for(quarantine) != quarantine  # the replay never overwrites its input
+    again = json.loads(layout.rejected_for(quarantine).read_text())
+    assert base64.b64decode(again["raw_base64"]) == b"\xff"
+
+
+def test_gzip_input_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "day.jsonl.gz"
+    path.write_bytes(gzip.compress(EVENT + b"\n" + OTHER + b"\n"))
+    assert read_raw_lines(path)["line"].to_list() == [EVENT.decode(), OTHER.decode()]
+
+
+def test_standard_input_is_read_with_dash(workdir: Path) -> None:
+    data = gzip.compress(EVENT + b"\n\xff\n")  # zcat is optional: gzip on stdin works too
+    result = CliRunner().invoke(app, ["etl", "--input", "-", "--json"], input=data)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["lines"], report["clean"], report["rejected"]) == (2, 1, 1)
+    assert report["outputs"]["rejected"].endswith("stdin.rejected.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"), [("/dev/null", "is a device"), (".", "is a directory")]
+)
+def test_what_is_not_a_file_of_lines_is_one_line_and_exit_2(
+    workdir: Path, target: str, message: str
+) -> None:
+    result = CliRunner().invoke(app, ["etl", "--input", target])
+    assert result.exit_code == 2
+    assert message in result.stderr.strip().splitlines()[-1]
+    with pytest.raises(UsageError):
+        read_raw_lines(Path(target))
+
+
+def test_a_missing_file_is_still_a_runtime_failure(tmp_path: Path) -> None:
+    with pytest.raises(OrderpipeError, match="input file not found"):
+        read_raw_lines(tmp_path / "none.jsonl")
+
+
+def test_nesting_is_measured_outside_strings_only() -> None:
+    assert json_depth('{"a": "[[[[{{{{"}', limit=8) == 1
+    assert json_depth('{"a": "\\"[[[["}', limit=8) == 1
+    assert json_depth("[" * 100_000, limit=8) == 9  # stops counting past the limit
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000, "{" + "9" * 5000 + "}", "\ud800", ""],
+)
+def test_describing_a_bad_line_never_raises(line: str) -> None:
+    assert describe_json_problem(line)
