@@ -55,15 +55,13 @@ def read_raw_lines(source: Path | str) -> pl.DataFrame:
     path = Path(source)
     _check_readable(path)
     if path.name.endswith(QUARANTINE_SUFFIX):
-        return lines_from_bytes(quarantined_bytes(path))
+        return lines_from_bytes(quarantined_bytes(path), gzipped=False)
     try:
         lines = pl.read_lines(path, name="line", row_index_name="line_number", row_index_offset=1)
-    except pl.exceptions.ComputeError as exc:  # not UTF-8 somewhere: the careful path
-        if "utf" not in str(exc).lower():
-            raise OrderpipeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-        return lines_from_bytes(_read_bytes(path))
-    except OSError as exc:
-        raise OrderpipeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (pl.exceptions.PolarsError, OSError):
+        # Not UTF-8 somewhere, or gzip's magic bytes at the start of a file that is not gzip:
+        # the careful path, line by line (a `.gz` file that does not decompress is an error).
+        return lines_from_bytes(_read_bytes(path), gzipped=True if path.suffix == ".gz" else None)
     lines = lines.with_columns(pl.col("line_number").cast(pl.Int64))
     if lines.height and (lines["line"][0] or "").startswith("\ufeff"):
         lines = lines.with_columns(
@@ -74,13 +72,18 @@ def read_raw_lines(source: Path | str) -> pl.DataFrame:
     return lines.with_columns(pl.lit(None, dtype=pl.String).alias("raw_base64"))
 
 
-def lines_from_bytes(data: bytes) -> pl.DataFrame:
-    """The lines of `data` (gzip or not), each decoded alone: a bad line never hides good ones."""
-    if data[:2] == b"\x1f\x8b":
+def lines_from_bytes(data: bytes, *, gzipped: bool | None = None) -> pl.DataFrame:
+    """The lines of `data`, each decoded alone: a bad line never hides good ones.
+
+    `gzipped` None: gzip when it starts with gzip's magic bytes and decompresses (a text file
+    whose first line happens to start with them stays a text file).
+    """
+    if gzipped or (gzipped is None and data[:2] == b"\x1f\x8b"):
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise OrderpipeError(f"the input is not valid gzip: {exc}") from None
+        except (OSError, EOFError, ValueError) as exc:
+            if gzipped:
+                raise OrderpipeError(f"the input is not valid gzip: {exc}") from None
     data = data.removeprefix(BOM)
     chunks = data.split(b"\n")
     if chunks and chunks[-1] == b"":

@@ -9,17 +9,12 @@ from orderpipe.errors import OrderpipeError
 from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
 from orderpipe.layout import Layout
-from tests.factories import raw_event, write_lines
+from tests.factories import layout_under, raw_event, write_lines
 
 
 @pytest.fixture
 def layout(tmp_path: Path) -> Layout:
-    return Layout(
-        data_dir=tmp_path / "data",
-        artifacts_dir=tmp_path / "artifacts",
-        reports_dir=tmp_path / "reports",
-        eco_output_dir=tmp_path / "reports" / "emissions",
-    )
+    return layout_under(tmp_path)
 
 
 def _rejected(layout: Layout, source: Path) -> list[dict]:

@@ -79,6 +79,8 @@ def test_etl_keeps_every_valid_event_and_every_bad_lines_bytes(
     quarantine = layout.rejected_for(source).read_text(encoding="utf-8").splitlines()
     for row in map(json.loads, quarantine):
         original = lines[row["line_number"] - 1].removesuffix(b"\r")
+        if row["line_number"] == 1:  # a byte-order mark opening the file belongs to no line
+            original = original.removeprefix(b"\xef\xbb\xbf")
         assert recovered(row) == original, row["reason"]
 
 

@@ -108,3 +108,19 @@ def test_nesting_is_measured_outside_strings_only() -> None:
 )
 def test_describing_a_bad_line_never_raises(line: str) -> None:
     assert describe_json_problem(line)
+
+
+def test_gzip_magic_bytes_opening_a_text_file_cost_one_line(tmp_path: Path) -> None:
+    """Found by `make fuzz`: the whole file used to be refused as broken gzip."""
+    path = tmp_path / "day.jsonl"
+    path.write_bytes(b"\x1f\x8b\n" + EVENT + b"\n")
+    batch = clean_lines(read_raw_lines(path))
+    assert batch.clean["event_id"].to_list() == ["e-1"]
+    assert batch.rejected.height == 1
+
+
+def test_a_damaged_gz_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "day.jsonl.gz"
+    path.write_bytes(gzip.compress(EVENT + b"\n")[:-8])
+    with pytest.raises(OrderpipeError, match="not valid gzip"):
+        read_raw_lines(path)
