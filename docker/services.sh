@@ -64,7 +64,8 @@ tls_files() {
       -out server.p12.tmp -passout "pass:$tls_password"
     mv server.p12.tmp server.p12
   ) >"$state/tls.log" 2>&1 || { log "making the TLS certificates failed: see $state/tls.log"; return 1; }
-  chmod 644 "$tls"/*.pem "$tls"/server.key
+  chmod 644 "$tls"/*.pem
+  chmod 640 "$tls"/server.key; chgrp mysql "$tls"/server.key 2>/dev/null || chmod 644 "$tls"/server.key
   log "made a throw-away CA and server certificate in $tls"
 }
 

@@ -83,7 +83,7 @@ def check_database(url: URL | str) -> Check:
     from orderpipe.db.upsert import local_infile_available
 
     shown = masked(url)
-    facts: dict[str, object] = {"url": shown, "tls": None}
+    facts: dict[str, object] = {"url": shown, "tls": None, "tls_verified": False}
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -93,10 +93,14 @@ def check_database(url: URL | str) -> Check:
             tables = [name for name in Base.metadata.tables if name in present]
             extra = ""
             if conn.dialect.name in ("mysql", "mariadb"):
-                facts["tls"] = database_tls(conn)
+                facts.update(database_tls(conn))
                 fast = local_infile_available(conn)
                 extra = f"; LOAD DATA LOCAL INFILE {'on' if fast else 'off (slower ingest path)'}"
-                extra += f"; TLS {facts['tls']}" if facts["tls"] else "; not encrypted (no TLS)"
+                if not facts["tls"]:
+                    extra += "; not encrypted (no TLS)"
+                else:
+                    checked = "certificate checked" if facts["tls_verified"] else "NOT checked"
+                    extra += f"; TLS {facts['tls']} ({checked})"
         detail = (
             f"{shown} answers ({engine.dialect.name} {version}); "
             f"{len(tables)}/4 tables present{extra}"
@@ -109,10 +113,16 @@ def check_database(url: URL | str) -> Check:
         engine.dispose()
 
 
-def database_tls(conn: Connection) -> str | None:
-    """The TLS cipher of this MySQL/MariaDB session, or None when it is not encrypted."""
-    row = conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'").first()
-    return str(row[1]) if row and row[1] else None
+def database_tls(conn: Connection) -> dict[str, object]:
+    """This MySQL/MariaDB connection's TLS cipher (None: not encrypted) and whether the server's
+    certificate was checked, as the client sees it (a proxy cannot make it up)."""
+    from orderpipe.db.mysql import GuardedConnection
+
+    raw = conn.connection.dbapi_connection
+    if isinstance(raw, GuardedConnection):
+        return {"tls": raw.tls_cipher(), "tls_verified": raw.verified_tls()}
+    row = conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'").first()  # other drivers
+    return {"tls": str(row[1]) if row and row[1] else None, "tls_verified": False}
 
 
 def check_kafka(settings: Settings, timeout: float) -> Check:

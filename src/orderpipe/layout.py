@@ -93,9 +93,7 @@ class Layout:
     def rejected_for(self, source: Path) -> Path:
         """The quarantine file of one etl input: `day1.jsonl(.gz)` -> `day1.rejected.jsonl`,
         `-` (standard input) -> `stdin...`; replaying a quarantine file never overwrites it."""
-        stem = "stdin" if str(source) == "-" else source.name
-        for suffix in (".gz", ".jsonl", ".ndjson", ".json"):
-            stem = stem.removesuffix(suffix)
+        stem = "stdin" if str(source) == "-" else Path(source.name.removesuffix(".gz")).stem
         if stem.endswith(".rejected"):
             stem = stem.removesuffix(".rejected") + ".replay"
         return self.rejected_dir / f"{stem}.rejected.jsonl"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import math
 import os
 import stat
 import sys
@@ -56,6 +57,8 @@ def read_raw_lines(source: Path | str) -> pl.DataFrame:
     _check_readable(path)
     if path.name.endswith(QUARANTINE_SUFFIX):
         return lines_from_bytes(quarantined_bytes(path), gzipped=False)
+    if not path.is_file():  # a FIFO, <(process substitution): it can be read only once
+        return lines_from_bytes(_read_bytes(path))
     try:
         lines = pl.read_lines(path, name="line", row_index_name="line_number", row_index_offset=1)
     except (pl.exceptions.PolarsError, OSError):
@@ -111,12 +114,16 @@ def quarantined_bytes(path: Path) -> bytes:
     """The lines a quarantine file holds (`raw`, or `raw_base64` when not UTF-8), one per line."""
     lines: list[bytes] = []
     for number, entry in enumerate(_read_bytes(path).splitlines(), start=1):
+        if not entry.strip():
+            continue  # a blank line left by an editor
         try:
             record = json.loads(entry)
             if record.get("raw_base64") is not None:
                 lines.append(base64.b64decode(record["raw_base64"], validate=True))
+            elif isinstance(record["raw"], str):
+                lines.append(record["raw"].encode("utf-8", "surrogatepass"))
             else:
-                lines.append(str(record["raw"]).encode("utf-8", "surrogatepass"))
+                raise TypeError("no raw text")
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise OrderpipeError(
                 f"line {number} of {path} is not a quarantine entry (raw or raw_base64)"
@@ -286,7 +293,7 @@ def describe_json_problem(
         problem = _leaf_problem(field.name, value.get(field.name), field.dtype)
         if problem:
             return problem
-    return "does not fit the event schema"
+    return "does not fit the raw event schema"
 
 
 def _leaf_problem(path: str, value: Any, dtype: pl.DataType) -> str | None:
@@ -302,6 +309,8 @@ def _leaf_problem(path: str, value: Any, dtype: pl.DataType) -> str | None:
         return None
     if isinstance(value, dict | list):
         return f"{path} must be a scalar (got {_json_kind(value)})"
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999, NaN, Infinity
+        return f"{path.rpartition('.')[2]} is not a number"
     return None
 
 

@@ -182,7 +182,12 @@ RULES: tuple[Rule, ...] = (
     *[
         Rule(
             f"{name} contains a control character (or a lone surrogate)",
-            lambda c=name: pl.col(c).str.contains(CONTROL_CHARACTERS).fill_null(False),
+            # on the value stored: stripped ids, normalised texts ("mobile\n" stays fine)
+            lambda c=name: (
+                pl.col(c if c in ID_FIELDS else f"_{c}")
+                .str.contains(CONTROL_CHARACTERS)
+                .fill_null(False)
+            ),
         )
         for name in TEXT_COLUMNS
     ],

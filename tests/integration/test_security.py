@@ -98,6 +98,7 @@ def test_stream_over_sasl_ssl_into_mariadb_over_tls(
     assert doctor.exit_code == 0, doctor.stderr
     report = json.loads(doctor.stdout)
     assert report["database"]["tls"]  # the cipher, e.g. TLS_AES_256_GCM_SHA384
+    assert report["database"]["tls_verified"]  # ssl_ca in the URL: the certificate is checked
     assert report["kafka"]["security_protocol"] == "SASL_SSL"
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from orderpipe.etl import clean_lines, clean_record_lines, run_etl
 from orderpipe.lines import read_raw_lines
-from orderpipe.stream.messages import sort_messages
+from orderpipe.stream.messages import UNDECODABLE, sort_messages
 from tests.factories import layout_under, raw_event
 from tests.hostile import CORPUS, HOSTILE_LINES
 
@@ -49,6 +49,7 @@ def write(path: Path, lines: list[bytes]) -> Path:
 def test_checking_any_bytes_as_a_message_never_raises(data: bytes) -> None:
     batch = sort_messages([Record(data)])
     assert batch.clean.height + len(batch.dead) == 1
+    assert not any(letter.error.startswith(UNDECODABLE) for letter in batch.dead)  # no rescue
 
 
 @given(st.lists(HOSTILE_LINES, max_size=6))
@@ -95,3 +96,4 @@ def test_each_corpus_line_among_good_lines(tmp_path: Path, name: str) -> None:
     assert {f"good-{i}" for i in range(20)} <= set(pl.read_parquet(layout.parquet)["event_id"])
     dead = sort_messages([Record(CORPUS[name])])
     assert dead.clean.height + len(dead.dead) == 1
+    assert not any(letter.error.startswith(UNDECODABLE) for letter in dead.dead)

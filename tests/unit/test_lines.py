@@ -124,3 +124,45 @@ def test_a_damaged_gz_file_is_one_clear_error(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(EVENT + b"\n")[:-8])
     with pytest.raises(OrderpipeError, match="not valid gzip"):
         read_raw_lines(path)
+
+
+def test_a_fifo_is_read_once_and_nothing_is_lost(tmp_path: Path) -> None:
+    """Process substitution (`-i <(zcat day.jsonl.gz)`) is a pipe: it cannot be read twice."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(EVENT + b"\n\xff\n" + OTHER + b"\n"))
+    writer.start()
+    lines = read_raw_lines(fifo)
+    writer.join()
+    assert lines.height == 3
+    assert clean_lines(lines).clean.height == 2
+
+
+def test_a_quarantine_file_with_blank_lines_and_a_bad_entry(tmp_path: Path) -> None:
+    good = tmp_path / "x.rejected.jsonl"
+    good.write_text(json.dumps({"raw": EVENT.decode(), "raw_base64": None}) + "\n\n")
+    assert read_raw_lines(good)["line"].to_list() == [EVENT.decode()]
+    bad = tmp_path / "y.rejected.jsonl"
+    bad.write_text(json.dumps({"raw": None, "raw_base64": None}) + "\n")
+    with pytest.raises(OrderpipeError, match=r"line 1 of .* is not a quarantine entry"):
+        read_raw_lines(bad)
+
+
+@pytest.mark.parametrize("spelling", ["1e999", "NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_amount_is_named(tmp_path: Path, spelling: str) -> None:
+    line = EVENT.replace(b'"basket_value": 120.5', b'"basket_value": ' + spelling.encode())
+    path = tmp_path / "day.jsonl"
+    path.write_bytes(line + b"\n")
+    batch = clean_lines(read_raw_lines(path))
+    assert batch.rejected["reason"].to_list() == ["basket_value is not a number"]
+
+
+def test_trailing_newline_characters_in_a_text_are_normalised_not_rejected(tmp_path: Path) -> None:
+    event = raw_event(event_id="nl-1", order__device="mobile\n", customer__country="fr\r\n")
+    path = tmp_path / "day.jsonl"
+    path.write_text(json.dumps(event) + "\n")
+    batch = clean_lines(read_raw_lines(path))
+    assert batch.clean.select("device", "country").row(0) == ("mobile", "FR")

@@ -61,10 +61,10 @@ def make_engine(url: str | URL, *, local_infile: bool = False) -> Engine:
         return engine
     if backend not in ("mysql", "mariadb"):
         return create_engine(parsed, pool_pre_ping=True)
-    connect_args = {"charset": "utf8mb4", "connect_timeout": 10}
+    connect_args: dict[str, Any] = {"charset": "utf8mb4", "connect_timeout": 10}
     guarded = parsed.get_driver_name() == "pymysql"
-    if guarded:  # other drivers never get local files
-        connect_args["local_infile"] = local_infile
+    # Local files only through the guarded PyMySQL connection; other drivers are told no.
+    connect_args["local_infile"] = local_infile if guarded else False
     engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if guarded:
 

@@ -1,14 +1,16 @@
 """MySQL/MariaDB connections that answer a server's LOAD DATA LOCAL request only for the file
-orderpipe is loading at that moment, on that connection; any other request is refused.
+orderpipe is loading at that moment, on that connection, and never send the password in clear.
 
 PyMySQL alone sends whatever file the *server* names once `local_infile` is on (and breaks the
-connection when it is off): a rogue or hijacked server could read `.env`, SSH keys or tokens.
+connection when it is off), and the password itself to a server that asks for the clear-text
+plugins: a rogue or hijacked server could take `.env`, SSH keys, tokens or the password.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,25 @@ class LocalFileRefused(pymysql.err.NotSupportedError):
             2000,
             f"the server {host}:{port} asked to read the local file {name!r}, which orderpipe "
             "is not loading: refused (is this the server you meant?)",
+        )
+        self.message = str(self.args[1])
+
+    def __str__(self) -> str:
+        return self.message
+
+
+CLEAR_TEXT_PLUGINS = (b"mysql_clear_password", b"dialog")
+
+
+class ClearTextPasswordRefused(pymysql.err.NotSupportedError):
+    """The server asked for the password in clear text over a connection not checked by TLS."""
+
+    def __init__(self, host: str, port: int, plugin: bytes) -> None:
+        super().__init__(
+            2059,
+            f"the server {host}:{port} asked for the password in clear text "
+            f"({plugin.decode(errors='replace')}): refused without TLS checked against a CA "
+            "(add ssl_ca=... to the URL if the server really needs it)",
         )
         self.message = str(self.args[1])
 
@@ -59,6 +80,21 @@ class GuardedConnection(Connection):
     """
 
     allowed_local_file: str | None = None
+
+    def _process_auth(self, plugin_name: bytes, auth_packet: Any, handler: Any = None) -> Any:
+        if plugin_name in CLEAR_TEXT_PLUGINS and not self.verified_tls():
+            raise ClearTextPasswordRefused(self.host, self.port, plugin_name)
+        return super()._process_auth(plugin_name, auth_packet, handler)
+
+    def verified_tls(self) -> bool:
+        """Encrypted, and the server's certificate checked against a CA."""
+        sock = getattr(self, "_sock", None)
+        return isinstance(sock, ssl.SSLSocket) and sock.context.verify_mode == ssl.CERT_REQUIRED
+
+    def tls_cipher(self) -> str | None:
+        """The cipher this connection uses, or None when it is not encrypted."""
+        sock = getattr(self, "_sock", None)
+        return sock.cipher()[0] if isinstance(sock, ssl.SSLSocket) and sock.cipher() else None
 
     def _read_query_result(self, unbuffered: bool = False) -> int:
         self._result = None

@@ -31,10 +31,11 @@ class TableWriter:
         from orderpipe.db.upsert import local_infile_available
 
         self.engine = make_engine(url, local_infile=local_infile)
+        guarded = self.engine.url.get_driver_name() == "pymysql"  # see db.mysql
         try:
             create_tables(self.engine)
             with self.engine.connect() as conn:
-                self.load_data = local_infile and local_infile_available(conn)
+                self.load_data = local_infile and guarded and local_infile_available(conn)
         except BaseException:
             self.engine.dispose()
             raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +65,17 @@ class KafkaEndpoint:
             from aiokafka.helpers import create_ssl_context
 
             # Certificates and host names are checked (create_ssl_context's defaults).
-            options["ssl_context"] = create_ssl_context(
-                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
-                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
-                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
-            )
+            try:
+                options["ssl_context"] = create_ssl_context(
+                    cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                    certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                    keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+                    password="",  # an encrypted key fails here, never prompts on a terminal
+                )
+            except (ssl.SSLError, OSError) as exc:
+                raise OrderpipeError(
+                    f"cannot use the Kafka TLS files (ORDERPIPE_KAFKA_SSL_*): {_first_line(exc)}"
+                ) from None
         if self.security_protocol.startswith("SASL_"):
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = self.sasl_username
@@ -137,7 +144,10 @@ async def connection_problem(endpoint: KafkaEndpoint) -> str | None:
     from aiokafka.conn import create_conn
 
     host, _sep, port = endpoint.bootstrap.split(",")[0].strip().rpartition(":")
-    options = endpoint.client_options()
+    try:
+        options = endpoint.client_options()
+    except OrderpipeError as exc:  # TLS files that cannot be used
+        return str(exc)
     options.pop("bootstrap_servers")
     try:
         conn = await asyncio.wait_for(

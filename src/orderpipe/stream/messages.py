@@ -5,12 +5,15 @@ Pure: depends only on the records' bytes, so the consumer can run it in a worker
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 RAW_SHAPE = r'"customer"\s*:|"order"\s*:'  # the nested raw event, not the flat clean record
+UNDECODABLE = "cannot be decoded"
+log = logging.getLogger("orderpipe.stream")
 
 
 @dataclass(frozen=True)
@@ -32,23 +35,44 @@ class SortedBatch:
 def sort_messages(records: list[Any]) -> SortedBatch:
     """Decode and clean a batch (clean records and raw nested events alike); the rest is dead.
 
-    Never raises: should cleaning a batch raise all the same (a case the line check missed),
-    the batch is split until the message that raises is alone, and only it is dead-lettered.
+    Should cleaning a batch raise all the same (a case the line check missed), the batch is
+    split until the message that raises is alone, and only it is dead-lettered. When every
+    message raises on its own, the fault is the code's, not theirs: the error is raised.
     """
     try:
         return _sort(records)
     except Exception as exc:
+        log.warning(
+            "cleaning a batch of %d messages raised %s; isolating the message that raises",
+            len(records),
+            _describe(exc),
+        )
+        isolated = _isolate(records)
+        raised = sum(letter.error.startswith(UNDECODABLE) for letter in isolated.dead)
+        if len(records) > 1 and raised == len(records):
+            raise
+        return isolated
+
+
+def _isolate(records: list[Any]) -> SortedBatch:
+    try:
+        return _sort(records)
+    except Exception as exc:
         if len(records) <= 1:
-            reason = f"cannot be decoded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            reason = f"{UNDECODABLE} ({_describe(exc)})"
             return SortedBatch(clean=_no_rows(), dead=[DeadLetter(r, reason) for r in records])
     from orderpipe.etl import dedupe_latest
 
     half = len(records) // 2
-    first, second = sort_messages(records[:half]), sort_messages(records[half:])
+    first, second = _isolate(records[:half]), _isolate(records[half:])
     clean = pl.concat(
         [first.clean, second.clean.with_columns(pl.col("line_number") + half)], how="vertical"
     )
     return SortedBatch(clean=dedupe_latest(clean), dead=[*first.dead, *second.dead])
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 def _no_rows() -> pl.DataFrame:

@@ -72,7 +72,10 @@ def prepare_messages(
     from orderpipe.etl import clean_record_lines
 
     skipped: dict[str, int] = {}
-    too_large = pl.col("line").str.len_bytes() > max_message_bytes
+    size = pl.col("line").str.len_bytes()
+    if "raw_base64" in lines.columns:  # a line that is not UTF-8 has only its bytes
+        size = pl.coalesce(size, pl.col("raw_base64").str.len_bytes() * 3 // 4)
+    too_large = size > max_message_bytes
     large = lines.filter(too_large.fill_null(False)).height
     if large:
         skipped[f"larger than the {max_message_bytes:,}-byte message limit"] = large

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pymysql
 import pytest
 
-from orderpipe.db.mysql import GuardedConnection, LocalFileRefused
+from orderpipe.db.mysql import ClearTextPasswordRefused, GuardedConnection, LocalFileRefused
 from tests.fixtures.rogue_mysql import RogueMySQL
 
 
@@ -55,3 +56,18 @@ def test_another_file_is_refused_while_one_is_allowed(tmp_path: Path) -> None:
             conn.cursor().execute("LOAD DATA LOCAL INFILE 'batch.csv' INTO TABLE t")
         assert rogue.received == b""
         conn.close()
+
+
+@pytest.mark.parametrize("plugin", [b"mysql_clear_password", b"dialog"])
+def test_the_password_is_never_sent_in_clear_text_to_a_server_that_asks(
+    tmp_path: Path, plugin: bytes
+) -> None:
+    with RogueMySQL(str(tmp_path / "x"), auth_switch=plugin) as rogue:
+        # what PyMySQL alone does: the password goes to the server as it is
+        leaked = pymysql.connect(host="127.0.0.1", port=rogue.port, user="u", password="PwCanary1")
+        leaked.close()
+        assert b"PwCanary1" in rogue.auth_received
+        rogue.auth_received.clear()
+        with pytest.raises(ClearTextPasswordRefused, match="password in clear text"):
+            GuardedConnection(host="127.0.0.1", port=rogue.port, user="u", password="PwCanary2")
+        assert b"PwCanary2" not in rogue.auth_received

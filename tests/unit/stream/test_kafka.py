@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from orderpipe.errors import ConfigError
+from orderpipe.errors import ConfigError, OrderpipeError
 from orderpipe.settings import Settings, load_settings
 from orderpipe.stream.kafka import KafkaEndpoint
 
@@ -75,3 +75,19 @@ def test_settings_build_the_endpoint(settings: Settings, tmp_path: Path) -> None
 def test_a_bad_kafka_security_setting_is_one_line(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(_env_file=None, **values)
+
+
+def test_tls_files_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:
+    not_a_ca = tmp_path / "ca.pem"
+    not_a_ca.write_text("this is not a certificate")
+    endpoint = KafkaEndpoint("k:9094", security_protocol="SSL", ssl_cafile=not_a_ca)
+    with pytest.raises(
+        OrderpipeError, match=r"cannot use the Kafka TLS files \(ORDERPIPE_KAFKA_SSL_"
+    ):
+        endpoint.client_options()
+
+
+def test_empty_tls_file_settings_are_unset() -> None:
+    """What `.env.example`'s `ORDERPIPE_KAFKA_SSL_CERTFILE=` gives when uncommented."""
+    settings = load_settings(_env_file=None, kafka_ssl_certfile="", kafka_ssl_keyfile=" ")
+    assert settings.kafka_ssl_certfile is None and settings.kafka_ssl_keyfile is None

@@ -190,3 +190,18 @@ def test_a_message_without_a_key_is_accepted() -> None:
     value = json.dumps(raw_event(event_id="k-0")).encode()
     batch = sort_messages([FakeRecord("orders", 0, 0, None, value)])
     assert batch.clean["event_id"].to_list() == ["k-0"] and not batch.dead
+
+
+def test_when_every_message_raises_alone_the_code_is_at_fault_and_the_error_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug that hits every message must stop the consumer, not dead-letter the stream."""
+    import orderpipe.etl as etl
+
+    def broken(_lines: pl.DataFrame) -> object:
+        raise RuntimeError("a bug in the cleaning code")
+
+    monkeypatch.setattr(etl, "clean_lines", broken)
+    values = [json.dumps(raw_event(event_id=f"ok-{i}")).encode() for i in range(4)]
+    with pytest.raises(RuntimeError, match="a bug in the cleaning code"):
+        sort_messages(records_of(values))

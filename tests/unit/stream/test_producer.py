@@ -34,3 +34,10 @@ def test_clean_lines_that_fail_the_rules_are_skipped_with_reasons() -> None:
     outgoing = prepare_messages(lines, "clean")
     assert outgoing.values == []
     assert sum(outgoing.skipped_by_reason.values()) == 1
+
+
+def test_an_oversized_line_that_is_not_utf8_is_skipped_too() -> None:
+    lines = lines_from_bytes(b"\xff" * 3000 + b"\n")
+    outgoing = prepare_messages(lines, "raw", max_message_bytes=2000)
+    assert outgoing.values == []
+    assert outgoing.skipped_by_reason == {"larger than the 2,000-byte message limit": 1}
