@@ -6,6 +6,7 @@ Every test uses its own topic and consumer group; loads are small and bounded in
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -266,6 +267,32 @@ def test_malformed_messages_reach_the_dlq_with_headers(
         errors.append(headers["error"].decode())
     assert "not UTF-8 text" in errors
     assert "order must be an object (got number)" in errors
+
+
+def test_stream_run_stops_on_its_own_events_not_on_a_count(
+    embedded_backend: Backend, data: StreamData
+) -> None:
+    """Messages left on the topic used to count towards `produced`: the run stopped early."""
+    topic = new_topic()
+    leftovers = data.raw.read_bytes().splitlines()[2000:2400]
+    asyncio.run(send_exactly(embedded_backend, topic, leftovers))
+    result = asyncio.run(
+        run_stream(
+            embedded_backend.endpoint,
+            topic,
+            f"g-{uuid.uuid4().hex[:6]}",
+            data.clean_jsonl,
+            embedded_backend.sink(data.artifacts),
+            producer_options=ProducerOptions(limit=500),
+        )
+    )
+    assert result.produced == 500
+    own = {json.loads(line)["event_id"] for line in data.clean_jsonl.read_text().splitlines()[:500]}
+    engine = make_engine(embedded_backend.database_url)
+    with engine.connect() as conn:
+        stored = set(conn.execute(text("SELECT event_id FROM table_events")).scalars())
+    engine.dispose()
+    assert own <= stored  # every one of its own events, whatever was on the topic before
 
 
 # ---------------------------------------------------------------- hostile messages

@@ -24,7 +24,7 @@ from orderpipe.stream.messages import (
     dead_letter_headers,
     sort_messages,
 )
-from orderpipe.stream.metrics import latency_summary
+from orderpipe.stream.metrics import LatencyHistogram
 
 if TYPE_CHECKING:
     import polars as pl
@@ -85,9 +85,11 @@ class StreamConsumer:
         self.endpoint, self.topic, self.group_id = endpoint, topic, group_id
         self.sink_factory = sink_factory
         self.options = options or ConsumerOptions()
-        self.target: int | None = None  # set by `stream run` once the producer knows its count
+        # `stream run` sets the end offsets after its own last message: done when stored there
+        self.stop_at: dict[Any, int] | None = None
+        self.positions: dict[Any, int] = {}  # per partition: the next offset to store
         self.consumed = self.stored = self.dead_lettered = self.batches = self.retries = 0
-        self.latencies: list[float] = []
+        self.latencies = LatencyHistogram()  # fixed size, whatever the run's length
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the model is loaded and partitions are assigned
         self._assigned_at: float | None = None
@@ -156,7 +158,7 @@ class StreamConsumer:
             database_retries=self.retries,
             seconds=seconds,
             events_per_second=self.consumed / seconds if seconds else 0.0,
-            latency_ms=latency_summary(self.latencies),
+            latency_ms=self.latencies.summary(),
         )
 
     def _kafka_consumer(self) -> Any:
@@ -187,7 +189,10 @@ class StreamConsumer:
             # the producer's metadata call waits for the topic; consumer.topics() does not
             # refresh what partitions_for_topic() reads on every broker
             partitions = await dlq.partitions_for(self.topic)
-            consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+            assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(assigned)
+            for tp in assigned:  # where this group starts (committed earlier, or the beginning)
+                self.positions[tp] = await consumer.position(tp)
             self._assigned_at = time.monotonic()
             self.ready.set()
             return
@@ -219,7 +224,7 @@ class StreamConsumer:
             last_message = time.monotonic()
             async with self._in_flight:
                 storing = asyncio.create_task(self._process(records, prepared, sink, dlq, consumer))
-                if not self._done(pending=len(records)):
+                if not self._done(pending=records):
                     upcoming = asyncio.create_task(self._prepare(consumer))
                 try:
                     await storing
@@ -248,14 +253,20 @@ class StreamConsumer:
             records.extend(record for part in batch.values() for record in part)
         return records
 
-    def _done(self, pending: int = 0) -> bool:
-        """A stop rule fired (counting `pending` messages about to be stored)."""
-        consumed = self.consumed + pending
+    def _done(self, pending: list[Any] | None = None) -> bool:
+        """A stop rule fired (counting the `pending` records about to be stored)."""
+        pending = pending or []
         if self._stop.is_set():
             return True
-        if self.options.max_events is not None and consumed >= self.options.max_events:
+        limit = self.options.max_events
+        if limit is not None and self.consumed + len(pending) >= limit:
             return True
-        return self.target is not None and consumed >= self.target
+        if self.stop_at is None:
+            return False
+        positions = dict(self.positions)
+        for tp, offset in commit_offsets(pending).items():
+            positions[tp] = max(positions.get(tp, 0), offset)
+        return all(positions.get(tp, 0) >= end for tp, end in self.stop_at.items())
 
     def _idle(self, last_message: float) -> bool:
         if self.options.idle_timeout is None or self._assigned_at is None:
@@ -298,9 +309,12 @@ class StreamConsumer:
             dead = [*sorted_batch.dead, *refused]
         if dead:
             await self._dead_letter(dead, dlq)
-        await consumer.commit(commit_offsets(records))
+        offsets = commit_offsets(records)
+        await consumer.commit(offsets)
+        for tp, offset in offsets.items():
+            self.positions[tp] = max(self.positions.get(tp, 0), offset)
         now_ms = time.time() * 1000
-        self.latencies.extend(now_ms - record.timestamp for record in records)
+        self.latencies.add([now_ms - record.timestamp for record in records])
         self.consumed += len(records)
         self.stored += stored
         self.dead_lettered += len(dead)

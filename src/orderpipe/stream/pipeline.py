@@ -51,6 +51,8 @@ async def run_stream(
     timeout: float = 600.0,
 ) -> StreamRunResult:
     """Produce `source` and consume it concurrently; done when every message is accounted for."""
+    from aiokafka import TopicPartition
+
     from orderpipe.stream.producer import ensure_topic
 
     producer_options = producer_options or ProducerOptions()
@@ -72,15 +74,18 @@ async def run_stream(
             await consuming  # it failed at start: raise its error
         streaming_began = time.perf_counter()
         produced = await produce(endpoint, topic, source, kind=kind, options=producer_options)
-        consumer.target = produced.sent
-        if produced.sent == 0:
-            consumer.stop()
+        # Done when everything up to our own last message is stored or dead-lettered: messages
+        # left on the topic before count, and never in place of ours. (The brokers' answers to
+        # the producer say where ours end; tansu's ListOffsets does not.)
+        consumer.stop_at = {
+            TopicPartition(topic, partition): end for partition, end in produced.end_offsets.items()
+        }
         consumed = await asyncio.wait_for(consuming, timeout)
     except TimeoutError:
         consumer.stop()
         raise OrderpipeError(
             f"stream run: the consumer did not account for every message "
-            f"within {timeout:.0f} s ({consumer.consumed} of {consumer.target})"
+            f"within {timeout:.0f} s ({consumer.consumed} consumed)"
         ) from None
     finally:
         if not consuming.done():

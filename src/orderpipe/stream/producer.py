@@ -39,6 +39,8 @@ class ProduceResult:
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     events_per_second: float = 0.0
+    # per partition, the offset just after the last message sent (from the brokers' answers)
+    end_offsets: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,29 +169,43 @@ async def start_producer(endpoint: KafkaEndpoint, config: dict[str, object]) -> 
 
 async def send_messages(
     endpoint: KafkaEndpoint, topic: str, chunks: AsyncIterator[Outgoing], options: ProducerOptions
-) -> int:
+) -> tuple[int, dict[int, int]]:
     """Send every message of every chunk and wait for every delivery.
 
     Unpaced: messages are packed into per-partition batches (`send_batch`), the keyed partition
     chosen with Kafka's own murmur2 rule, which costs a fraction of one `send()` per message.
     Paced (`options.rate`): one `send()` per message at the requested rate.
+    Returns the count sent and, per partition, the offset just after the last one.
     """
     producer = await start_producer(endpoint, producer_config(endpoint, options))
     sent = 0
+    ends: dict[int, int] = {}
     started = time.perf_counter()
     try:
         async for outgoing in chunks:
             if options.rate:
-                sent += await _send_paced(producer, topic, outgoing, options.rate, started, sent)
+                sent += await _send_paced(
+                    producer, topic, outgoing, options.rate, started, sent, ends
+                )
             else:
-                sent += await _send_batched(producer, topic, outgoing)
+                sent += await _send_batched(producer, topic, outgoing, ends)
     finally:
         await producer.stop()
-    return sent
+    return sent, ends
+
+
+def _advance(ends: dict[int, int], partition: int, end: int) -> None:
+    ends[partition] = max(ends.get(partition, 0), end)
 
 
 async def _send_paced(
-    producer: Any, topic: str, outgoing: Outgoing, rate: float, started: float, before: int
+    producer: Any,
+    topic: str,
+    outgoing: Outgoing,
+    rate: float,
+    started: float,
+    before: int,
+    ends: dict[int, int],
 ) -> int:
     pending: list[asyncio.Future[object]] = []
     for sent, (key, value) in enumerate(zip(outgoing.keys, outgoing.values, strict=True), before):
@@ -197,11 +213,12 @@ async def _send_paced(
         if delay > 0:
             await asyncio.sleep(delay)
         pending.append(await producer.send(topic, value=value, key=key))
-    await asyncio.gather(*pending)
+    for delivered in await asyncio.gather(*pending):
+        _advance(ends, delivered.partition, delivered.offset + 1)
     return len(pending)
 
 
-async def _send_batched(producer: Any, topic: str, outgoing: Outgoing) -> int:
+async def _send_batched(producer: Any, topic: str, outgoing: Outgoing, ends: dict[int, int]) -> int:
     from aiokafka.partitioner import murmur2
 
     partitions = sorted(await producer.partitions_for(topic))
@@ -210,20 +227,26 @@ async def _send_batched(producer: Any, topic: str, outgoing: Outgoing) -> int:
     for index, key in enumerate(outgoing.keys):
         slot = (murmur2(key) & 0x7FFFFFFF) % count if key is not None else index % count
         by_partition[partitions[slot]].append(index)
-    deliveries = []
+    deliveries: list[Any] = []
+    sizes: list[int] = []
+
+    async def send(batch: Any, partition: int) -> None:
+        sizes.append(batch.record_count())
+        batch.close()
+        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+
     for partition, indices in by_partition.items():
         batch = producer.create_batch()
         for index in indices:
             key, value = outgoing.keys[index], outgoing.values[index]
             if batch.append(key=key, value=value, timestamp=None) is None:
-                batch.close()
-                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                await send(batch, partition)
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)
-        batch.close()
         if batch.record_count():
-            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*deliveries)
+            await send(batch, partition)
+    for delivered, size in zip(await asyncio.gather(*deliveries), sizes, strict=True):
+        _advance(ends, delivered.partition, delivered.offset + size)  # offset: the batch's first
     return len(outgoing.values)
 
 
@@ -264,7 +287,7 @@ async def produce(
             yield outgoing
 
     await ensure_topic(endpoint, topic, options.partitions)
-    sent = await send_messages(endpoint, topic, chunks(), options)
+    sent, ends = await send_messages(endpoint, topic, chunks(), options)
     seconds = time.perf_counter() - began
     return ProduceResult(
         topic=topic,
@@ -274,4 +297,5 @@ async def produce(
         skipped_by_reason=dict(sorted(skipped.items())),
         seconds=seconds,
         events_per_second=sent / seconds if seconds else 0.0,
+        end_offsets=dict(sorted(ends.items())),
     )
