@@ -42,22 +42,35 @@ class TableWriter:
         self.method = "load-data" if self.load_data else "executemany"
         self._conn: Connection | None = None
 
-    def write(self, frames: Mapping[str, pl.DataFrame]) -> int:
-        """Upsert every frame into the table of its name, in order, in one transaction."""
+    def write(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        then: Callable[[Connection], Mapping[str, pl.DataFrame]] | None = None,
+    ) -> int:
+        """Upsert every frame into the table of its name, in order, in one transaction.
+
+        `then(connection)`, when given, sees the tables as written so far and returns more
+        frames for the same transaction (the stream's predictions follow the events that won).
+        """
+        try:
+            conn = self._connection()
+            with conn.begin():
+                written = self._upsert_all(conn, frames)
+                if then is not None:
+                    written += self._upsert_all(conn, then(conn))
+                return written
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    def _upsert_all(self, conn: Connection, frames: Mapping[str, pl.DataFrame]) -> int:
         from orderpipe.db.models import Base
         from orderpipe.db.upsert import upsert, upsert_via_load_data
 
         write_table = upsert_via_load_data if self.load_data else upsert
-        try:
-            conn = self._connection()
-            with conn.begin():
-                return sum(
-                    write_table(conn, Base.metadata.tables[name], frame)
-                    for name, frame in frames.items()
-                )
-        except BaseException:
-            self._drop_connection()
-            raise
+        return sum(
+            write_table(conn, Base.metadata.tables[name], frame) for name, frame in frames.items()
+        )
 
     def write_chunked(
         self,

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import polars as pl
+    from sqlalchemy import Connection
     from sqlalchemy.engine import URL
 
     from orderpipe.settings import Settings
@@ -45,14 +46,20 @@ class DatabaseSink:
 
     def write(self, clean: pl.DataFrame) -> int:
         from orderpipe.db.models import table_frames
+        from orderpipe.db.queries import events_as_stored
         from orderpipe.ml.predict import score_batch
 
         if clean.height == 0:
             return 0
         clean = clean.drop("line_number", strict=False)
-        frames = table_frames(clean)
-        frames["table_predictions"] = score_batch(self.model, clean, datetime.now(UTC))
-        self.writer.write(frames)
+
+        def predictions(conn: Connection) -> dict[str, pl.DataFrame]:
+            # Only the events that won their upsert are scored: a late, older duplicate keeps
+            # its stale prediction out of table_predictions.
+            winners = events_as_stored(conn, clean)
+            return {"table_predictions": score_batch(self.model, winners, datetime.now(UTC))}
+
+        self.writer.write(table_frames(clean), then=predictions)
         return clean.height
 
     def close(self) -> None:
