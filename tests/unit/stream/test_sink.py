@@ -54,14 +54,22 @@ def _counts(url: str) -> dict[str, int]:
     return counts
 
 
-def _probabilities(url: str) -> list[tuple[str, float]]:
+def _predictions(url: str) -> dict[str, tuple[float, object]]:
+    """event_id -> (return_proba, predicted_at), by event_id."""
     engine = create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT event_id, return_proba FROM table_predictions ORDER BY event_id")
+            text(
+                "SELECT event_id, return_proba, predicted_at FROM table_predictions "
+                "ORDER BY event_id"
+            )
         ).all()
     engine.dispose()
-    return [tuple(row) for row in rows]
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def _probabilities(url: str) -> list[tuple[str, float]]:
+    return [(event_id, proba) for event_id, (proba, _) in _predictions(url).items()]
 
 
 def test_write_stores_each_event_with_its_customer_order_and_prediction(
@@ -109,23 +117,13 @@ def test_the_sink_follows_the_mysql_local_infile_setting(
     assert factory.args == (chosen.db_url, chosen.artifacts_dir)
 
 
-def _prediction_rows(url: str) -> dict[str, tuple[float, object]]:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT event_id, return_proba, predicted_at FROM table_predictions")
-        ).all()
-    engine.dispose()
-    return {row[0]: (row[1], row[2]) for row in rows}
-
-
 def test_a_late_older_duplicate_does_not_replace_the_prediction(
     sink: DatabaseSink, batch: pl.DataFrame, tmp_path: Path
 ) -> None:
     """Predictions follow the event: the event row that loses its upsert brings no prediction."""
     url = f"sqlite:///{tmp_path}/sink.db"
     sink.write(batch)
-    before = _prediction_rows(url)
+    before = _predictions(url)
     older = batch.head(5).with_columns(
         pl.col("event_time") - pl.duration(hours=1),
         pl.lit(9999.0).alias("basket_value"),  # other data: another probability if it were used
@@ -133,7 +131,7 @@ def test_a_late_older_duplicate_does_not_replace_the_prediction(
     )
     newer = batch.slice(5, 5).with_columns(pl.col("event_time") + pl.duration(hours=1))
     sink.write(pl.concat([older, newer]))
-    after = _prediction_rows(url)
+    after = _predictions(url)
     for event_id in older["event_id"]:
         assert after[event_id] == before[event_id]  # neither the probability nor its time moved
     for event_id in newer["event_id"]:
