@@ -13,6 +13,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from orderpipe.db.models import RECENCY_COLUMN
+from orderpipe.errors import OrderpipeError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -160,6 +161,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
                 ),
                 {"path": path},
             )
+        refuse_load_warnings(conn, table.name)
         conn.execute(
             text(
                 # File order (time order) beats key order here: the time-ordered secondary indexes
@@ -173,6 +175,27 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     return frame.height
+
+
+class LoadDataRefused(OrderpipeError):
+    """A value LOAD DATA LOCAL would have cut or clamped: the load is refused instead.
+
+    With LOCAL, the server turns a value a column refuses (too long, out of range) into a
+    warning and stores it cut, even in strict mode, where an INSERT fails. orderpipe refuses
+    the load (its transaction rolls back) with the server's code, so MariaDB stores the same
+    values as SQLite or nothing at all.
+    """
+
+    def __init__(self, table: str, code: int, message: str) -> None:
+        self.mysql_errno = code
+        super().__init__(f"{table}: {message} (MySQL error {code})")
+
+
+def refuse_load_warnings(conn: Connection, table: str) -> None:
+    """Raise LoadDataRefused when the last LOAD DATA left a warning (a cut or clamped value)."""
+    for level, code, message in conn.exec_driver_sql("SHOW WARNINGS LIMIT 5"):
+        if level != "Note":
+            raise LoadDataRefused(table, int(code), str(message))
 
 
 def foreign_key_checks(conn: Connection, enabled: bool) -> None:

@@ -1,20 +1,155 @@
-"""What a failure in the consumer's write path means: wait for the database, or not.
+"""What a failure in the consumer's write path means, in one place: the error taxonomy.
 
-Content errors (the message's fault) are mostly found before the write, by the shared cleaning
-(`stream.messages`); a write that fails is either transient (pause and retry) or not (the
-consumer then tries the batch's rows one by one and dead-letters those the database refuses).
+- content (value out of range or too long, CHECK/NOT NULL refused): dead-letter the message.
+- transient (connection lost, server gone, lock timeout, deadlock, read-only during a
+  failover, too many connections): pause, retry with capped backoff and jitter, commit nothing.
+- fatal (permission denied, missing table, a bug, a model that fails, an unknown server
+  error): stop, commit nothing, exit 1; a restart after the fix carries on with no loss.
+
+Database errors are classified by the server's error code (MySQL/MariaDB) or SQLite's result
+code, never by the driver's exception class: PyMySQL raises OperationalError for lock timeouts
+and for CHECK failures alike. Anything orderpipe cannot name is fatal: stopping loses nothing
+(the offsets stay uncommitted), while guessing "content" would dead-letter good data and
+guessing "transient" would stall the partitions forever.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+from orderpipe.errors import OrderpipeError
+
+
+class Fault(StrEnum):
+    """Whose fault a failure is, which decides what the consumer does."""
+
+    content = "content"
+    transient = "transient"
+    fatal = "fatal"
+
+
+# MySQL/MariaDB server and client error codes (mysqld_error.h, errmsg.h, MariaDB's additions).
+MYSQL_TRANSIENT = {
+    0: "connection closed by the server",  # PyMySQL's InterfaceError(0, '') after a restart
+    1040: "too many connections",
+    1053: "server shutdown in progress",
+    1152: "connection aborted",
+    1158: "network read error",
+    1159: "network read timeout",
+    1160: "network write error",
+    1161: "network write timeout",
+    1203: "user has too many connections",
+    1205: "lock wait timeout",
+    1213: "deadlock",
+    1226: "user resource limit reached",
+    1290: "server is read-only",  # ER_OPTION_PREVENTS_STATEMENT (--read-only during failover)
+    1317: "query interrupted",
+    1615: "statement needs re-preparing",
+    1637: "too many active transactions",
+    1792: "read-only transaction",
+    1836: "server is read-only",
+    1927: "connection killed",
+    2002: "cannot connect (socket)",
+    2003: "cannot connect",
+    2006: "server has gone away",
+    2013: "lost connection during query",
+    2055: "lost connection",
+    4031: "disconnected for inactivity",
+}
+MYSQL_CONTENT = {
+    1048: "column cannot be null",
+    1062: "duplicate key",
+    1264: "value out of range",
+    1265: "data truncated",
+    1292: "incorrect value",
+    1300: "invalid character string",
+    1366: "incorrect value",
+    1367: "illegal value",
+    1406: "value too long",
+    1411: "incorrect value for a function",
+    1441: "datetime overflow",
+    1452: "parent row missing",
+    1690: "value out of range",
+    3819: "check constraint violated",
+    4025: "check constraint violated",
+}
+# SQLite primary result codes (the low byte of the extended code).
+SQLITE_TRANSIENT = {5: "database is locked (busy)", 6: "table is locked"}
+SQLITE_CONTENT = {18: "value too big", 19: "constraint violated", 20: "datatype mismatch"}
+
+
+class StreamStopped(OrderpipeError):
+    """A fatal fault: the consumer stopped and committed nothing of the batch it was storing."""
+
+    @classmethod
+    def because(cls, exc: BaseException, messages: int) -> StreamStopped:
+        what = "database error" if mysql_code(_driver(exc)) is not None else type(exc).__name__
+        if getattr(_driver(exc), "sqlite_errorcode", None) is not None:
+            what = "database error"
+        return cls(
+            f"stream consumer stopped on a {what} that retrying cannot fix: {reason_of(exc)}; "
+            f"nothing of the failing batch ({messages:,} messages) was committed: fix the cause "
+            "and restart, the consumer carries on from there"
+        )
+
+
+def _driver(exc: BaseException) -> BaseException:
+    from sqlalchemy.exc import DBAPIError
+
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+
+
+def classify(exc: BaseException) -> Fault:
+    """The fault of a failure in the write path (database, DLQ producer, or our own code)."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return Fault.transient
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return Fault.transient
+    driver = _driver(exc)
+    mysql = mysql_code(driver)
+    if mysql is not None:
+        if mysql in MYSQL_TRANSIENT:
+            return Fault.transient
+        return Fault.content if mysql in MYSQL_CONTENT else Fault.fatal
+    sqlite = getattr(driver, "sqlite_errorcode", None)
+    if isinstance(sqlite, int):
+        primary = sqlite & 0xFF
+        if primary in SQLITE_TRANSIENT:
+            return Fault.transient
+        return Fault.content if primary in SQLITE_CONTENT else Fault.fatal
+    if _is_retriable_kafka_error(exc):
+        return Fault.transient
+    return Fault.fatal
+
+
+def mysql_code(driver_error: BaseException) -> int | None:
+    """The MySQL/MariaDB error code of a PyMySQL error (or of orderpipe's LOAD DATA check)."""
+    code = getattr(driver_error, "mysql_errno", None)
+    if isinstance(code, int):
+        return code
+    module = type(driver_error).__module__
+    if not module.startswith("pymysql"):
+        return None
+    args = getattr(driver_error, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _is_retriable_kafka_error(exc: BaseException) -> bool:
+    try:
+        from aiokafka.errors import KafkaError, KafkaTimeoutError
+    except ImportError:  # pragma: no cover - aiokafka is a dependency
+        return False
+    if isinstance(exc, KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
 
 def is_transient(exc: BaseException) -> bool:
-    """Database errors worth waiting for (server down, connection lost, lock timeouts)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    if isinstance(exc, OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    """Errors worth waiting for (server down, connection lost, lock timeouts, failover)."""
+    return classify(exc) is Fault.transient
 
 
 def reason_of(exc: BaseException) -> str:

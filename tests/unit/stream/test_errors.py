@@ -1,42 +1,152 @@
-"""stream/errors.py: which write failures are worth waiting for, and their one-line reason."""
+"""stream/errors.py: the error taxonomy, by the database's codes, never by exception class."""
 
 from __future__ import annotations
 
+import sqlite3
+
+import pymysql
 import pytest
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from orderpipe.stream.errors import is_transient, reason_of
-
-
-def driver_error(message: str = "lost\nsecond line") -> Exception:
-    return Exception(message)
-
-
-def test_operational_error_is_transient() -> None:
-    assert is_transient(OperationalError("SELECT 1", {}, driver_error()))
+from orderpipe.db.upsert import LoadDataRefused
+from orderpipe.errors import OrderpipeError
+from orderpipe.stream.errors import Fault, StreamStopped, classify, is_transient, reason_of
 
 
-def test_integrity_error_is_not_transient() -> None:
-    assert not is_transient(IntegrityError("INSERT", {}, driver_error("duplicate key")))
+def wrapped(driver: Exception, cls: type[DBAPIError] = OperationalError) -> DBAPIError:
+    """What SQLAlchemy raises for a driver error."""
+    return cls("INSERT ...", {}, driver)
 
 
-def test_dbapi_error_on_an_invalidated_connection_is_transient() -> None:
-    error = DBAPIError("SELECT 1", {}, driver_error(), connection_invalidated=True)
-    assert is_transient(error)
+def mysql(cls: type[Exception], code: int, message: str = "server says no") -> DBAPIError:
+    return wrapped(cls(code, message))
 
 
-def test_dbapi_error_on_a_live_connection_is_not_transient() -> None:
-    assert not is_transient(DBAPIError("SELECT 1", {}, driver_error()))
+@pytest.mark.parametrize(
+    "code",
+    [0, 1040, 1053, 1205, 1213, 1290, 1792, 1836, 1927, 2003, 2006, 2013, 2055, 4031],
+)
+def test_mysql_connection_lock_and_failover_errors_are_transient(code: int) -> None:
+    assert classify(mysql(pymysql.err.OperationalError, code)) is Fault.transient
 
 
-@pytest.mark.parametrize("error", [ValueError("bad row"), KeyError("event_id"), RuntimeError()])
-def test_an_error_outside_the_database_is_not_transient(error: Exception) -> None:
-    assert not is_transient(error)
+@pytest.mark.parametrize("code", [1048, 1264, 1265, 1292, 1366, 1406, 1690, 3819, 4025])
+def test_mysql_values_refused_for_their_content_are_content(code: int) -> None:
+    # PyMySQL raises OperationalError or DataError for these, depending on the code
+    assert classify(mysql(pymysql.err.OperationalError, code)) is Fault.content
+    assert classify(mysql(pymysql.err.DataError, code)) is Fault.content
+
+
+@pytest.mark.parametrize(
+    ("cls", "code"),
+    [
+        (pymysql.err.OperationalError, 1142),  # INSERT command denied (a revoked grant)
+        (pymysql.err.OperationalError, 1044),  # access denied to the database
+        (pymysql.err.ProgrammingError, 1146),  # table doesn't exist
+        (pymysql.err.OperationalError, 1054),  # unknown column
+        (pymysql.err.OperationalError, 1021),  # disk full: an operator's job, not a retry loop
+        (pymysql.err.OperationalError, 9999),  # a code orderpipe does not know
+    ],
+)
+def test_permissions_missing_tables_and_unknown_codes_are_fatal(
+    cls: type[Exception], code: int
+) -> None:
+    assert classify(mysql(cls, code)) is Fault.fatal
+
+
+def test_an_operational_error_is_not_transient_because_of_its_class() -> None:
+    # the bug this module fixes: every OperationalError used to be "wait and retry"
+    assert not is_transient(mysql(pymysql.err.OperationalError, 4025, "CONSTRAINT failed"))
+    assert not is_transient(wrapped(Exception("no code at all")))
+
+
+def sqlite_error(*statements: str) -> sqlite3.Error:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a TEXT NOT NULL CHECK (length(a) < 3))")
+    try:
+        for statement in statements:
+            conn.execute(statement)
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("no error")
+
+
+def test_sqlite_constraint_failures_are_content() -> None:
+    check = sqlite_error("INSERT INTO t VALUES ('long')")
+    not_null = sqlite_error("INSERT INTO t VALUES (NULL)")
+    assert classify(wrapped(check, IntegrityError)) is Fault.content
+    assert classify(wrapped(not_null, IntegrityError)) is Fault.content
+
+
+def test_sqlite_missing_table_is_fatal() -> None:
+    assert classify(wrapped(sqlite_error("INSERT INTO missing VALUES (1)"))) is Fault.fatal
+
+
+def test_sqlite_busy_is_transient(tmp_path: object) -> None:
+    path = f"{tmp_path}/busy.db"
+    holder = sqlite3.connect(path)
+    holder.execute("CREATE TABLE t (a)")
+    holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            other.execute("INSERT INTO t VALUES (1)")
+    finally:
+        other.close()
+        holder.close()
+    assert classify(wrapped(caught.value)) is Fault.transient
+
+
+def test_a_dropped_connection_and_a_pool_timeout_are_transient() -> None:
+    invalidated = DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
+    assert classify(invalidated) is Fault.transient
+    assert classify(PoolTimeout("pool exhausted")) is Fault.transient
+
+
+def test_a_cut_value_refused_by_the_load_data_check_is_content() -> None:
+    refused = LoadDataRefused("table_events", 1406, "Data too long for column 'device' at row 3")
+    assert classify(refused) is Fault.content
+    assert isinstance(refused, OrderpipeError)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("bad feature"), KeyError("event_id"), RuntimeError(), AssertionError()],
+)
+def test_errors_outside_the_database_are_fatal(error: Exception) -> None:
+    # a bug or a model that no longer fits: dead-lettering would lose good data
+    assert classify(error) is Fault.fatal
+
+
+def test_retriable_kafka_errors_are_transient_others_fatal() -> None:
+    from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError, RecordTooLargeError
+
+    assert classify(KafkaTimeoutError()) is Fault.transient
+    assert classify(NotLeaderForPartitionError()) is Fault.transient
+    assert classify(RecordTooLargeError()) is Fault.fatal
+
+
+def test_stream_stopped_names_the_cause_on_one_line() -> None:
+    exc = mysql(
+        pymysql.err.OperationalError,
+        1142,
+        "INSERT command denied to user 'u'@'localhost' for table 'table_predictions'",
+    )
+    message = str(StreamStopped.because(exc, 1234))
+    assert "\n" not in message
+    assert "INSERT command denied" in message
+    assert "1,234 messages" in message
+    assert "database error" in message
+    assert "ValueError" in str(StreamStopped.because(ValueError("bad feature"), 1))
 
 
 def test_reason_of_a_database_error_is_the_driver_first_line() -> None:
-    error = OperationalError("SELECT 1", {}, driver_error("lost\nsecond line"))
+    error = OperationalError("SELECT 1", {}, Exception("lost\nsecond line"))
     assert reason_of(error) == "lost"
+    assert reason_of(ProgrammingError("x", {}, Exception("first"))) == "first"
 
 
 def test_reason_of_another_error_is_its_message_first_line() -> None:
