@@ -1,8 +1,14 @@
 """Consumer: Kafka micro-batches -> shared cleaning -> sink (upserts + scores) -> offsets.
 
-A crash re-delivers at most the last batch and the upserts make that harmless. Bad messages go
-to `<topic>.dlq` with the contract headers; a database outage pauses the partitions with a
-capped backoff and commits nothing until the batch is stored.
+A crash re-delivers at most the last batch and the upserts make that harmless. What a failure
+means is decided in one place (`stream.errors.classify`): a message at fault goes to
+`<topic>.dlq` with the contract headers; a transient database failure pauses the partitions
+with a capped, jittered backoff and commits nothing until the batch is stored; anything else
+stops the consumer with nothing of the failing batch committed (`StreamStopped`, exit 1).
+
+Batches adapt to the load: whatever has arrived is handed to the writer as soon as it is free,
+and records gather only while it is busy (`batch_wait_ms` is an upper bound, not a wait).
+No lock is held across `getmany` or a backoff: a rebalance waits at most for one write attempt.
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orderpipe.stream.errors import is_transient, reason_of
+from orderpipe.stream.errors import Fault, StreamStopped, classify, reason_of
 from orderpipe.stream.messages import (
     DeadLetter,
     SortedBatch,
@@ -25,6 +33,7 @@ from orderpipe.stream.messages import (
     sort_messages,
 )
 from orderpipe.stream.metrics import LatencyHistogram
+from orderpipe.stream.observe import NoMetrics
 
 if TYPE_CHECKING:
     import polars as pl
@@ -34,7 +43,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orderpipe.stream")
 
-TRANSIENT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+BACKOFF_BASE, BACKOFF_CAP = 0.2, 8.0  # seconds: 0.2, 0.4, 0.8 ... 8, each with jitter
+BUSY_POLL = 0.005  # seconds: while the writer is busy, records gather in slices this short
+
+
+def _one_thread_for_numerics() -> None:
+    """Run in the writer thread: its OpenMP kernels (the model's predict) use that one thread.
+
+    A micro-batch of a few hundred rows spent more time waking and spinning OpenMP workers,
+    on a core the cleaning thread needs, than computing (~30 ms instead of ~10 ms per batch).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="openmp")
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with "equal jitter": in [d/2, d], d = min(cap, base * 2^n).
+
+    Consumers that lost the same database do not come back in lockstep.
+    """
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 @dataclass(frozen=True)
@@ -81,10 +111,12 @@ class StreamConsumer:
         sink_factory: Callable[[], Sink],
         *,
         options: ConsumerOptions | None = None,
+        metrics: Any = None,
     ) -> None:
         self.endpoint, self.topic, self.group_id = endpoint, topic, group_id
         self.sink_factory = sink_factory
         self.options = options or ConsumerOptions()
+        self.metrics = metrics or NoMetrics()  # stream.observe.ConsumerMetrics when served
         # `stream run` sets the end offsets after its own last message: done when stored there
         self.stop_at: dict[Any, int] | None = None
         self.positions: dict[Any, int] = {}  # per partition: the next offset to store
@@ -93,8 +125,13 @@ class StreamConsumer:
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the model is loaded and partitions are assigned
         self._assigned_at: float | None = None
+        # Held for one write attempt + its dead letters + its commit, never across getmany or a
+        # backoff: a revoke waits for it, so offsets of a stored batch are committed first.
         self._in_flight = asyncio.Lock()
+        self._writer_free = asyncio.Event()
+        self._writer_free.set()
         self._consumer: Any = None
+        self._writer: ThreadPoolExecutor | None = None
 
     def stop(self) -> None:
         """Finish the current batch, commit it, and return from run()."""
@@ -111,6 +148,7 @@ class StreamConsumer:
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._in_flight:
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+            self.metrics.drop_lag(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._assigned_at = time.monotonic()
@@ -121,7 +159,16 @@ class StreamConsumer:
         from orderpipe.stream.kafka import start_client
         from orderpipe.stream.producer import ProducerOptions, producer_config, start_producer
 
-        sink = await asyncio.to_thread(self.sink_factory)
+        # The sink lives in one thread of its own: its connection, and its numerics limited
+        # to that thread (the cleaning of the next batch has the other core).
+        self._writer = ThreadPoolExecutor(
+            1, thread_name_prefix="orderpipe-writer", initializer=_one_thread_for_numerics
+        )
+        try:
+            sink = await self._in_writer(self.sink_factory)
+        except BaseException:
+            self._writer.shutdown(wait=False)
+            raise
         # Everything loaded so far (libraries, the model) lives as long as the process: keep it
         # out of the cyclic collector, whose full passes over it stalled batches by ~100-200 ms.
         gc.freeze()
@@ -130,7 +177,7 @@ class StreamConsumer:
         try:
             await start_client(consumer, self.endpoint)
         except BaseException:
-            await asyncio.to_thread(sink.close)
+            await self._close(sink)
             raise
         try:
             dlq = await start_producer(
@@ -138,17 +185,18 @@ class StreamConsumer:
             )
         except BaseException:
             await consumer.stop()
-            await asyncio.to_thread(sink.close)
+            await self._close(sink)
             raise
         try:
             await self._join(consumer, dlq)
+            self.metrics.state("running")
             await self._loop(consumer, sink, dlq)
         finally:
             with contextlib.suppress(Exception):
                 await dlq.stop()
             with contextlib.suppress(Exception):
                 await consumer.stop()
-            await asyncio.to_thread(sink.close)
+            await self._close(sink)
         seconds = time.perf_counter() - began
         return ConsumeResult(
             consumed=self.consumed,
@@ -160,6 +208,15 @@ class StreamConsumer:
             events_per_second=self.consumed / seconds if seconds else 0.0,
             latency_ms=self.latencies.summary(),
         )
+
+    async def _in_writer(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, call, *args)
+
+    async def _close(self, sink: Sink) -> None:
+        try:
+            await self._in_writer(sink.close)
+        finally:
+            self._writer.shutdown(wait=False)
 
     def _kafka_consumer(self) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -209,7 +266,7 @@ class StreamConsumer:
 
     async def _loop(self, consumer: Any, sink: Sink, dlq: Any) -> None:
         """Two stages overlap: while batch N is written and committed (a worker thread and the
-        database), batch N+1 is fetched and cleaned (another thread, the second core)."""
+        database), batch N+1 gathers and is cleaned (another thread, the second core)."""
         last_message = time.monotonic()
         upcoming: asyncio.Task[Prepared] | None = asyncio.create_task(self._prepare(consumer))
         while upcoming is not None:
@@ -222,16 +279,22 @@ class StreamConsumer:
                 upcoming = asyncio.create_task(self._prepare(consumer))
                 continue
             last_message = time.monotonic()
-            async with self._in_flight:
-                storing = asyncio.create_task(self._process(records, prepared, sink, dlq, consumer))
-                if not self._done(pending=records):
-                    upcoming = asyncio.create_task(self._prepare(consumer))
-                try:
-                    await storing
-                except BaseException:
-                    if upcoming is not None:
-                        upcoming.cancel()
-                    raise
+            self._writer_free.clear()
+            storing = asyncio.create_task(self._process(records, prepared, sink, dlq, consumer))
+            if not self._done(pending=records):
+                upcoming = asyncio.create_task(self._prepare(consumer))
+            try:
+                await storing
+            except BaseException:
+                if upcoming is not None:
+                    upcoming.cancel()
+                    with contextlib.suppress(BaseException):
+                        await upcoming
+                    upcoming = None
+                raise
+            finally:
+                self._writer_free.set()
+            last_message = time.monotonic()  # idle counts from the end of the last batch
             if self._done():
                 break
         if upcoming is not None:  # fetched but not stored: left uncommitted, redelivered
@@ -240,15 +303,20 @@ class StreamConsumer:
                 await upcoming
 
     async def _fill_batch(self, consumer: Any) -> list[Any]:
-        """Up to batch_size records, waiting at most batch_wait_ms for the batch to fill."""
+        """Whatever has arrived once the writer is free; while it is busy, more records gather,
+        up to batch_size and for at most batch_wait_ms (an upper bound, not a wait)."""
         deadline = time.monotonic() + self.options.batch_wait_ms / 1000
         records: list[Any] = []
         while len(records) < self.options.batch_size and not self._stop.is_set():
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0:
+            if records and self._writer_free.is_set():
                 break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wait = left if not records else min(left, BUSY_POLL)
             batch = await consumer.getmany(
-                timeout_ms=left_ms, max_records=self.options.batch_size - len(records)
+                timeout_ms=max(1, int(wait * 1000)),
+                max_records=self.options.batch_size - len(records),
             )
             records.extend(record for part in batch.values() for record in part)
         return records
@@ -289,81 +357,130 @@ class StreamConsumer:
     async def _process(
         self, records: list[Any], prepared: Prepared, sink: Sink, dlq: Any, consumer: Any
     ) -> None:
+        """Store one batch: retry while the fault is transient, stop when it is fatal.
+
+        Each attempt holds `_in_flight` (a revoke waits for it); the backoff between attempts
+        does not (see `_backoff`). Records of partitions revoked meanwhile are dropped before
+        the next attempt: their new owner stores them from the last committed offset.
+        """
         sorted_batch = prepared.sorted_batch
         if sorted_batch is None or len(records) != len(prepared.records):
             sorted_batch = await asyncio.to_thread(sort_messages, records)
-        try:
-            stored = await self._store(sorted_batch.clean, sink, consumer)
-            dead = sorted_batch.dead
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            # The database refused the batch for its content: find the rows it refuses, one by
-            # one, so one bad message cannot block its partition.
+        attempt = 0
+        while True:
+            async with self._in_flight:
+                owned = [r for r in records if self._owned(consumer, r)]
+                if not owned:
+                    return
+                if len(owned) != len(records):
+                    records = owned
+                    sorted_batch = await asyncio.to_thread(sort_messages, records)
+                try:
+                    await self._attempt(records, sorted_batch, sink, dlq, consumer)
+                    return
+                except Exception as exc:
+                    fault = classify(exc)
+                    if fault is not Fault.transient:
+                        self.metrics.state("stopping")
+                        raise StreamStopped.because(exc, len(records)) from exc
+                    reason = reason_of(exc)
+            if self._stop.is_set():  # shutting down during an outage: nothing committed
+                log.warning("stopping during an outage: %d messages left uncommitted", len(records))
+                return
+            attempt += 1
+            self.retries += 1
+            self.metrics.retry()
+            delay = backoff_delay(attempt)
             log.warning(
-                "database refused a batch (%s); storing its rows one by one", reason_of(exc)
+                "database unavailable (%s); retry %d in %.1f s",
+                reason,
+                attempt,
+                delay,
             )
-            stored, refused = await asyncio.to_thread(
-                self._store_one_by_one, sorted_batch.clean, sink, records
-            )
-            dead = [*sorted_batch.dead, *refused]
+            await self._backoff(delay)
+
+    async def _attempt(
+        self, records: list[Any], sorted_batch: SortedBatch, sink: Sink, dlq: Any, consumer: Any
+    ) -> None:
+        """One try: write (isolating the rows the database refuses), dead-letter, commit."""
+        began = time.perf_counter()
+        stored, refused = await self._in_writer(
+            self._write_isolating, sorted_batch.clean, sink, records
+        )
+        written = time.perf_counter() - began
+        dead = [*sorted_batch.dead, *refused]
         if dead:
             await self._dead_letter(dead, dlq)
         offsets = commit_offsets(records)
-        await consumer.commit(offsets)
+        await self._commit(consumer, offsets)
         for tp, offset in offsets.items():
             self.positions[tp] = max(self.positions.get(tp, 0), offset)
         now_ms = time.time() * 1000
-        self.latencies.add([now_ms - record.timestamp for record in records])
+        latencies = [now_ms - record.timestamp for record in records]
+        self.latencies.add(latencies)
         self.consumed += len(records)
         self.stored += stored
         self.dead_lettered += len(dead)
         self.batches += 1
+        metrics = self.metrics
+        metrics.consumed(len(records))
+        metrics.stored(stored)
+        if dead:
+            metrics.dead_lettered(letter.error for letter in dead)
+        metrics.batch(written)
+        metrics.latency(latencies)
+        assigned = consumer.assignment()
+        for tp, offset in offsets.items():
+            highwater = consumer.highwater(tp) if tp in assigned else None
+            if highwater is not None:
+                metrics.lag(tp.partition, max(highwater - offset, 0))
 
-    async def _store(self, clean: pl.DataFrame, sink: Sink, consumer: Any) -> int:
-        """Write the batch; while the database is down, pause fetching and retry with backoff."""
-        attempt = 0
-        while True:
-            try:
-                return await asyncio.to_thread(sink.write, clean)
-            except Exception as exc:
-                if not is_transient(exc) or (self._stop.is_set() and attempt > 2):
-                    raise
-                delay = TRANSIENT_BACKOFF[min(attempt, len(TRANSIENT_BACKOFF) - 1)]
-                attempt += 1
-                self.retries += 1
-                log.warning(
-                    "database unavailable (%s); retry %d in %.1f s, fetching paused",
-                    reason_of(exc),
-                    attempt,
-                    delay,
-                )
-                partitions = consumer.assignment()
-                consumer.pause(*partitions)
-                try:
-                    # getmany on paused partitions returns nothing but keeps the member alive
-                    await consumer.getmany(timeout_ms=int(delay * 1000))
-                finally:
-                    consumer.resume(*[tp for tp in partitions if tp in consumer.assignment()])
+    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
+        """Commit; a group that rebalanced meanwhile refuses it, and the new owner of those
+        partitions stores the batch again (the upserts make that harmless)."""
+        from aiokafka.errors import CommitFailedError, IllegalStateError
 
-    @staticmethod
-    def _store_one_by_one(
-        clean: pl.DataFrame, sink: Sink, records: list[Any]
+        if self.options.assign and not self.group_id:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("offsets not committed (%s): the new owner stores the batch again", exc)
+
+    async def _backoff(self, seconds: float) -> None:
+        """Wait `seconds`, or less when asked to stop. No lock is held, so a rebalance meanwhile
+        completes; and nothing polls Kafka here. (Polling "paused" partitions is not safe: the
+        partitions a rebalance assigns during the pause are not paused, and a poll would hand
+        over, and so skip, their records.) The fetch of the next batch goes on concurrently and
+        stops at batch_size; an outage longer than max_poll_interval makes the member leave the
+        group, and the next poll rejoins it."""
+        self.metrics.state("paused")
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
+        finally:
+            self.metrics.state("running")
+
+    @classmethod
+    def _write_isolating(
+        cls, clean: pl.DataFrame, sink: Sink, records: list[Any]
     ) -> tuple[int, list[DeadLetter]]:
-        stored, refused = 0, []
-        for row in clean.iter_slices(1):
-            try:
-                stored += sink.write(row)
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                refused.append(
-                    DeadLetter(
-                        records[row["line_number"][0]],
-                        f"database refused the event: {reason_of(exc)}",
-                    )
-                )
-        return stored, refused
+        """Write `clean`; when the database refuses it for its content, split it in halves
+        until the rows it refuses are alone, and return those as dead letters (a handful of
+        writes for one bad row in 20,000, not 20,000). Transient and fatal errors are raised."""
+        try:
+            return sink.write(clean), []
+        except Exception as exc:
+            if classify(exc) is not Fault.content:
+                raise
+            if clean.height <= 1:
+                reason = f"database refused the event: {reason_of(exc)}"
+                return 0, [DeadLetter(records[line], reason) for line in clean["line_number"]]
+            log.warning("database refused %d rows (%s); isolating", clean.height, reason_of(exc))
+        half = clean.height // 2
+        first = cls._write_isolating(clean.slice(0, half), sink, records)
+        second = cls._write_isolating(clean.slice(half), sink, records)
+        return first[0] + second[0], [*first[1], *second[1]]
 
     async def _dead_letter(self, dead: list[DeadLetter], dlq: Any) -> None:
         deliveries = [
