@@ -87,12 +87,25 @@ def stream_consume(
             help="Stop after S seconds without messages (counted from the partition assignment).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on http://ADDR:PORT/metrics while consuming.",
+        ),
+    ] = None,
+    metrics_addr: Annotated[
+        str, typer.Option(help="Address the metrics are served on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Consume micro-batches into the database with predictions; more processes = more throughput.
 
-    Ctrl-C / SIGTERM finish the current batch, commit it, and exit 0.
+    Ctrl-C / SIGTERM finish the current batch, commit it, and exit 0. A fault retrying cannot
+    fix (permission, missing table, a model that fails) stops it with exit 1 and nothing of
+    the failing batch committed: fix it and restart.
 
     Example: [bold]orderpipe stream consume --idle-timeout 10[/]
     """
@@ -106,7 +119,13 @@ def stream_consume(
         idle_timeout=idle_timeout,
     )
     result = run_service(
-        ctx, lambda: consume_with_settings(settings_of(ctx, database_url=database_url), options)
+        ctx,
+        lambda: consume_with_settings(
+            settings_of(ctx, database_url=database_url),
+            options,
+            metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
+        ),
     )
     emit_table(
         result,
@@ -189,3 +208,152 @@ def broker(
         Console(stderr=True).print(f"embedded broker on {bootstrap} (Ctrl-C stops it)")
 
     run_service(ctx, lambda: EmbeddedBroker(port=port).serve(on_ready=announce))
+
+
+# ---------------------------------------------------------------- operators: status, DLQ replay
+dlq_app = typer.Typer(
+    help="The dead-letter topic (<topic>.dlq): what the consumer could not store, and why.",
+    no_args_is_help=True,
+)
+stream_app.add_typer(dlq_app, name="dlq")
+
+
+@stream_app.command("status")
+def stream_status(
+    ctx: typer.Context,
+    dlq_scan: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Read at most N dead letters (the newest) for the top reasons; 0: none."
+        ),
+    ] = 100_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Lag of the consumer group per partition, and the DLQ's size and top reasons.
+
+    Per partition of the topic: the group's committed offset, the end offset, the lag; then the
+    size of <topic>.dlq and its ten most frequent reasons (the `error` header). Reads only: joins
+    no group, commits nothing, creates no topic.
+
+    Example: [bold]orderpipe stream status --dlq-scan 10000[/]
+    """
+    from rich.markup import escape
+
+    from orderpipe.cli.render import columns_table, emit, table
+    from orderpipe.stream.admin import status_with_settings
+
+    result = run_service(ctx, lambda: status_with_settings(settings_of(ctx), dlq_scan=dlq_scan))
+
+    def render(out: Console) -> None:
+        out.print(
+            f"[bold]stream status[/]: topic {escape(result.topic)}, group {escape(result.group)}"
+        )
+        if not result.topic_exists:
+            out.print(table("", [("topic", "does not exist"), ("lag", "0")]))
+        else:
+            rows = [
+                (
+                    str(p.partition),
+                    "none" if p.committed is None else n(p.committed),
+                    n(p.end),
+                    n(p.lag),
+                )
+                for p in result.partitions
+            ]
+            rows.append(("total", "", n(result.end_total), n(result.lag_total)))
+            out.print(columns_table("", ("partition", "committed", "end", "lag"), rows))
+            if not result.group_has_offsets:
+                out.print("no committed offset: the group would start at the beginning")
+        if not result.exact:
+            out.print("end offsets approximate: the broker's last record could not be fetched")
+        dlq = result.dlq
+        rows = [("messages", n(dlq.messages) if dlq.exists else "0 (no such topic)")]
+        if dlq.messages:
+            newest = f" (--dlq-scan {n(dlq_scan)}: the newest)" if dlq.capped else ""
+            rows.append(("scanned", f"{n(dlq.scanned)} of {n(dlq.messages)}{newest}"))
+            # reasons come from message headers: text, never rich markup
+            rows += [(f"  {escape(reason)}", n(count)) for reason, count in dlq.reasons.items()]
+            if dlq.other_reasons:
+                rows.append(("  (other reasons)", n(dlq.other_reasons)))
+        out.print(table(f"dead letters: {escape(dlq.topic)}", rows))
+
+    emit(result, as_json, render)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ctx: typer.Context,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            help="Only dead letters whose error contains TEXT, ignoring case; the others are "
+            "passed over and marked read like the replayed ones."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Count what would be sent, by reason; send and commit nothing."
+        ),
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Send at most N dead letters (the oldest first).")
+    ] = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning", help="Read the whole DLQ again, not only what no replay has read."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send dead letters back to their source topic, once the cause is fixed.
+
+    Value and key go as they are to the topic named by the letter's source-topic header, oldest
+    first. Remembers what it read: the group <group>.dlq-replay commits each batch once the
+    brokers acknowledged its sends, so a second run sends only newer dead letters. Sending an
+    event again is harmless: the consumer upserts by event_id. A letter that fails again returns
+    to the DLQ as a new dead letter.
+
+    Example: [bold]orderpipe stream dlq replay --reason "database refused" --dry-run[/]
+    """
+    from rich.markup import escape
+
+    from orderpipe.stream.admin import replay_with_settings
+
+    result = run_service(
+        ctx,
+        lambda: replay_with_settings(
+            settings_of(ctx),
+            reason=reason,
+            dry_run=dry_run,
+            limit=limit,
+            from_beginning=from_beginning,
+        ),
+    )
+    title = f"stream dlq replay{' (dry run)' if result.dry_run else ''}: {escape(result.dlq_topic)}"
+    rows = [("group", result.group)]
+    if not result.dlq_exists:
+        rows.append(("dead-letter topic", "does not exist"))
+    rows += [
+        ("read", n(result.read)),
+        (
+            "matched" + (f" {escape(repr(result.reason_filter))}" if result.reason_filter else ""),
+            n(result.matched),
+        ),
+        (
+            "would send" if result.dry_run else "sent",
+            n(result.matched if result.dry_run else result.sent),
+        ),
+        ("passed over", n(result.passed_over)),
+    ]
+    if result.empty:
+        rows.append(("  without a value (nothing to send)", n(result.empty)))
+    if result.by_reason:
+        rows.append(("by reason", ""))
+    # reasons and topics come from message headers: text, never rich markup
+    rows += [(f"  {escape(name)}", n(count)) for name, count in result.by_reason.items()]
+    rows += [(f"to {escape(name)}", n(count)) for name, count in result.sent_to.items()]
+    if result.limited:
+        rows.append(("stopped at --limit", "more dead letters left"))
+    emit_table(result, as_json, title, rows)

@@ -135,18 +135,26 @@ def run_stream_with_settings(
         )
 
 
-def consume_with_settings(settings: Settings, options: ConsumerOptions) -> ConsumeResult:
-    """`stream consume`: join the configured group until a stop rule, SIGINT or SIGTERM."""
+def consume_with_settings(
+    settings: Settings,
+    options: ConsumerOptions,
+    *,
+    metrics_port: int | None = None,
+    metrics_addr: str = "127.0.0.1",
+) -> ConsumeResult:
+    """`stream consume`: join the configured group until a stop rule, SIGINT or SIGTERM;
+    with `metrics_port`, Prometheus metrics are served at http://addr:port/metrics meanwhile."""
     from orderpipe.stream.kafka import kafka_endpoint
+    from orderpipe.stream.observe import serve_metrics
     from orderpipe.stream.sink import DatabaseSink
 
-    with kafka_endpoint(settings) as endpoint:
+    topic, group = settings.kafka_topic, settings.kafka_group_id
+    with (
+        serve_metrics(topic, group, metrics_port, metrics_addr) as metrics,
+        kafka_endpoint(settings) as endpoint,
+    ):
         consumer = StreamConsumer(
-            endpoint,
-            settings.kafka_topic,
-            settings.kafka_group_id,
-            DatabaseSink.factory(settings),
-            options=options,
+            endpoint, topic, group, DatabaseSink.factory(settings), options=options, metrics=metrics
         )
         return asyncio.run(_until_signal(consumer.run(), consumer.stop))
 
