@@ -87,6 +87,13 @@ def stream_consume(
             help="Stop after S seconds without messages (counted from the partition assignment).",
         ),
     ] = None,
+    database_wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait for a database that is down at start (0: fail at once).",
+        ),
+    ] = 120.0,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -117,6 +124,7 @@ def stream_consume(
         batch_wait_ms=batch_wait_ms,
         max_events=max_events,
         idle_timeout=idle_timeout,
+        database_wait=database_wait,
     )
     result = run_service(
         ctx,

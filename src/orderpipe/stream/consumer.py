@@ -76,6 +76,8 @@ class ConsumerOptions:
     max_events: int | None = None
     idle_timeout: float | None = None
     assign: bool = False  # assign every partition (one consumer) instead of joining the group
+    # how long a consumer started during a database outage waits for it before giving up
+    database_wait: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,13 @@ class StreamConsumer:
             1, thread_name_prefix="orderpipe-writer", initializer=_one_thread_for_numerics
         )
         try:
-            sink = await self._in_writer(self.sink_factory)
+            sink = await self._open_sink()
         except BaseException:
             self._writer.shutdown(wait=False)
             raise
+        if sink is None:  # asked to stop while the database was still unreachable
+            self._writer.shutdown(wait=False)
+            return self._result(0.0)
         # Everything loaded so far (libraries, the model) lives as long as the process: keep it
         # out of the cyclic collector, whose full passes over it stalled batches by ~100-200 ms.
         gc.freeze()
@@ -197,7 +202,9 @@ class StreamConsumer:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await self._close(sink)
-        seconds = time.perf_counter() - began
+        return self._result(time.perf_counter() - began)
+
+    def _result(self, seconds: float) -> ConsumeResult:
         return ConsumeResult(
             consumed=self.consumed,
             stored=self.stored,
@@ -208,6 +215,30 @@ class StreamConsumer:
             events_per_second=self.consumed / seconds if seconds else 0.0,
             latency_ms=self.latencies.summary(),
         )
+
+    async def _open_sink(self) -> Sink | None:
+        """The sink, once the database answers: a consumer (re)started during an outage waits
+        for it (`database_wait` at most) with the same backoff as a batch, instead of exiting;
+        other faults, a wrong host that never answers included once the wait is over, stop it."""
+        attempt, deadline = 0, time.monotonic() + self.options.database_wait
+        while True:
+            try:
+                return await self._in_writer(self.sink_factory)
+            except Exception as exc:
+                if classify(exc) is not Fault.transient or time.monotonic() >= deadline:
+                    raise
+                if self._stop.is_set():
+                    return None
+                attempt += 1
+                self.retries += 1
+                delay = backoff_delay(attempt)
+                log.warning(
+                    "database unavailable at start (%s); retry %d in %.1f s",
+                    reason_of(exc),
+                    attempt,
+                    delay,
+                )
+                await self._backoff(delay)
 
     async def _in_writer(self, call: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._writer, call, *args)
@@ -445,7 +476,9 @@ class StreamConsumer:
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("offsets not committed (%s): the new owner stores the batch again", exc)
+            log.warning(
+                "offsets not committed (%s): the new owner stores the batch again", reason_of(exc)
+            )
 
     async def _backoff(self, seconds: float) -> None:
         """Wait `seconds`, or less when asked to stop. No lock is held, so a rebalance meanwhile

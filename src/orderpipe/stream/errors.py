@@ -83,14 +83,25 @@ class StreamStopped(OrderpipeError):
 
     @classmethod
     def because(cls, exc: BaseException, messages: int) -> StreamStopped:
-        what = "database error" if mysql_code(_driver(exc)) is not None else type(exc).__name__
-        if getattr(_driver(exc), "sqlite_errorcode", None) is not None:
-            what = "database error"
+        what = "database error" if _is_database_error(exc) else type(exc).__name__
         return cls(
             f"stream consumer stopped on a {what} that retrying cannot fix: {reason_of(exc)}; "
             f"nothing of the failing batch ({messages:,} messages) was committed: fix the cause "
             "and restart, the consumer carries on from there"
         )
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, OrderpipeError) and exc.__cause__ is not None:
+        return _is_database_error(exc.__cause__)
+    driver = _driver(exc)
+    return (
+        isinstance(exc, DBAPIError)
+        or mysql_code(driver) is not None
+        or getattr(driver, "sqlite_errorcode", None) is not None
+    )
 
 
 def _driver(exc: BaseException) -> BaseException:
@@ -122,6 +133,8 @@ def classify(exc: BaseException) -> Fault:
         return Fault.content if primary in SQLITE_CONTENT else Fault.fatal
     if _is_retriable_kafka_error(exc):
         return Fault.transient
+    if isinstance(exc, OrderpipeError) and exc.__cause__ is not None:
+        return classify(exc.__cause__)  # a driver error orderpipe put into words
     return Fault.fatal
 
 

@@ -58,8 +58,11 @@ async def run_stream(
     producer_options = producer_options or ProducerOptions()
     options = consumer_options or ConsumerOptions()
     options = ConsumerOptions(
-        batch_size=options.batch_size, batch_wait_ms=options.batch_wait_ms, assign=True
-    )  # one consumer owns every partition: no group wait
+        batch_size=options.batch_size,
+        batch_wait_ms=options.batch_wait_ms,
+        assign=True,  # one consumer owns every partition: no group wait
+        database_wait=0.0,  # a bounded command: an unreachable database is an error at once
+    )
     began = time.perf_counter()
     await ensure_topic(endpoint, topic, producer_options.partitions)
     consumer = StreamConsumer(endpoint, topic, group_id, sink_factory, options=options)

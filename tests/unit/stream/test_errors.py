@@ -156,3 +156,17 @@ def test_reason_of_another_error_is_its_message_first_line() -> None:
 def test_reason_of_an_error_without_a_message_is_its_class_name() -> None:
     assert reason_of(ValueError()) == "ValueError"
     assert reason_of(TimeoutError("")) == "TimeoutError"
+
+
+def test_a_driver_error_orderpipe_put_into_words_keeps_its_fault() -> None:
+    # create_tables words a refused connection as "cannot reach the database …": a consumer
+    # (re)started during an outage must wait for the database, not exit
+    try:
+        try:
+            raise mysql(pymysql.err.OperationalError, 2003, "Can't connect to MySQL server")
+        except DBAPIError as driver:
+            raise OrderpipeError("cannot reach the database mysql://…: Can't connect") from driver
+    except OrderpipeError as worded:
+        assert classify(worded) is Fault.transient
+        assert "database error" in str(StreamStopped.because(worded, 1))
+    assert classify(OrderpipeError("a plain domain error")) is Fault.fatal
