@@ -14,9 +14,11 @@ import math
 import os
 import stat
 import sys
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -30,6 +32,9 @@ REJECTED_SCHEMA = {
     "raw_base64": pl.String(),  # its exact bytes otherwise
 }
 DECODE_CHUNK = 16_384
+READ_BLOCK = 1 << 20  # bytes read at a time by iter_raw_lines
+GZIP_HEAD = 4_096  # bytes enough to tell a gzip header from text that starts like one
+GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 STDIN = "-"
 QUARANTINE_SUFFIX = ".rejected.jsonl"
@@ -75,60 +80,203 @@ def read_raw_lines(source: Path | str) -> pl.DataFrame:
     return lines.with_columns(pl.lit(None, dtype=pl.String).alias("raw_base64"))
 
 
+def iter_raw_lines(
+    source: Path | str, chunk_lines: int, *, block_bytes: int = READ_BLOCK
+) -> Iterator[pl.DataFrame]:
+    """`read_raw_lines` in frames of at most `chunk_lines` lines, `line_number` counted across
+    them; the input is read `block_bytes` at a time and never held whole.
+
+    The same inputs (a file, gzip, `-`, a FIFO, a quarantine file) and the same lines. A path
+    that cannot be read raises here; damaged gzip raises where reading reaches the damage.
+    """
+    if chunk_lines < 1:
+        raise ValueError(f"chunk_lines must be at least 1, got {chunk_lines}")
+    if str(source) == STDIN:
+        blocks = _read_blocks(lambda: sys.stdin.buffer, block_bytes, "standard input", close=False)
+        return _line_frames(_gunzipped(blocks, None, block_bytes), chunk_lines)
+    path = Path(source)
+    _check_readable(path)
+    if path.name.endswith(QUARANTINE_SUFFIX):
+        return _line_frames((line + b"\n" for line in _quarantined_lines(path)), chunk_lines)
+    blocks = _read_blocks(lambda: path.open("rb"), block_bytes, str(path))
+    gzipped = True if path.suffix == ".gz" else None
+    return _line_frames(_gunzipped(blocks, gzipped, block_bytes), chunk_lines)
+
+
 def lines_from_bytes(data: bytes, *, gzipped: bool | None = None) -> pl.DataFrame:
     """The lines of `data`, each decoded alone: a bad line never hides good ones.
 
     `gzipped` None: gzip when it starts with gzip's magic bytes and decompresses (a text file
     whose first line happens to start with them stays a text file).
     """
-    if gzipped or (gzipped is None and data[:2] == b"\x1f\x8b"):
+    if gzipped or (gzipped is None and data[:2] == GZIP_MAGIC):
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, ValueError) as exc:
             if gzipped:
                 raise OrderpipeError(f"the input is not valid gzip: {exc}") from None
-    data = data.removeprefix(BOM)
-    chunks = data.split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()  # the file's final newline ends the last line, it does not start a new one
+    frames = list(_line_frames([data], sys.maxsize))
+    return frames[0] if frames else _lines_frame([], 1)
+
+
+def _line_frames(blocks: Iterable[bytes], chunk_lines: int) -> Iterator[pl.DataFrame]:
+    """Frames of `chunk_lines` lines cut from `blocks`: a line ends at a newline (a carriage
+    return before it is dropped), the final newline ends the last line rather than starting an
+    empty one, a BOM opening the data is dropped."""
+    number = 1
+    lines: list[bytes] = []  # complete lines not yet in a frame
+    partial: list[bytes] = []  # the start of a line whose end is in a later block
+    at_start = True
+    for block in blocks:
+        pieces = block.split(b"\n")
+        if len(pieces) == 1:
+            partial.append(block)
+            continue
+        pieces[0] = b"".join([*partial, pieces[0]])
+        partial = [pieces.pop()]
+        if at_start:
+            pieces[0], at_start = pieces[0].removeprefix(BOM), False
+        lines += pieces
+        start = 0
+        while len(lines) - start >= chunk_lines:
+            yield _lines_frame(lines[start : start + chunk_lines], number)
+            start += chunk_lines
+            number += chunk_lines
+        del lines[:start]
+    last = b"".join(partial)
+    if at_start:
+        last = last.removeprefix(BOM)
+    if last:  # text after the final newline: a last line without one
+        lines.append(last)
+    for start in range(0, len(lines), chunk_lines):
+        yield _lines_frame(lines[start : start + chunk_lines], number + start)
+
+
+def _lines_frame(lines: list[bytes], first_number: int) -> pl.DataFrame:
+    """`line_number`, `line` and `raw_base64` for these lines (without their newlines)."""
     texts: list[str | None] = []
-    raw_bytes: list[str | None] = []
-    for chunk in chunks:
-        chunk = chunk.removesuffix(b"\r")
-        try:
-            texts.append(chunk.decode("utf-8"))
-            raw_bytes.append(None)
-        except UnicodeDecodeError:
-            texts.append(None)
-            raw_bytes.append(base64.b64encode(chunk).decode("ascii"))
+    raw_bytes: list[str | None] = [None] * len(lines)
+    try:  # usually all UTF-8: one decode for the whole chunk, carriage returns dropped by polars
+        if lines:
+            texts = list(b"\n".join(lines).decode("utf-8").split("\n"))
+        line = pl.Series("line", texts, dtype=pl.String).str.strip_suffix("\r")
+    except UnicodeDecodeError:
+        for index, raw in enumerate(lines):
+            raw = raw.removesuffix(b"\r")
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(None)
+                raw_bytes[index] = base64.b64encode(raw).decode("ascii")
+        line = pl.Series("line", texts, dtype=pl.String)
+    numbers = range(first_number, first_number + len(lines))
     return pl.DataFrame(
         {
-            "line_number": pl.Series(range(1, len(texts) + 1), dtype=pl.Int64),
-            "line": pl.Series(texts, dtype=pl.String),
+            "line_number": pl.Series(numbers, dtype=pl.Int64),
+            "line": line,
             "raw_base64": pl.Series(raw_bytes, dtype=pl.String),
         }
     )
 
 
+def _read_blocks(
+    open_stream: Callable[[], BinaryIO], block_bytes: int, name: str, *, close: bool = True
+) -> Iterator[bytes]:
+    """The stream's bytes, `block_bytes` at a time; opened at the first read, then closed."""
+    try:
+        stream = open_stream()
+        try:
+            while block := stream.read(block_bytes):
+                yield block
+        finally:
+            if close:
+                stream.close()
+    except OSError as exc:
+        raise OrderpipeError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def _gunzipped(blocks: Iterator[bytes], gzipped: bool | None, block_bytes: int) -> Iterator[bytes]:
+    """`blocks` decompressed when they are gzip, as they are otherwise.
+
+    `gzipped` None: gzip when they start with a gzip header (text that happens to start with
+    gzip's magic bytes stays text); True: they must be gzip.
+    """
+    head = b""
+    for block in blocks:
+        head += block
+        if len(head) >= GZIP_HEAD:
+            break
+    if head[:2] != GZIP_MAGIC or (gzipped is None and not _gzip_header_ok(head)):
+        if head:
+            yield head
+        yield from blocks
+        return
+    try:
+        with gzip.GzipFile(fileobj=_BlockReader(head, blocks), mode="rb") as text:
+            while block := text.read(block_bytes):
+                yield block
+    except (OSError, EOFError, zlib.error) as exc:
+        raise OrderpipeError(f"the input is not valid gzip: {exc}") from None
+
+
+def _gzip_header_ok(head: bytes) -> bool:
+    try:
+        zlib.decompressobj(wbits=31).decompress(head, 1)  # the header is checked before output
+    except zlib.error:
+        return False
+    return True
+
+
+class _BlockReader:
+    """A read-once binary stream over `head` then `blocks`, for gzip.GzipFile (a pipe cannot
+    be rewound after its first bytes were looked at)."""
+
+    def __init__(self, head: bytes, blocks: Iterator[bytes]) -> None:
+        self._block, self._offset, self._blocks = head, 0, blocks
+
+    def read(self, size: int = -1) -> bytes:
+        while self._offset >= len(self._block):
+            block = next(self._blocks, None)
+            if block is None:
+                return b""
+            self._block, self._offset = block, 0
+        end = len(self._block) if size < 0 else self._offset + size
+        chunk = self._block[self._offset : end]
+        self._offset += len(chunk)
+        return chunk
+
+
 def quarantined_bytes(path: Path) -> bytes:
     """The lines a quarantine file holds (`raw`, or `raw_base64` when not UTF-8), one per line."""
-    lines: list[bytes] = []
-    for number, entry in enumerate(_read_bytes(path).splitlines(), start=1):
-        if not entry.strip():
-            continue  # a blank line left by an editor
-        try:
-            record = json.loads(entry)
-            if record.get("raw_base64") is not None:
-                lines.append(base64.b64decode(record["raw_base64"], validate=True))
-            elif isinstance(record["raw"], str):
-                lines.append(record["raw"].encode("utf-8", "surrogatepass"))
-            else:
-                raise TypeError("no raw text")
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise OrderpipeError(
-                f"line {number} of {path} is not a quarantine entry (raw or raw_base64)"
-            ) from None
-    return b"\n".join(lines) + (b"\n" if lines else b"")
+    return b"".join(line + b"\n" for line in _quarantined_lines(path))
+
+
+def _quarantined_lines(path: Path) -> Iterator[bytes]:
+    """The lines a quarantine file holds, read entry by entry."""
+    try:
+        with path.open("rb") as file:
+            number = 0
+            for text_line in file:
+                for entry in text_line.splitlines():
+                    number += 1
+                    if entry.strip():  # else a blank line left by an editor
+                        yield _quarantined_line(entry, number, path)
+    except OSError as exc:
+        raise OrderpipeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _quarantined_line(entry: bytes, number: int, path: Path) -> bytes:
+    try:
+        record = json.loads(entry)
+        if record.get("raw_base64") is not None:
+            return base64.b64decode(record["raw_base64"], validate=True)
+        if isinstance(record["raw"], str):
+            return record["raw"].encode("utf-8", "surrogatepass")
+        raise TypeError("no raw text")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise OrderpipeError(
+            f"line {number} of {path} is not a quarantine entry (raw or raw_base64)"
+        ) from None
 
 
 def _check_readable(path: Path) -> None:

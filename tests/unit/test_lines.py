@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from orderpipe.cli import app
 from orderpipe.errors import OrderpipeError, UsageError
 from orderpipe.etl import clean_lines, run_etl
-from orderpipe.lines import describe_json_problem, json_depth, read_raw_lines
+from orderpipe.lines import (
+    READ_BLOCK,
+    describe_json_problem,
+    iter_raw_lines,
+    json_depth,
+    read_raw_lines,
+)
 from tests.factories import layout_under, raw_event
 
 EVENT = json.dumps(raw_event(event_id="e-1")).encode()
@@ -166,3 +177,91 @@ def test_trailing_newline_characters_in_a_text_are_normalised_not_rejected(tmp_p
     path.write_text(json.dumps(event) + "\n")
     batch = clean_lines(read_raw_lines(path))
     assert batch.clean.select("device", "country").row(0) == ("mobile", "FR")
+
+
+# ---------------------------------------------------------------- reading in chunks
+SAMPLES = {
+    "plain": EVENT + b"\n" + OTHER + b"\n",
+    "blank lines and CRLF": b"\n" + EVENT + b"\r\n\r\n \n" + OTHER + b"\r\n\n",
+    "no trailing newline": EVENT + b"\n" + OTHER,
+    "byte-order marks": b"\xef\xbb\xbf" + EVENT + b"\r\n\xef\xbb\xbf" + OTHER + b"\n",
+    "not UTF-8": EVENT + b"\n\xff\xfe\r\n" + "café".encode() + b"\n\xc3\n" + OTHER,
+    "gzip magic bytes opening text": b"\x1f\x8b\n" + EVENT + b"\n",
+    "empty": b"",
+}
+
+
+RAW_LINES = pl.DataFrame(
+    schema={"line_number": pl.Int64, "line": pl.String, "raw_base64": pl.String}
+)
+
+
+def _read_in_chunks(source: Path | str, chunk_lines: int, block_bytes: int) -> pl.DataFrame:
+    frames = list(iter_raw_lines(source, chunk_lines, block_bytes=block_bytes))
+    assert all(0 < frame.height <= chunk_lines for frame in frames)
+    assert all(frame.height == chunk_lines for frame in frames[:-1])
+    return pl.concat([RAW_LINES.clear(), *frames])
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["text", "gzip"])
+@pytest.mark.parametrize("data", SAMPLES.values(), ids=SAMPLES.keys())
+def test_reading_in_chunks_gives_the_lines_of_one_whole_read(
+    tmp_path: Path, data: bytes, gzipped: bool
+) -> None:
+    path = tmp_path / ("day.jsonl.gz" if gzipped else "day.jsonl")
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    whole = read_raw_lines(path)
+    # every line count per chunk and every block size a small file can split on
+    for chunk_lines in (1, 2, 3, 20_000):
+        for block_bytes in (1, 2, 3, 5, READ_BLOCK):
+            chunked = _read_in_chunks(path, chunk_lines, block_bytes)
+            assert chunked.equals(whole), f"{chunk_lines} lines a chunk, {block_bytes}-byte blocks"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [SAMPLES["not UTF-8"], gzip.compress(SAMPLES["byte-order marks"]), b"\x1f\x8b\n" + EVENT],
+    ids=["text", "gzip", "gzip magic bytes opening text"],
+)
+def test_standard_input_is_read_in_chunks_like_one_whole_read(
+    monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(data)))
+    whole = read_raw_lines("-")
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(data)))
+    assert_frame_equal(_read_in_chunks("-", 2, 3), whole)
+
+
+def test_a_quarantine_file_is_read_in_chunks_like_one_whole_read(tmp_path: Path) -> None:
+    path = tmp_path / "day.rejected.jsonl"
+    entries = [
+        {"raw": EVENT.decode(), "raw_base64": None},
+        {"raw": None, "raw_base64": base64.b64encode(b"\xff\xfe").decode()},
+        {"raw": OTHER.decode()},
+    ]
+    path.write_text("\n".join(json.dumps(entry) for entry in entries) + "\n\r\n")
+    assert_frame_equal(_read_in_chunks(path, 2, 7), read_raw_lines(path))
+
+
+def test_the_first_chunk_comes_before_the_input_is_read_to_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.BytesIO(b"".join(EVENT + b"\n" for _ in range(1000)))
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=stream))
+    frames = iter_raw_lines("-", 10, block_bytes=4096)
+    first = next(frames)
+    assert first["line_number"].to_list() == list(range(1, 11))
+    assert stream.tell() <= 2 * 4096  # a block or two, not the 300 kB
+    assert sum(frame.height for frame in frames) == 990
+
+
+def test_a_damaged_gz_file_read_in_chunks_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "day.jsonl.gz"
+    path.write_bytes(gzip.compress(EVENT + b"\n")[:-8])
+    with pytest.raises(OrderpipeError, match="not valid gzip"):
+        list(iter_raw_lines(path, 2))
+
+
+def test_a_missing_file_fails_before_the_first_chunk_is_asked_for(tmp_path: Path) -> None:
+    with pytest.raises(OrderpipeError, match="input file not found"):
+        iter_raw_lines(tmp_path / "none.jsonl", 2)

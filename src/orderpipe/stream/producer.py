@@ -11,7 +11,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,6 +250,14 @@ async def _send_batched(producer: Any, topic: str, outgoing: Outgoing, ends: dic
     return len(outgoing.values)
 
 
+def _first_lines(frames: Iterator[pl.DataFrame], limit: int) -> Iterator[pl.DataFrame]:
+    """The frames holding the first `limit` lines; nothing past them is read."""
+    while limit > 0 and (frame := next(frames, None)) is not None:
+        frame = frame.head(limit)
+        limit -= frame.height
+        yield frame
+
+
 async def produce(
     endpoint: KafkaEndpoint,
     topic: str,
@@ -260,28 +268,26 @@ async def produce(
 ) -> ProduceResult:
     """Create the topic if needed and send `source` to it, chunk by chunk.
 
-    Chunks are prepared in a worker thread while the previous chunk is on its way, so a consumer
-    in the same process starts working after the first chunk, not after the whole file.
+    The file is read chunk by chunk too (memory does not grow with it). Each chunk is read and
+    prepared in a worker thread, so a consumer in the same process keeps working meanwhile.
     """
-    from orderpipe.lines import read_raw_lines
+    from orderpipe.lines import iter_raw_lines
 
     options = options or ProducerOptions()
     if kind not in list(StreamSource):
         raise OrderpipeError(f"unknown --source {kind!r}: choose clean or raw")
     began = time.perf_counter()
-    lines = read_raw_lines(source)
+    frames = iter_raw_lines(source, PRODUCE_CHUNK)  # a path that cannot be read fails here
     if options.limit is not None:
-        lines = lines.head(options.limit)
+        frames = _first_lines(frames, options.limit)
     skipped: dict[str, int] = {}
 
+    def next_outgoing() -> Outgoing | None:
+        lines = next(frames, None)
+        return None if lines is None else prepare_messages(lines, kind, options.max_message_bytes)
+
     async def chunks() -> AsyncIterator[Outgoing]:
-        for offset in range(0, lines.height, PRODUCE_CHUNK):
-            outgoing = await asyncio.to_thread(
-                prepare_messages,
-                lines.slice(offset, PRODUCE_CHUNK),
-                kind,
-                options.max_message_bytes,
-            )
+        while (outgoing := await asyncio.to_thread(next_outgoing)) is not None:
             for reason, count in outgoing.skipped_by_reason.items():
                 skipped[reason] = skipped.get(reason, 0) + count
             yield outgoing

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import polars as pl
+import pytest
+from aiokafka.partitioner import murmur2
 
+from orderpipe.dataset import as_text_records
 from orderpipe.lines import lines_from_bytes
-from orderpipe.stream.producer import prepare_messages
-from tests.factories import raw_event
+from orderpipe.stream import producer
+from orderpipe.stream.kafka import KafkaEndpoint
+from orderpipe.stream.producer import ProduceResult, ProducerOptions, prepare_messages
+from tests.factories import clean_rows, raw_event
 
 
 def test_a_line_over_the_message_limit_is_skipped_with_its_reason() -> None:
@@ -41,3 +50,122 @@ def test_an_oversized_line_that_is_not_utf8_is_skipped_too() -> None:
     outgoing = prepare_messages(lines, "raw", max_message_bytes=2000)
     assert outgoing.values == []
     assert outgoing.skipped_by_reason == {"larger than the 2,000-byte message limit": 1}
+
+
+class FakeBatch:
+    """A batch of at most `capacity` records, like aiokafka's (append says None when full)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.records: list[tuple[bytes | None, bytes]] = []
+        self.capacity = capacity
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: None) -> object | None:
+        if len(self.records) == self.capacity:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    """Stands in for a started AIOKafkaProducer: keeps what each partition received, in order."""
+
+    def __init__(self, partitions: int = 3) -> None:
+        self.received: dict[int, list[tuple[bytes | None, bytes]]] = {
+            p: [] for p in range(partitions)
+        }
+        self.keyless = 0
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(self.received)
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(capacity=2)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, partition: int) -> asyncio.Future[Any]:
+        return self._delivered(partition, batch.records)
+
+    async def send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
+        if key is None:
+            self.keyless += 1
+            partition = self.keyless % len(self.received)
+        else:
+            partition = (murmur2(key) & 0x7FFFFFFF) % len(self.received)
+        return self._delivered(partition, [(key, value)])
+
+    def _delivered(
+        self, partition: int, records: list[tuple[bytes | None, bytes]]
+    ) -> asyncio.Future[Any]:
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(
+            SimpleNamespace(partition=partition, offset=len(self.received[partition]))
+        )
+        self.received[partition] += records
+        return delivered
+
+    async def stop(self) -> None:
+        pass
+
+
+def _send_with_chunks(
+    monkeypatch: pytest.MonkeyPatch, source: Path, chunk: int, kind: str, **options: Any
+) -> tuple[FakeProducer, ProduceResult]:
+    """`produce` reading `chunk` lines at a time, into a FakeProducer."""
+    fake = FakeProducer()
+
+    async def start_fake(endpoint: KafkaEndpoint, config: dict[str, object]) -> FakeProducer:
+        return fake
+
+    async def topic_exists(endpoint: KafkaEndpoint, topic: str, partitions: int) -> None:
+        pass
+
+    monkeypatch.setattr(producer, "PRODUCE_CHUNK", chunk)
+    monkeypatch.setattr(producer, "start_producer", start_fake)
+    monkeypatch.setattr(producer, "ensure_topic", topic_exists)
+    result = asyncio.run(
+        producer.produce(
+            KafkaEndpoint("fake:9092"),
+            "orders",
+            source,
+            kind=kind,
+            options=ProducerOptions(**options),
+        )
+    )
+    return fake, result
+
+
+@pytest.mark.parametrize("kind", ["clean", "raw"])
+@pytest.mark.parametrize("rate", [None, 1e9], ids=["batched", "paced"])
+def test_reading_the_file_in_chunks_does_not_change_what_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, rate: float | None
+) -> None:
+    events = [raw_event(event_id=f"e-{i}", order_id=f"ORD-{i % 4}") for i in range(12)]
+    if kind == "clean":  # etl's JSON Lines: flat clean records
+        text = as_text_records(clean_rows(*events)).write_ndjson()
+        lines = [line.encode() for line in text.splitlines()]
+    else:
+        lines = [json.dumps(event).encode() for event in events]
+    lines[3] = b'{"event_id": "no-order"}'  # clean: skipped; raw: sent without a key
+    lines[5] = b""  # skipped by both
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    runs = {
+        chunk: _send_with_chunks(monkeypatch, source, chunk, kind, rate=rate, limit=10)
+        for chunk in (1, 2, 3, 20_000)
+    }
+    expected = [line for line in lines[:10] if line and (kind == "raw" or b"order_id" in line)]
+    for fake, result in runs.values():
+        received = [value for records in fake.received.values() for _, value in records]
+        assert sorted(received) == sorted(expected)
+        assert result.sent == len(expected)
+        assert sum(result.end_offsets.values()) == len(expected)
+        assert result.skipped_by_reason == runs[20_000][1].skipped_by_reason
+        for partition, records in fake.received.items():  # each key's order, whatever the chunks
+            keyed = [record for record in records if record[0] is not None]
+            whole = runs[20_000][0].received[partition]
+            assert keyed == [record for record in whole if record[0] is not None]
