@@ -261,8 +261,9 @@ class StreamConsumer:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=min(self.options.batch_wait_ms, 500),
             # A rebalance waits at most max_poll_interval for members to rejoin: keep it short
-            # (a batch takes seconds, and the outage backoff keeps polling), so a new member in
-            # the group gets its partitions in seconds rather than minutes.
+            # (a batch takes seconds), so a new member in the group gets its partitions in
+            # seconds rather than minutes. A member backing off through a longer outage does not
+            # poll (see _backoff): it leaves the group, and rejoins with its next poll.
             heartbeat_interval_ms=1000,
             session_timeout_ms=10_000,
             max_poll_interval_ms=60_000,
