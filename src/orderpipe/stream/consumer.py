@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("orderpipe.stream")
 
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 8.0  # seconds: 0.2, 0.4, 0.8 ... 8, each with jitter
-BUSY_POLL = 0.005  # seconds: while the writer is busy, records gather in slices this short
 
 
 def _one_thread_for_numerics() -> None:
@@ -339,18 +338,35 @@ class StreamConsumer:
         up to batch_size and for at most batch_wait_ms (an upper bound, not a wait)."""
         deadline = time.monotonic() + self.options.batch_wait_ms / 1000
         records: list[Any] = []
-        while len(records) < self.options.batch_size and not self._stop.is_set():
-            if records and self._writer_free.is_set():
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            wait = left if not records else min(left, BUSY_POLL)
-            batch = await consumer.getmany(
-                timeout_ms=max(1, int(wait * 1000)),
-                max_records=self.options.batch_size - len(records),
-            )
-            records.extend(record for part in batch.values() for record in part)
+        free: asyncio.Task[Any] | None = None
+        try:
+            while len(records) < self.options.batch_size and not self._stop.is_set():
+                if records and self._writer_free.is_set():
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                fetch = asyncio.ensure_future(
+                    consumer.getmany(
+                        timeout_ms=max(1, int(left * 1000)),
+                        max_records=self.options.batch_size - len(records),
+                    )
+                )
+                if records:  # gathering while the writer is busy: stop the moment it is free
+                    free = free or asyncio.ensure_future(self._writer_free.wait())
+                    await asyncio.wait({fetch, free}, return_when=asyncio.FIRST_COMPLETED)
+                    if not fetch.done():
+                        # aiokafka hands records over in one synchronous step: a poll
+                        # cancelled while it waits has taken none
+                        fetch.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await fetch
+                        break
+                batch = await fetch
+                records.extend(record for part in batch.values() for record in part)
+        finally:
+            if free is not None:
+                free.cancel()
         return records
 
     def _done(self, pending: list[Any] | None = None) -> bool:
