@@ -99,6 +99,7 @@ class Prepared:
 
     records: list[Any]
     sorted_batch: SortedBatch | None
+    scores: pl.DataFrame | None = None  # predictions for every clean row, made ahead
 
 
 class StreamConsumer:
@@ -133,6 +134,7 @@ class StreamConsumer:
         self._writer_free.set()
         self._consumer: Any = None
         self._writer: ThreadPoolExecutor | None = None
+        self._cleaner: ThreadPoolExecutor | None = None
 
     def stop(self) -> None:
         """Finish the current batch, commit it, and return from run()."""
@@ -160,18 +162,22 @@ class StreamConsumer:
         from orderpipe.stream.kafka import start_client
         from orderpipe.stream.producer import ProducerOptions, producer_config, start_producer
 
-        # The sink lives in one thread of its own: its connection, and its numerics limited
-        # to that thread (the cleaning of the next batch has the other core).
+        # The sink lives in one thread of its own (its connection); the next batch is cleaned
+        # and scored in another, beside the write. Their numerics use one thread each: the
+        # two stages then share the two cores instead of fighting over them.
         self._writer = ThreadPoolExecutor(
             1, thread_name_prefix="orderpipe-writer", initializer=_one_thread_for_numerics
+        )
+        self._cleaner = ThreadPoolExecutor(
+            1, thread_name_prefix="orderpipe-cleaner", initializer=_one_thread_for_numerics
         )
         try:
             sink = await self._open_sink()
         except BaseException:
-            self._writer.shutdown(wait=False)
+            self._shutdown_threads()
             raise
         if sink is None:  # asked to stop while the database was still unreachable
-            self._writer.shutdown(wait=False)
+            self._shutdown_threads()
             return self._result(0.0)
         # Everything loaded so far (libraries, the model) lives as long as the process: keep it
         # out of the cyclic collector, whose full passes over it stalled batches by ~100-200 ms.
@@ -246,7 +252,12 @@ class StreamConsumer:
         try:
             await self._in_writer(sink.close)
         finally:
-            self._writer.shutdown(wait=False)
+            self._shutdown_threads()
+
+    def _shutdown_threads(self) -> None:
+        for pool in (self._writer, self._cleaner):
+            if pool is not None:
+                pool.shutdown(wait=False)
 
     def _kafka_consumer(self) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -299,7 +310,7 @@ class StreamConsumer:
         """Two stages overlap: while batch N is written and committed (a worker thread and the
         database), batch N+1 gathers and is cleaned (another thread, the second core)."""
         last_message = time.monotonic()
-        upcoming: asyncio.Task[Prepared] | None = asyncio.create_task(self._prepare(consumer))
+        upcoming: asyncio.Task[Prepared] | None = asyncio.create_task(self._prepare(consumer, sink))
         while upcoming is not None:
             prepared = await upcoming
             upcoming = None
@@ -307,13 +318,13 @@ class StreamConsumer:
             if not records:
                 if self._done() or self._idle(last_message):
                     break
-                upcoming = asyncio.create_task(self._prepare(consumer))
+                upcoming = asyncio.create_task(self._prepare(consumer, sink))
                 continue
             last_message = time.monotonic()
             self._writer_free.clear()
             storing = asyncio.create_task(self._process(records, prepared, sink, dlq, consumer))
             if not self._done(pending=records):
-                upcoming = asyncio.create_task(self._prepare(consumer))
+                upcoming = asyncio.create_task(self._prepare(consumer, sink))
             try:
                 await storing
             except BaseException:
@@ -390,10 +401,23 @@ class StreamConsumer:
         since = max(last_message, self._assigned_at)
         return time.monotonic() - since >= self.options.idle_timeout
 
-    async def _prepare(self, consumer: Any) -> Prepared:
+    async def _prepare(self, consumer: Any, sink: Sink) -> Prepared:
+        """Gather a batch, clean it and score it, beside the write of the one before."""
         records = await self._fill_batch(consumer)
-        sorted_batch = await asyncio.to_thread(sort_messages, records) if records else None
-        return Prepared(records, sorted_batch)
+        if not records:
+            return Prepared(records, None)
+        sorted_batch = await self._in_cleaner(sort_messages, records)
+        scores = None
+        score = getattr(sink, "score", None)
+        if score is not None and sorted_batch.clean.height:
+            try:
+                scores = await self._in_cleaner(score, sorted_batch.clean)
+            except Exception as exc:  # the write scores again, where faults are classified
+                log.debug("scoring ahead failed (%s); scoring in the write", reason_of(exc))
+        return Prepared(records, sorted_batch, scores)
+
+    async def _in_cleaner(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._cleaner, call, *args)
 
     @staticmethod
     def _owned(consumer: Any, record: Any) -> bool:
@@ -411,9 +435,10 @@ class StreamConsumer:
         does not (see `_backoff`). Records of partitions revoked meanwhile are dropped before
         the next attempt: their new owner stores them from the last committed offset.
         """
-        sorted_batch = prepared.sorted_batch
+        sorted_batch, scores = prepared.sorted_batch, prepared.scores
         if sorted_batch is None or len(records) != len(prepared.records):
-            sorted_batch = await asyncio.to_thread(sort_messages, records)
+            sorted_batch = await self._in_cleaner(sort_messages, records)
+        # scores of rows dropped since are harmless: only the batch's winners get theirs
         attempt = 0
         while True:
             async with self._in_flight:
@@ -422,9 +447,9 @@ class StreamConsumer:
                     return
                 if len(owned) != len(records):
                     records = owned
-                    sorted_batch = await asyncio.to_thread(sort_messages, records)
+                    sorted_batch = await self._in_cleaner(sort_messages, records)
                 try:
-                    await self._attempt(records, sorted_batch, sink, dlq, consumer)
+                    await self._attempt(records, sorted_batch, sink, dlq, consumer, scores)
                     return
                 except Exception as exc:
                     fault = classify(exc)
@@ -448,12 +473,18 @@ class StreamConsumer:
             await self._backoff(delay)
 
     async def _attempt(
-        self, records: list[Any], sorted_batch: SortedBatch, sink: Sink, dlq: Any, consumer: Any
+        self,
+        records: list[Any],
+        sorted_batch: SortedBatch,
+        sink: Sink,
+        dlq: Any,
+        consumer: Any,
+        scores: pl.DataFrame | None = None,
     ) -> None:
         """One try: write (isolating the rows the database refuses), dead-letter, commit."""
         began = time.perf_counter()
         stored, refused = await self._in_writer(
-            self._write_isolating, sorted_batch.clean, sink, records
+            self._write_isolating, sorted_batch.clean, sink, records, scores
         )
         written = time.perf_counter() - began
         dead = [*sorted_batch.dead, *refused]
@@ -513,13 +544,17 @@ class StreamConsumer:
 
     @classmethod
     def _write_isolating(
-        cls, clean: pl.DataFrame, sink: Sink, records: list[Any]
+        cls,
+        clean: pl.DataFrame,
+        sink: Sink,
+        records: list[Any],
+        scores: pl.DataFrame | None = None,
     ) -> tuple[int, list[DeadLetter]]:
         """Write `clean`; when the database refuses it for its content, split it in halves
         until the rows it refuses are alone, and return those as dead letters (a handful of
         writes for one bad row in 20,000, not 20,000). Transient and fatal errors are raised."""
         try:
-            return sink.write(clean), []
+            return (sink.write(clean) if scores is None else sink.write(clean, scores)), []
         except Exception as exc:
             if classify(exc) is not Fault.content:
                 raise
@@ -528,8 +563,8 @@ class StreamConsumer:
                 return 0, [DeadLetter(records[line], reason) for line in clean["line_number"]]
             log.warning("database refused %d rows (%s); isolating", clean.height, reason_of(exc))
         half = clean.height // 2
-        first = cls._write_isolating(clean.slice(0, half), sink, records)
-        second = cls._write_isolating(clean.slice(half), sink, records)
+        first = cls._write_isolating(clean.slice(0, half), sink, records, scores)
+        second = cls._write_isolating(clean.slice(half), sink, records, scores)
         return first[0] + second[0], [*first[1], *second[1]]
 
     async def _dead_letter(self, dead: list[DeadLetter], dlq: Any) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Sink(Protocol):
     """Where the consumer stores a batch; `write` raises when nothing was stored."""
 
-    def write(self, clean: pl.DataFrame) -> int: ...
+    def write(self, clean: pl.DataFrame, scores: pl.DataFrame | None = None) -> int: ...
 
     def close(self) -> None: ...
 
@@ -44,7 +44,16 @@ class DatabaseSink:
             cls, settings.db_url, settings.artifacts_dir, local_infile=settings.mysql_local_infile
         )
 
-    def write(self, clean: pl.DataFrame) -> int:
+    def score(self, clean: pl.DataFrame) -> pl.DataFrame:
+        """Prediction rows for every row of `clean`: the consumer makes them ahead, beside the
+        previous batch's write, and `write` keeps those of the events that win."""
+        from orderpipe.ml.predict import score_batch
+
+        return score_batch(self.model, clean.drop("line_number", strict=False), datetime.now(UTC))
+
+    def write(self, clean: pl.DataFrame, scores: pl.DataFrame | None = None) -> int:
+        """Upsert the batch and, in the same transaction, the predictions of the events that
+        won their upsert (`scores` made ahead by `score`, or made here)."""
         from orderpipe.db.models import table_frames
         from orderpipe.db.queries import events_as_stored
         from orderpipe.ml.predict import score_batch
@@ -57,7 +66,10 @@ class DatabaseSink:
             # Only the events that won their upsert are scored: a late, older duplicate keeps
             # its stale prediction out of table_predictions.
             winners = events_as_stored(conn, clean)
-            return {"table_predictions": score_batch(self.model, winners, datetime.now(UTC))}
+            if scores is None:
+                return {"table_predictions": score_batch(self.model, winners, datetime.now(UTC))}
+            won = scores.join(winners.select("event_id"), on="event_id", how="semi")
+            return {"table_predictions": won}
 
         self.writer.write(table_frames(clean), then=predictions)
         return clean.height

@@ -136,3 +136,45 @@ def test_a_late_older_duplicate_does_not_replace_the_prediction(
         assert after[event_id] == before[event_id]  # neither the probability nor its time moved
     for event_id in newer["event_id"]:
         assert after[event_id][1] != before[event_id][1]  # a newer event is scored again
+
+
+def test_scores_made_ahead_are_kept_only_for_the_events_that_win(
+    sink: DatabaseSink,
+    batch: pl.DataFrame,
+    trained: tuple[Path, pl.DataFrame],
+    tmp_path: Path,
+) -> None:
+    """The consumer scores the next batch beside the current write: same rule, same values."""
+    url = f"sqlite:///{tmp_path}/sink.db"
+    sink.write(batch)
+    before = _predictions(url)
+    older = batch.head(5).with_columns(
+        pl.col("event_time") - pl.duration(hours=1),
+        pl.lit(9999.0).alias("basket_value"),
+        pl.lit(1).cast(pl.Int32).alias("n_items"),
+    )
+    newer = batch.slice(5, 5).with_columns(pl.col("event_time") + pl.duration(hours=1))
+    late = pl.concat([older, newer])
+    ahead = sink.score(late)
+    assert ahead.height == late.height  # every row scored, winners or not
+    assert sink.write(late, ahead) == late.height
+    after = _predictions(url)
+    for event_id in older["event_id"]:
+        assert after[event_id] == before[event_id]
+    made_here = dict(zip(ahead["event_id"], ahead["return_proba"], strict=True))
+    for event_id in newer["event_id"]:
+        assert after[event_id][0] == pytest.approx(made_here[event_id])
+    # scoring ahead gives what scoring in the write gives
+    in_write = dict(_probabilities(url))
+    for event_id, proba in zip(ahead["event_id"], ahead["return_proba"], strict=True):
+        if event_id in newer["event_id"]:
+            assert in_write[event_id] == pytest.approx(proba)
+    first = sink.score(batch)
+    fresh = DatabaseSink(f"sqlite:///{tmp_path}/fresh.db", trained[0])
+    try:
+        fresh.write(batch)
+    finally:
+        fresh.close()
+    scored_in_write = dict(_probabilities(f"sqlite:///{tmp_path}/fresh.db"))
+    for event_id, proba in zip(first["event_id"], first["return_proba"], strict=True):
+        assert scored_in_write[event_id] == pytest.approx(proba)
