@@ -117,6 +117,18 @@ def test_the_sink_follows_the_mysql_local_infile_setting(
     assert factory.args == (chosen.db_url, chosen.artifacts_dir)
 
 
+def late_rows(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Five older duplicates of stored events (with other data: another probability if they
+    were scored) and five newer versions of stored events."""
+    older = batch.head(5).with_columns(
+        pl.col("event_time") - pl.duration(hours=1),
+        pl.lit(9999.0).alias("basket_value"),
+        pl.lit(1).cast(pl.Int32).alias("n_items"),
+    )
+    newer = batch.slice(5, 5).with_columns(pl.col("event_time") + pl.duration(hours=1))
+    return older, newer
+
+
 def test_a_late_older_duplicate_does_not_replace_the_prediction(
     sink: DatabaseSink, batch: pl.DataFrame, tmp_path: Path
 ) -> None:
@@ -124,12 +136,7 @@ def test_a_late_older_duplicate_does_not_replace_the_prediction(
     url = f"sqlite:///{tmp_path}/sink.db"
     sink.write(batch)
     before = _predictions(url)
-    older = batch.head(5).with_columns(
-        pl.col("event_time") - pl.duration(hours=1),
-        pl.lit(9999.0).alias("basket_value"),  # other data: another probability if it were used
-        pl.lit(1).cast(pl.Int32).alias("n_items"),
-    )
-    newer = batch.slice(5, 5).with_columns(pl.col("event_time") + pl.duration(hours=1))
+    older, newer = late_rows(batch)
     sink.write(pl.concat([older, newer]))
     after = _predictions(url)
     for event_id in older["event_id"]:
@@ -148,12 +155,7 @@ def test_scores_made_ahead_are_kept_only_for_the_events_that_win(
     url = f"sqlite:///{tmp_path}/sink.db"
     sink.write(batch)
     before = _predictions(url)
-    older = batch.head(5).with_columns(
-        pl.col("event_time") - pl.duration(hours=1),
-        pl.lit(9999.0).alias("basket_value"),
-        pl.lit(1).cast(pl.Int32).alias("n_items"),
-    )
-    newer = batch.slice(5, 5).with_columns(pl.col("event_time") + pl.duration(hours=1))
+    older, newer = late_rows(batch)
     late = pl.concat([older, newer])
     ahead = sink.score(late)
     assert ahead.height == late.height  # every row scored, winners or not
