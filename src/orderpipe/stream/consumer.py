@@ -47,11 +47,10 @@ BACKOFF_BASE, BACKOFF_CAP = 0.2, 8.0  # seconds: 0.2, 0.4, 0.8 ... 8, each with 
 
 
 def _one_thread_for_numerics() -> None:
-    """Run in the writer thread: its OpenMP kernels (the model's predict) use that one thread.
-
-    A micro-batch of a few hundred rows spent more time waking and spinning OpenMP workers,
-    on a core the cleaning thread needs, than computing (~30 ms instead of ~10 ms per batch).
-    """
+    """Run in the writer and cleaner threads: each one's OpenMP kernels (the model's predict)
+    use that one thread. A micro-batch of a few hundred rows spent more time waking and
+    spinning OpenMP workers, on a core the other stage needs, than computing (~30 ms instead
+    of ~10 ms per batch)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="openmp")
@@ -235,18 +234,22 @@ class StreamConsumer:
                 if self._stop.is_set():
                     return None
                 attempt += 1
-                self.retries += 1
-                delay = backoff_delay(attempt)
-                log.warning(
-                    "database unavailable at start (%s); retry %d in %.1f s",
-                    reason_of(exc),
-                    attempt,
-                    delay,
-                )
-                await self._backoff(delay)
+                why = f"database unavailable at start ({reason_of(exc)})"
+                await self._retry_later(attempt, why)
+
+    async def _retry_later(self, attempt: int, why: str) -> None:
+        """Count a database retry, say why, and back off before attempt `attempt + 1`."""
+        self.retries += 1
+        self.metrics.retry()
+        delay = backoff_delay(attempt)
+        log.warning("%s; retry %d in %.1f s", why, attempt, delay)
+        await self._backoff(delay)
 
     async def _in_writer(self, call: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._writer, call, *args)
+
+    async def _in_cleaner(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._cleaner, call, *args)
 
     async def _close(self, sink: Sink) -> None:
         try:
@@ -416,9 +419,6 @@ class StreamConsumer:
                 log.debug("scoring ahead failed (%s); scoring in the write", reason_of(exc))
         return Prepared(records, sorted_batch, scores)
 
-    async def _in_cleaner(self, call: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._cleaner, call, *args)
-
     @staticmethod
     def _owned(consumer: Any, record: Any) -> bool:
         """False for a record fetched before its partition was revoked (the new owner has it)."""
@@ -452,25 +452,15 @@ class StreamConsumer:
                     await self._attempt(records, sorted_batch, sink, dlq, consumer, scores)
                     return
                 except Exception as exc:
-                    fault = classify(exc)
-                    if fault is not Fault.transient:
+                    if classify(exc) is not Fault.transient:
                         self.metrics.state("stopping")
                         raise StreamStopped.because(exc, len(records)) from exc
-                    reason = reason_of(exc)
+                    why = f"database unavailable ({reason_of(exc)})"
             if self._stop.is_set():  # shutting down during an outage: nothing committed
                 log.warning("stopping during an outage: %d messages left uncommitted", len(records))
                 return
             attempt += 1
-            self.retries += 1
-            self.metrics.retry()
-            delay = backoff_delay(attempt)
-            log.warning(
-                "database unavailable (%s); retry %d in %.1f s",
-                reason,
-                attempt,
-                delay,
-            )
-            await self._backoff(delay)
+            await self._retry_later(attempt, why)
 
     async def _attempt(
         self,
@@ -519,8 +509,6 @@ class StreamConsumer:
         partitions stores the batch again (the upserts make that harmless)."""
         from aiokafka.errors import CommitFailedError, IllegalStateError
 
-        if self.options.assign and not self.group_id:
-            return
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:

@@ -160,11 +160,6 @@ def _is_retriable_kafka_error(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth waiting for (server down, connection lost, lock timeouts, failover)."""
-    return classify(exc) is Fault.transient
-
-
 def reason_of(exc: BaseException) -> str:
     """The driver's first line for a database error, the exception's otherwise."""
     text = str(getattr(exc, "orig", None) or exc)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orderpipe.db.upsert import LoadDataRefused
 from orderpipe.errors import OrderpipeError
-from orderpipe.stream.errors import Fault, StreamStopped, classify, is_transient, reason_of
+from orderpipe.stream.errors import Fault, StreamStopped, classify, reason_of
 
 
 def wrapped(driver: Exception, cls: type[DBAPIError] = OperationalError) -> DBAPIError:
@@ -57,8 +57,9 @@ def test_permissions_missing_tables_and_unknown_codes_are_fatal(
 
 def test_an_operational_error_is_not_transient_because_of_its_class() -> None:
     # the bug this module fixes: every OperationalError used to be "wait and retry"
-    assert not is_transient(mysql(pymysql.err.OperationalError, 4025, "CONSTRAINT failed"))
-    assert not is_transient(wrapped(Exception("no code at all")))
+    check_failed = mysql(pymysql.err.OperationalError, 4025, "CONSTRAINT failed")
+    assert classify(check_failed) is not Fault.transient
+    assert classify(wrapped(Exception("no code at all"))) is not Fault.transient
 
 
 def sqlite_error(*statements: str) -> sqlite3.Error:
