@@ -112,7 +112,7 @@ def lines_from_bytes(data: bytes, *, gzipped: bool | None = None) -> pl.DataFram
     if gzipped or (gzipped is None and data[:2] == GZIP_MAGIC):
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError, ValueError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             if gzipped:
                 raise OrderpipeError(f"the input is not valid gzip: {exc}") from None
     frames = list(_line_frames([data], sys.maxsize))

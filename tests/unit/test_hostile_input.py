@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orderpipe.etl import clean_lines, clean_record_lines, run_etl
-from orderpipe.lines import read_raw_lines
+from orderpipe.lines import iter_raw_lines, read_raw_lines
 from orderpipe.stream.messages import UNDECODABLE, sort_messages
 from tests.factories import layout_under, raw_event
 from tests.hostile import CORPUS, HOSTILE_LINES
@@ -61,6 +61,21 @@ def test_decoding_any_lines_never_raises_and_accounts_for_each(
     for clean in (clean_lines, clean_record_lines):
         batch = clean(lines)
         assert batch.clean.height + batch.rejected.height == lines.height
+
+
+@given(st.lists(HOSTILE_LINES, max_size=6), st.integers(1, 4), st.integers(1, 64))
+def test_reading_any_lines_in_chunks_never_raises_and_reads_them_whole(
+    tmp_path_factory: pytest.TempPathFactory, hostile: list[bytes], chunk: int, block: int
+) -> None:
+    """The producer's reader (chunks of lines, blocks of bytes) sees the lines etl sees."""
+    path = write(tmp_path_factory.mktemp("chunks") / "in.jsonl", hostile)
+    frames = list(iter_raw_lines(path, chunk, block_bytes=block))
+    assert all(frame.height <= chunk for frame in frames)
+    whole = read_raw_lines(path)
+    if path.read_bytes().lstrip(b"\xef\xbb\xbf").strip(b"\r\n") == b"":
+        return  # a file of only a BOM and line ends: one empty line or none (known, documented)
+    chunked = pl.concat(frames, how="diagonal_relaxed") if frames else whole.clear()
+    assert chunked.select(whole.columns).equals(whole)
 
 
 @given(st.lists(HOSTILE_LINES, max_size=5), st.integers(1, 5), st.randoms(use_true_random=False))

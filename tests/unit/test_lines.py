@@ -265,3 +265,15 @@ def test_a_damaged_gz_file_read_in_chunks_is_one_clear_error(tmp_path: Path) -> 
 def test_a_missing_file_fails_before_the_first_chunk_is_asked_for(tmp_path: Path) -> None:
     with pytest.raises(OrderpipeError, match="input file not found"):
         iter_raw_lines(tmp_path / "none.jsonl", 2)
+
+
+def test_a_gzip_header_over_damaged_data_is_read_as_text_by_both_readers(tmp_path: Path) -> None:
+    """zlib.error (damaged deflate data after a valid header) escaped the whole read."""
+    damaged = gzip.compress(b'{"a": 1}\n')[:10] + b'\xff\xfe\x00garbage\n{"a": 2}\n'
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(damaged)
+    whole = read_raw_lines(path)
+    assert whole.height == 2
+    assert whole["line"][1] == '{"a": 2}'
+    chunked = pl.concat(iter_raw_lines(path, 1), how="diagonal_relaxed")
+    assert chunked.select(whole.columns).equals(whole)
