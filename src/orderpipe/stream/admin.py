@@ -290,8 +290,9 @@ async def collect_status(
     from aiokafka.admin import AIOKafkaAdminClient
 
     from orderpipe.stream.kafka import start_client
+    from orderpipe.stream.messages import dlq_topic
 
-    dlq = f"{topic}.dlq"
+    dlq = dlq_topic(topic)
     admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
     try:
         topics = await _partitions(admin)
@@ -431,9 +432,10 @@ async def replay_dead_letters(
     from aiokafka.admin import AIOKafkaAdminClient
 
     from orderpipe.stream.kafka import start_client
+    from orderpipe.stream.messages import dlq_topic
     from orderpipe.stream.producer import ProducerOptions, producer_config, start_producer
 
-    dlq, replay_group = f"{topic}.dlq", f"{group}.dlq-replay"
+    dlq, replay_group = dlq_topic(topic), f"{group}.dlq-replay"
     admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
     try:
         topics = await _partitions(admin)

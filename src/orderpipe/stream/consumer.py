@@ -30,6 +30,7 @@ from orderpipe.stream.messages import (
     SortedBatch,
     commit_offsets,
     dead_letter_headers,
+    dlq_topic,
     sort_messages,
 )
 from orderpipe.stream.metrics import LatencyHistogram
@@ -558,7 +559,7 @@ class StreamConsumer:
     async def _dead_letter(self, dead: list[DeadLetter], dlq: Any) -> None:
         deliveries = [
             await dlq.send(
-                f"{self.topic}.dlq",
+                dlq_topic(self.topic),
                 value=letter.record.value,
                 key=letter.record.key,
                 headers=dead_letter_headers(letter),

@@ -114,6 +114,11 @@ def _sort(records: list[Any]) -> SortedBatch:
     return SortedBatch(clean=dedupe_latest(clean), dead=dead)
 
 
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of `topic`."""
+    return f"{topic}.dlq"
+
+
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     """The contract headers of a dead letter: error, source-topic/partition/offset."""
     record = letter.record

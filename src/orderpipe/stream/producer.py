@@ -20,6 +20,7 @@ import polars as pl
 
 from orderpipe.errors import OrderpipeError
 from orderpipe.layout import StreamSource
+from orderpipe.stream.messages import dlq_topic
 
 if TYPE_CHECKING:
     from orderpipe.stream.kafka import KafkaEndpoint
@@ -123,7 +124,7 @@ async def ensure_topic(endpoint: KafkaEndpoint, topic: str, partitions: int) -> 
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, num_partitions=partitions, replication_factor=1)
-            for name in (topic, f"{topic}.dlq")
+            for name in (topic, dlq_topic(topic))
             if name not in existing
         ]
         if wanted:
