@@ -35,6 +35,7 @@ DECODE_CHUNK = 16_384
 READ_BLOCK = 1 << 20  # bytes read at a time by iter_raw_lines
 GZIP_HEAD = 4_096  # bytes enough to tell a gzip header from text that starts like one
 GZIP_MAGIC = b"\x1f\x8b"
+GZIP_SMALLEST = 20  # bytes of the shortest gzip stream (header, empty deflate block, trailer)
 BOM = b"\xef\xbb\xbf"
 STDIN = "-"
 QUARANTINE_SUFFIX = ".rejected.jsonl"
@@ -206,7 +207,8 @@ def _gunzipped(blocks: Iterator[bytes], gzipped: bool | None, block_bytes: int) 
         head += block
         if len(head) >= GZIP_HEAD:
             break
-    if head[:2] != GZIP_MAGIC or (gzipped is None and not _gzip_header_ok(head)):
+    guess_text = gzipped is None and (len(head) < GZIP_SMALLEST or not _gzip_header_ok(head))
+    if head[:2] != GZIP_MAGIC or guess_text:
         if head:
             yield head
         yield from blocks

@@ -277,3 +277,14 @@ def test_a_gzip_header_over_damaged_data_is_read_as_text_by_both_readers(tmp_pat
     assert whole["line"][1] == '{"a": 2}'
     chunked = pl.concat(iter_raw_lines(path, 1), how="diagonal_relaxed")
     assert chunked.select(whole.columns).equals(whole)
+
+
+def test_a_text_line_shorter_than_any_gzip_stream_is_text_for_the_chunked_reader(
+    tmp_path: Path,
+) -> None:
+    """Found by the property test: b"\\x1f\\x8b\\n" raised "not valid gzip" in chunks only."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\x1f\x8b\n")
+    whole = read_raw_lines(path)
+    chunked = pl.concat(iter_raw_lines(path, 1, block_bytes=1), how="diagonal_relaxed")
+    assert chunked.select(whole.columns).equals(whole)
