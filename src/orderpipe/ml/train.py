@@ -1,13 +1,23 @@
-"""Training: a calibrated return classifier and a basket-value regressor, chosen on validation.
+"""Training: a return classifier and a basket-value regressor.
 
 Splits are seeded (and stratified for the classifier): train 60 %, validation 20 %, test 20 %.
-Candidates are compared on validation; the test split is only used for the reported metrics.
+The test split is only used for the reported metrics.
+
+The classifier is a logistic regression on one-hot categories and quantile-binned numbers (plus
+a missing flag per number): return odds move in steps with the price, the item count or a
+discount, and add up across category, device and channel, which is the shape this model has.
+It is fitted on train, its F1 threshold chosen on validation, then refitted on train +
+validation. Its log-loss objective gives calibrated probabilities strictly inside (0, 1) with no
+separate calibration step, and it scores 20,000 events in a few tens of milliseconds (the
+stream consumer scores every micro-batch). The regressor compares a ridge and gradient boosting
+on validation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +33,8 @@ from orderpipe.ml.model import save_model
 
 MIN_ROWS = 200
 RELIABILITY_BINS = 10
+# Quantile bins per number: enough to follow a step, few enough to learn each from 60k rows.
+NUMBER_BINS = 10
 
 
 @dataclass(frozen=True)
@@ -70,40 +82,72 @@ def _preprocessor(spec: FeatureSpec, *, one_hot: bool) -> Any:
     )
 
 
-def _candidates(spec: FeatureSpec, seed: int) -> dict[str, Any]:
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.linear_model import LogisticRegression, Ridge
+def binned_logistic_regression(spec: FeatureSpec) -> Any:
+    """One-hot categories, quantile-binned numbers with a missing flag each, logistic regression.
+
+    Numbers with few distinct values (a flag, a weekday) get fewer bins: the empty ones are
+    dropped at fit time.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import MissingIndicator, SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder
+
+    numbers = list(spec.numeric)
+    features = ColumnTransformer(
+        [
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="unknown")),
+                        ("encode", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
+                    ]
+                ),
+                list(spec.categorical),
+            ),
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="median")),
+                        (
+                            "bin",
+                            KBinsDiscretizer(
+                                n_bins=NUMBER_BINS,
+                                encode="onehot",
+                                strategy="quantile",
+                                quantile_method="averaged_inverted_cdf",
+                                subsample=200_000,
+                                random_state=0,
+                            ),
+                        ),
+                    ]
+                ),
+                numbers,
+            ),
+            ("missing", MissingIndicator(features="all"), numbers),
+        ],
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("features", features), ("model", LogisticRegression(C=1.0, max_iter=2000))])
+
+
+def _fit_quietly(pipeline: Any, x: Any, y: np.ndarray) -> Any:
+    """Fit, without the warnings for a number with fewer distinct values than bins."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Bins whose width are too small")
+        warnings.filterwarnings("ignore", message="Feature .* is constant")
+        return pipeline.fit(x, y)
+
+
+def _regressors(spec: FeatureSpec, seed: int) -> dict[str, Any]:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline
 
     categorical = list(range(len(spec.categorical)))
-    if spec is CLASSIFICATION:
-        return {
-            "logistic_regression": Pipeline(
-                [
-                    ("features", _preprocessor(spec, one_hot=True)),
-                    ("model", LogisticRegression(C=1.0, max_iter=2000)),
-                ]
-            ),
-            "hist_gradient_boosting": Pipeline(
-                [
-                    ("features", _preprocessor(spec, one_hot=False)),
-                    (
-                        "model",
-                        HistGradientBoostingClassifier(
-                            categorical_features=categorical,
-                            learning_rate=0.1,
-                            max_iter=300,
-                            max_leaf_nodes=31,
-                            l2_regularization=1.0,
-                            early_stopping=True,
-                            validation_fraction=0.1,
-                            n_iter_no_change=15,
-                            random_state=seed,
-                        ),
-                    ),
-                ]
-            ),
-        }
     return {
         "ridge": Pipeline(
             [("features", _preprocessor(spec, one_hot=True)), ("model", Ridge(alpha=1.0))]
@@ -243,11 +287,9 @@ def _base_meta(
 def train_classifier(
     clean: pl.DataFrame, artifacts_dir: Path, *, seed: int = 42, truth: pl.DataFrame | None = None
 ) -> TrainResult:
-    """Fit both candidates, keep the better on validation log loss, calibrate, test, save."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
+    """Fit on train, choose the threshold on validation, refit on train + validation, test, save."""
+    from sklearn.base import clone
     from sklearn.metrics import log_loss, roc_auc_score
-    from sklearn.pipeline import Pipeline
 
     began = time.perf_counter()
     spec = CLASSIFICATION
@@ -257,30 +299,23 @@ def train_classifier(
         raise OrderpipeError("the training data has only one is_returned value: cannot train")
     x = model_inputs(clean, spec)
     train, val, test = split_indices(clean.height, seed, stratify=y)
-    validation: dict[str, dict[str, float]] = {}
-    fitted: dict[str, Any] = {}
-    for name, pipeline in _candidates(spec, seed).items():
-        pipeline.fit(x[train], y[train])
-        proba = pipeline.predict_proba(x[val])[:, 1]
-        validation[name] = {
-            "log_loss": float(log_loss(y[val], proba, labels=[0, 1])),
-            "roc_auc": float(roc_auc_score(y[val], proba)),
+    estimator = "binned_logistic_regression"
+    pipeline = binned_logistic_regression(spec)
+    val_proba = _fit_quietly(clone(pipeline), x[train], y[train]).predict_proba(x[val])[:, 1]
+    validation = {
+        estimator: {
+            "log_loss": float(log_loss(y[val], val_proba, labels=[0, 1])),
+            "roc_auc": float(roc_auc_score(y[val], val_proba)),
         }
-        fitted[name] = pipeline
-    chosen = min(validation, key=lambda name: validation[name]["log_loss"])
-    best = fitted[chosen]
-    # Calibrate the chosen model on the validation split (the model itself never saw it).
-    method = "isotonic" if len(val) >= 5_000 else "sigmoid"
-    features = best.named_steps["features"]
-    calibrated = CalibratedClassifierCV(FrozenEstimator(best.named_steps["model"]), method=method)
-    calibrated.fit(features.transform(x[val]), y[val])
-    final = Pipeline([("features", features), ("model", calibrated)])
-    threshold = best_f1_threshold(y[val], final.predict_proba(x[val])[:, 1])
+    }
+    threshold = best_f1_threshold(y[val], val_proba)
+    fitted_on = np.concatenate([train, val])
+    final = _fit_quietly(pipeline, x[fitted_on], y[fitted_on])
     test_proba = final.predict_proba(x[test])[:, 1]
     metrics: dict[str, Any] = {
         "test": classification_metrics(y[test], test_proba, threshold),
         "validation": validation,
-        "calibration": method,
+        "fitted_on": "train+validation",
     }
     oracle = _oracle_metrics(clean[test], y[test], truth, threshold)
     if oracle:
@@ -289,12 +324,11 @@ def train_classifier(
             "roc_auc": metrics["test"]["roc_auc"] - oracle["roc_auc"],
             "brier": metrics["test"]["brier"] - oracle["brier"],
         }
-    meta = _base_meta(
-        spec, clean, {"train": len(train), "validation": len(val), "test": len(test)}, seed, chosen
-    )
+    splits = {"train": len(train), "validation": len(val), "test": len(test)}
+    meta = _base_meta(spec, clean, splits, seed, estimator)
     meta["metrics"] = metrics
     version = save_model(final, meta, artifacts_dir, spec.name)
-    return _result(spec, chosen, version, artifacts_dir, clean.height, metrics, began)
+    return _result(spec, estimator, version, artifacts_dir, clean.height, metrics, began)
 
 
 def _oracle_metrics(
@@ -326,7 +360,7 @@ def train_regressor(clean: pl.DataFrame, artifacts_dir: Path, *, seed: int = 42)
     train, val, test = split_indices(clean.height, seed)
     validation: dict[str, dict[str, float]] = {}
     fitted: dict[str, Any] = {}
-    for name, pipeline in _candidates(spec, seed).items():
+    for name, pipeline in _regressors(spec, seed).items():
         pipeline.fit(x[train], y[train])
         validation[name] = regression_metrics(y[val], pipeline.predict(x[val]))
         fitted[name] = pipeline

@@ -138,7 +138,8 @@ def test_metadata_has_every_field(trained: dict[str, Path]) -> None:
         assert key in test
     assert set(test["confusion_matrix"]) == {"tn", "fp", "fn", "tp"}
     assert sum(row["count"] for row in test["reliability"]) == meta["splits"]["test"]
-    assert set(meta["metrics"]["validation"]) == {"logistic_regression", "hist_gradient_boosting"}
+    assert set(meta["metrics"]["validation"]) == {"binned_logistic_regression"}
+    assert meta["metrics"]["fitted_on"] == "train+validation"
     assert "roc_auc" in meta["metrics"]["oracle"]
     assert meta["libraries"]["scikit-learn"]
     regression = json.loads(model_files(trained["artifacts"], "regression")[1].read_text())
@@ -240,3 +241,18 @@ def test_model_inputs_derive_the_same_columns_as_the_spec(trained: dict[str, Pat
     clean = read_clean_dataset(trained["parquet"]).head(10)
     assert model_inputs(clean, CLASSIFICATION).columns == CLASSIFICATION.columns
     assert model_inputs(clean, REGRESSION).columns == REGRESSION.columns
+
+
+def test_classifier_never_says_certain(tmp_path: Path) -> None:
+    # Isotonic calibration made flat steps at exactly 0 and 1 on data this size: a coin flip
+    # stored as "certain to be returned" (and infinite log loss).
+    raw = generate_events(tmp_path / "raw.jsonl", 30_000, seed=11, dirt=Dirt(duplicates=0)).output
+    paths = layout_under(tmp_path)
+    run_etl(raw, paths)
+    [result] = run_train("classification", paths.parquet, tmp_path / "artifacts")
+    proba = load_model(tmp_path / "artifacts", "classification").predict_proba(
+        read_clean_dataset(paths.parquet)
+    )
+    assert ((proba > 0) & (proba < 1)).all()
+    assert proba.min() > 0.001 and proba.max() < 0.999
+    assert all(row["mean_predicted"] < 0.999 for row in result.metrics["test"]["reliability"])
