@@ -203,3 +203,25 @@ def test_predict_upserts_predictions_idempotently(
     after = [row[:5] for row in dump(database_url)["table_predictions"]]
     assert first.scored == len(after) == pl.read_parquet(generated_clean).height
     assert before == after
+
+
+def test_events_as_stored_names_the_winners_on_both_backends(
+    database_url: str, generated_clean: Path
+) -> None:
+    """The stream keeps a prediction only for an event that won its upsert: the read-back
+    compares stored and batch times through the driver's own values (text or datetime)."""
+    from orderpipe.db.queries import events_as_stored
+
+    clean = read_clean_dataset(generated_clean).head(300)
+    ingest_dataset(clean, database_url)
+    older = clean.head(5).with_columns(pl.col("event_time") - pl.duration(hours=1))
+    newer = clean.slice(5, 5).with_columns(pl.col("event_time") + pl.duration(hours=1))
+    unknown = clean.slice(10, 3).with_columns(("not-stored" + pl.col("event_id")).alias("event_id"))
+    batch = pl.concat([older, newer, unknown, clean.slice(20, 100)])
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        winners = events_as_stored(conn, batch)
+        nobody = events_as_stored(conn, unknown)
+    engine.dispose()
+    assert set(winners["event_id"]) == set(clean.slice(20, 100)["event_id"])
+    assert nobody.height == 0 and nobody.columns == batch.columns
