@@ -83,3 +83,92 @@ def test_backoff_doubles_to_its_cap_with_jitter_in_the_upper_half() -> None:
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
         assert len(set(delays)) > 100  # jittered: consumers do not retry in lockstep
     assert max(backoff_delay(50, rng) for _ in range(100)) <= BACKOFF_CAP
+
+
+# ---------------------------------------------------------------- batches cleaned as they gather
+def _messages(count: int, first: int = 0) -> list[Any]:
+    from tests.unit.stream.test_messages import FakeRecord, clean_message
+
+    # every fifth message re-sends an earlier event with a later time; one is broken
+    values = []
+    for i in range(first, first + count):
+        if i % 5 == 4:
+            values.append(clean_message(event_id=f"e{i - 2}", event_time="2026-12-01T00:00:00Z"))
+        elif i == 7:
+            values.append(b'{"event_id": "broken",')
+        else:
+            values.append(clean_message(event_id=f"e{i}", order_id=f"ORD-{i}"))
+    return [FakeRecord("t", 0, i, None, v) for i, v in enumerate(values, first)]
+
+
+class TricklingConsumer:
+    """Hands over `chunks` one getmany at a time, a few milliseconds apart."""
+
+    def __init__(self, chunks: list[list[Any]]) -> None:
+        self.chunks = list(chunks)
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        await asyncio.sleep(0.005)
+        return {"tp": self.chunks.pop(0)} if self.chunks else {}
+
+
+class ScoringSink:
+    """Scores each clean row with its own copy's event time (the latest copy must keep it)."""
+
+    def __init__(self) -> None:
+        self.scored: list[int] = []
+
+    def score(self, clean: Any) -> Any:
+        import polars as pl
+
+        self.scored.append(clean.height)
+        return clean.select("event_id", pl.col("event_time").alias("mark"))
+
+
+def test_a_batch_is_cleaned_piece_by_piece_while_the_writer_is_busy() -> None:
+    """The batch handed over equals the whole batch cleaned at once; what came during the
+    last piece is carried to the next batch; nothing is lost or doubled."""
+    from orderpipe.stream.messages import sort_messages
+
+    messages = _messages(60)
+    chunks = [messages[i : i + 6] for i in range(0, 60, 6)]
+    consumer = StreamConsumer(
+        KafkaEndpoint("127.0.0.1:1"),
+        "t",
+        "g",
+        lambda: None,
+        options=ConsumerOptions(batch_wait_ms=5_000),
+    )
+    consumer._cleaner = ThreadPoolExecutor(1)
+    sink = ScoringSink()
+
+    async def gather() -> list[Any]:
+        kafka = TricklingConsumer(chunks)
+        consumer._writer_free.clear()  # busy writing the batch before
+
+        async def write_ends() -> None:
+            await asyncio.sleep(0.04)
+            consumer._writer_free.set()
+
+        ending = asyncio.ensure_future(write_ends())
+        first = await consumer._prepare(kafka, sink)
+        await ending
+        carried = list(consumer._carried)
+        second = await consumer._prepare(kafka, sink)  # the writer is free: what has come
+        return [first, carried, second]
+
+    try:
+        first, carried, second = asyncio.run(gather())
+    finally:
+        consumer._cleaner.shutdown()
+    assert len(sink.scored) > 1  # several pieces
+    assert first.records + carried == messages[: len(first.records) + len(carried)]
+    assert second.records[: len(carried)] == carried
+    for prepared in (first, second):
+        whole = sort_messages(prepared.records)
+        assert prepared.sorted_batch.clean.sort("event_id").equals(whole.clean.sort("event_id"))
+        assert [d.record for d in prepared.sorted_batch.dead] == [d.record for d in whole.dead]
+        # each kept row keeps the score of its own copy (the latest), not the earlier one's
+        kept = prepared.sorted_batch.clean.select("event_id", "event_time")
+        marks = prepared.scores.join(kept, on="event_id")
+        assert marks.height == kept.height and (marks["mark"] == marks["event_time"]).all()
