@@ -6,6 +6,7 @@ so a Kafka message and a file line are validated and cleaned by the same code.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -149,6 +150,13 @@ def _complete_amounts(typed: pl.DataFrame) -> pl.DataFrame:
 
 def first_broken_rule(rules: Sequence[schema.Rule] = schema.RULES) -> pl.Expr:
     """The reason of the first rule a typed row breaks, in the rules' order; null if none."""
+    return _first_broken_rule(tuple(rules))
+
+
+@functools.cache
+def _first_broken_rule(rules: tuple[schema.Rule, ...]) -> pl.Expr:
+    # built once per rule set: the stream cleans small batches often, and building the chain
+    # of ~20 expressions cost as much as evaluating it on a hundred rows
     reason = pl.lit(None, dtype=pl.String)
     for rule in reversed(rules):
         reason = pl.when(rule.broken()).then(pl.lit(rule.reason)).otherwise(reason)
