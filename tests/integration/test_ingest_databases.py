@@ -205,14 +205,34 @@ def test_predict_upserts_predictions_idempotently(
     assert before == after
 
 
+@pytest.mark.parametrize(
+    ("concat_bytes", "odd_id"),
+    [(None, False), (200, False), (None, True)],
+    ids=["concatenated", "cut-short", "separator-in-an-id"],
+)
 def test_events_as_stored_names_the_winners_on_both_backends(
-    database_url: str, generated_clean: Path
+    database_url: str,
+    generated_clean: Path,
+    concat_bytes: int | None,
+    odd_id: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The stream keeps a prediction only for an event that won its upsert: the read-back
-    compares stored and batch times through the driver's own values (text or datetime)."""
+    compares stored and batch times (MySQL: one GROUP_CONCAT text per chunk; a text cut short
+    by the server, or ids holding its separators, are read as rows instead)."""
+    from orderpipe.db import queries
     from orderpipe.db.queries import events_as_stored
 
+    if concat_bytes is not None:
+        monkeypatch.setattr(queries, "GROUP_CONCAT_BYTES", concat_bytes)
     clean = read_clean_dataset(generated_clean).head(300)
+    if odd_id:
+        clean = clean.with_columns(
+            pl.when(pl.int_range(pl.len()) == 50)
+            .then(pl.lit("tab\tand\nnewline"))
+            .otherwise(pl.col("event_id"))
+            .alias("event_id")
+        )
     ingest_dataset(clean, database_url)
     older = clean.head(5).with_columns(pl.col("event_time") - pl.duration(hours=1))
     newer = clean.slice(5, 5).with_columns(pl.col("event_time") + pl.duration(hours=1))
