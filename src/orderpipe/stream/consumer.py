@@ -8,8 +8,6 @@ stops the consumer with nothing of the failing batch committed (`StreamStopped`,
 
 Batches adapt to the load: whatever has arrived is handed to the writer as soon as it is free,
 and records gather only while it is busy (`batch_wait_ms` is an upper bound, not a wait).
-While they gather they are cleaned and scored piece by piece in a second thread, so a batch is
-ready the moment the writer is free; what arrives during the last piece goes with the next one.
 No lock is held across `getmany` or a backoff: a rebalance waits at most for one write attempt.
 """
 
@@ -35,7 +33,6 @@ from orderpipe.stream.messages import (
     commit_offsets,
     dead_letter_headers,
     dlq_topic,
-    merge_sorted,
     sort_messages,
 )
 from orderpipe.stream.metrics import LatencyHistogram
@@ -99,38 +96,6 @@ class ConsumeResult:
 
 
 @dataclass(frozen=True)
-class Piece:
-    """Consecutive records of a batch, cleaned and scored while the batch gathers."""
-
-    start: int  # index in the batch of the piece's first record
-    sorted_batch: SortedBatch
-    scores: pl.DataFrame | None
-
-
-def merge_pieces(pieces: list[Piece]) -> tuple[SortedBatch, pl.DataFrame | None]:
-    """The pieces of one batch as one sorted batch, with the scores of the rows that stay
-    (an event in two pieces keeps its latest copy, and that copy's score)."""
-    import polars as pl
-
-    if len(pieces) == 1 and pieces[0].start == 0:
-        return pieces[0].sorted_batch, pieces[0].scores
-    merged = merge_sorted([(piece.start, piece.sorted_batch) for piece in pieces])
-    if any(piece.scores is None for piece in pieces if piece.sorted_batch.clean.height):
-        return merged, None  # the write scores what it stores
-    scored = [
-        piece.scores.with_columns(
-            (piece.sorted_batch.clean["line_number"] + piece.start).alias("line_number")
-        )
-        for piece in pieces
-        if piece.scores is not None
-    ]
-    if not scored:
-        return merged, None
-    scores = pl.concat(scored).join(merged.clean.select("line_number"), on="line_number")
-    return merged, scores.drop("line_number")
-
-
-@dataclass(frozen=True)
 class Prepared:
     """A fetched batch, already cleaned while the previous one was being stored."""
 
@@ -168,7 +133,6 @@ class StreamConsumer:
         # backoff: a revoke waits for it, so offsets of a stored batch are committed first.
         self._in_flight = asyncio.Lock()
         self._writer_free = asyncio.Event()
-        self._carried: list[Any] = []  # fetched after the last batch was ready: the next one's
         self._writer_free.set()
         self._consumer: Any = None
         self._writer: ThreadPoolExecutor | None = None
@@ -189,8 +153,6 @@ class StreamConsumer:
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._in_flight:
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
-            gone = {(tp.topic, tp.partition) for tp in revoked}  # their new owner fetches them
-            self._carried = [r for r in self._carried if (r.topic, r.partition) not in gone]
             self.metrics.drop_lag(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -388,19 +350,16 @@ class StreamConsumer:
             with contextlib.suppress(BaseException):
                 await upcoming
 
-    async def _fill_batch(
-        self, consumer: Any, records: list[Any], arrived: Callable[[], None]
-    ) -> bool:
-        """Add to `records` whatever has arrived once the writer is free; while it is busy, more
-        records gather, up to batch_size and for at most batch_wait_ms (an upper bound, not a
-        wait). `arrived` is called after each fetch. True when the writer's being free ended it.
-        """
+    async def _fill_batch(self, consumer: Any) -> list[Any]:
+        """Whatever has arrived once the writer is free; while it is busy, more records gather,
+        up to batch_size and for at most batch_wait_ms (an upper bound, not a wait)."""
         deadline = time.monotonic() + self.options.batch_wait_ms / 1000
+        records: list[Any] = []
         free: asyncio.Task[Any] | None = None
         try:
             while len(records) < self.options.batch_size and not self._stop.is_set():
                 if records and self._writer_free.is_set():
-                    return True
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -419,14 +378,13 @@ class StreamConsumer:
                         fetch.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await fetch
-                        return True
+                        break
                 batch = await fetch
                 records.extend(record for part in batch.values() for record in part)
-                arrived()
         finally:
             if free is not None:
                 free.cancel()
-        return False
+        return records
 
     def _done(self, pending: list[Any] | None = None) -> bool:
         """A stop rule fired (counting the `pending` records about to be stored)."""
@@ -450,67 +408,19 @@ class StreamConsumer:
         return time.monotonic() - since >= self.options.idle_timeout
 
     async def _prepare(self, consumer: Any, sink: Sink) -> Prepared:
-        """Gather a batch beside the write of the one before, cleaning and scoring it piece by
-        piece as it arrives (the cleaner thread takes what has come each time it is idle).
-
-        When the writer is free, the pieces cleaned so far are the batch and the records that
-        came during the last piece are carried over: none of them waits for the writer and for
-        its own cleaning on top. Otherwise (batch full, deadline) the rest is cleaned here.
-        """
-        records, self._carried = self._carried, []
-        score = getattr(sink, "score", None)
-        pieces: list[Piece] = []
-        cleaning: asyncio.Future[Piece] | None = None
-        taken = 0  # records handed to the cleaner so far
-
-        def arrived() -> None:
-            nonlocal cleaning, taken
-            if cleaning is not None:
-                if not cleaning.done():
-                    return
-                pieces.append(cleaning.result())
-                cleaning = None
-            if taken < len(records):
-                piece = records[taken:]
-                cleaning = asyncio.ensure_future(
-                    self._in_cleaner(self._clean_piece, score, piece, taken)
-                )
-                taken = len(records)
-
-        try:
-            if records:
-                arrived()
-            writer_freed = await self._fill_batch(consumer, records, arrived)
-            if cleaning is not None:
-                pieces.append(await cleaning)
-                cleaning = None
-        finally:
-            if cleaning is not None:  # cancelled (shutdown) or failed: nothing of it is used
-                cleaning.cancel()
+        """Gather a batch, clean it and score it, beside the write of the one before."""
+        records = await self._fill_batch(consumer)
         if not records:
             return Prepared(records, None)
-        if taken < len(records):
-            if pieces and writer_freed:
-                self._carried = records[taken:]
-                del records[taken:]
-            else:
-                pieces.append(
-                    await self._in_cleaner(self._clean_piece, score, records[taken:], taken)
-                )
-        sorted_batch, scores = merge_pieces(pieces)
-        return Prepared(records, sorted_batch, scores)
-
-    @staticmethod
-    def _clean_piece(score: Callable[..., Any] | None, records: list[Any], start: int) -> Piece:
-        """Clean records and score their clean rows (in the cleaner thread)."""
-        sorted_batch = sort_messages(records)
+        sorted_batch = await self._in_cleaner(sort_messages, records)
         scores = None
+        score = getattr(sink, "score", None)
         if score is not None and sorted_batch.clean.height:
             try:
-                scores = score(sorted_batch.clean)
+                scores = await self._in_cleaner(score, sorted_batch.clean)
             except Exception as exc:  # the write scores again, where faults are classified
                 log.debug("scoring ahead failed (%s); scoring in the write", reason_of(exc))
-        return Piece(start, sorted_batch, scores)
+        return Prepared(records, sorted_batch, scores)
 
     @staticmethod
     def _owned(consumer: Any, record: Any) -> bool:

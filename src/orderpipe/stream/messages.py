@@ -61,20 +61,14 @@ def _isolate(records: list[Any]) -> SortedBatch:
         if len(records) <= 1:
             reason = f"{UNDECODABLE} ({_describe(exc)})"
             return SortedBatch(clean=_no_rows(), dead=[DeadLetter(r, reason) for r in records])
-    half = len(records) // 2
-    return merge_sorted([(0, _isolate(records[:half])), (half, _isolate(records[half:]))])
-
-
-def merge_sorted(parts: list[tuple[int, SortedBatch]]) -> SortedBatch:
-    """Sorted consecutive slices of one batch (each with the index of its first message) as
-    one sorted batch: line numbers index the whole batch, the latest copy of an event wins."""
     from orderpipe.etl import dedupe_latest
 
+    half = len(records) // 2
+    first, second = _isolate(records[:half]), _isolate(records[half:])
     clean = pl.concat(
-        [part.clean.with_columns(pl.col("line_number") + start) for start, part in parts],
-        how="vertical",
+        [first.clean, second.clean.with_columns(pl.col("line_number") + half)], how="vertical"
     )
-    return SortedBatch(clean=dedupe_latest(clean), dead=[d for _, part in parts for d in part.dead])
+    return SortedBatch(clean=dedupe_latest(clean), dead=[*first.dead, *second.dead])
 
 
 def _describe(exc: BaseException) -> str:
