@@ -1,6 +1,8 @@
 """The one database write path: table frames -> upserts, one transaction per call or per chunk.
 
 Batch commands (ingest, predict) write in chunks; the stream sink writes a micro-batch at once.
+On SQLite, the WAL checkpoints run in a thread of their own (`db.engine.WalCheckpointer`), beside
+the next write instead of inside each commit (stream into 2M stored events: +11-17 % events/s).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class TableWriter:
     """
 
     def __init__(self, url: str | URL, *, local_infile: bool = True) -> None:
-        from orderpipe.db.engine import create_tables, make_engine
+        from orderpipe.db.engine import WalCheckpointer, create_tables, make_engine, sqlite_file
         from orderpipe.db.upsert import local_infile_available
 
         self.engine = make_engine(url, local_infile=local_infile)
@@ -36,6 +38,8 @@ class TableWriter:
             create_tables(self.engine)
             with self.engine.connect() as conn:
                 self.load_data = local_infile and guarded and local_infile_available(conn)
+            database = sqlite_file(self.engine.url)
+            self.checkpointer = WalCheckpointer(database) if database else None
         except BaseException:
             self.engine.dispose()
             raise
@@ -54,14 +58,18 @@ class TableWriter:
         """
         try:
             conn = self._connection()
+            if self.checkpointer:
+                self.checkpointer.before_write()
             with conn.begin():
                 written = self._upsert_all(conn, frames)
                 if then is not None:
                     written += self._upsert_all(conn, then(conn))
-                return written
         except BaseException:
             self._drop_connection()
             raise
+        if self.checkpointer:
+            self.checkpointer.committed()
+        return written
 
     def _upsert_all(self, conn: Connection, frames: Mapping[str, pl.DataFrame]) -> int:
         from orderpipe.db.models import Base
@@ -99,7 +107,11 @@ class TableWriter:
 
         if self._conn is None:
             self._conn = self.engine.connect()
-            foreign_key_checks(self._conn, enabled=False)
+            if self.checkpointer:
+                # Checkpoints run in the checkpointer's thread, not inside this one's commits.
+                self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+                self._conn.exec_driver_sql(f"PRAGMA journal_size_limit={self.checkpointer.limit}")
+            foreign_key_checks(self._conn, enabled=False)  # commits
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -111,8 +123,13 @@ class TableWriter:
             self._conn = None
 
     def close(self) -> None:
-        self._drop_connection()
-        self.engine.dispose()
+        try:
+            self._drop_connection()
+            self.engine.dispose()
+        finally:
+            if self.checkpointer:
+                # Closed last: its connection's close checkpoints the rest and removes the WAL.
+                self.checkpointer.close()
 
     def __enter__(self) -> TableWriter:
         return self

@@ -1,10 +1,19 @@
 """db/writer.py: table frames -> upserts, one transaction per write, a fresh connection after
-a failure."""
+a failure; on SQLite, WAL checkpoints in a thread of their own, a bounded WAL, no lost commit."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -16,7 +25,7 @@ from orderpipe.db.writer import TableWriter
 from tests.factories import clean_rows, raw_event
 
 
-def frames_of(count: int) -> dict[str, pl.DataFrame]:
+def frames_of(count: int, start: int = 0) -> dict[str, pl.DataFrame]:
     """Table frames of `count` events, each with its own order and customer."""
     return table_frames(
         clean_rows(
@@ -26,7 +35,7 @@ def frames_of(count: int) -> dict[str, pl.DataFrame]:
                     order_id=f"ORD-{index}",
                     customer__customer_id=f"CUST-{index}",
                 )
-                for index in range(count)
+                for index in range(start, start + count)
             ]
         )
     )
@@ -115,3 +124,99 @@ def test_write_chunked_commits_each_chunk(writer: TableWriter, url: str) -> None
         )
     assert _count(url, "table_customers") == 4
     assert _count(url, "table_orders") == 2  # the first chunk, committed before the failure
+
+
+def _database_file_alone(url: str, copy: Path) -> int:
+    """Events in the database file without its WAL: the ones a checkpoint copied back."""
+    shutil.copyfile(url.removeprefix("sqlite:///"), copy)
+    with sqlite3.connect(copy) as conn:
+        return conn.execute("SELECT COUNT(*) FROM table_events").fetchone()[0]
+
+
+def test_the_checkpoint_runs_in_its_own_thread_after_the_commit(
+    writer: TableWriter, url: str, tmp_path: Path
+) -> None:
+    writer.write(frames_of(3))
+    assert writer._conn is not None
+    assert writer._conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    assert writer.checkpointer is not None
+    writer.checkpointer.wait()
+    # SQLite's own automatic checkpoint would have left these rows in the WAL for a while.
+    assert _database_file_alone(url, tmp_path / "copy.db") == 3
+
+
+class _SlowCheckpoints:
+    """The checkpointer's connection, each statement late: its checkpoints lag behind commits."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str) -> Any:
+        time.sleep(0.03)
+        return self.conn.execute(sql)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_the_wal_stays_bounded_when_checkpoints_lag_behind_the_commits(url: str) -> None:
+    sizes = []
+    with TableWriter(url) as writer:
+        checkpointer = writer.checkpointer
+        assert checkpointer is not None
+        checkpointer._conn = _SlowCheckpoints(checkpointer._conn)  # type: ignore[assignment]
+        checkpointer.limit = 128 * 1024  # before the first write: the writer's journal_size_limit
+        for batch in range(40):
+            writer.write(frames_of(50, start=batch * 50))
+            sizes.append(os.path.getsize(checkpointer.wal))
+    # ~40 commits of ~50 KB: without the bound, the WAL never rewinds while a checkpoint lags.
+    assert sum(sizes) > 8 * checkpointer.limit
+    assert max(sizes) < 2 * checkpointer.limit
+    assert _count(url, "table_events") == 2000
+
+
+def test_close_stops_the_checkpointer_and_leaves_every_row_in_the_database_file(
+    url: str, tmp_path: Path
+) -> None:
+    writer = TableWriter(url)
+    for batch in range(3):
+        writer.write(frames_of(20, start=batch * 20))
+    checkpointer = writer.checkpointer
+    assert checkpointer is not None
+    writer.close()
+    assert not checkpointer._thread.is_alive()
+    assert not Path(checkpointer.wal).exists()
+    assert _database_file_alone(url, tmp_path / "copy.db") == 60
+
+
+KILLED_WRITER = """
+    import sys
+    from orderpipe.db.writer import TableWriter
+    from tests.unit.db.test_writer import frames_of
+
+    batches = [frames_of(500, start=batch * 500) for batch in range(40)]
+    writer = TableWriter(sys.argv[1])
+    for batch, frames in enumerate(batches, start=1):
+        writer.write(frames)
+        print(batch, flush=True)
+"""
+
+
+def test_a_writer_killed_while_checkpointing_loses_no_committed_write(url: str) -> None:
+    root = Path(__file__).resolve().parents[3]
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), url],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    committed = [int(child.stdout.readline()) for _ in range(5)]  # its checkpoint is in flight
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        events = conn.execute("SELECT COUNT(*) FROM table_events").fetchone()[0]
+    assert committed == [1, 2, 3, 4, 5]
+    assert events >= 5 * 500
