@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from orderpipe.db.engine import make_engine
-from orderpipe.errors import OrderpipeError
 from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
 from orderpipe.ml.train import run_train
@@ -294,45 +293,6 @@ def test_stream_run_stops_on_its_own_events_not_on_a_count(
         stored = set(conn.execute(text("SELECT event_id FROM table_events")).scalars())
     engine.dispose()
     assert own <= stored  # every one of its own events, whatever was on the topic before
-
-
-def _fails_to_start() -> DatabaseSink:
-    time.sleep(1.0)  # long enough for the producer to read and prepare ahead meanwhile
-    raise OrderpipeError("no classification model in /nowhere: run `orderpipe train`")
-
-
-@pytest.mark.kafka
-def test_stream_run_sends_nothing_when_its_consumer_cannot_start(
-    kafka_backend: Backend, data: StreamData
-) -> None:
-    """The file is read and prepared while the consumer starts, but nothing is sent before it
-    is ready: a consumer that fails to start leaves the topic empty, and its error is the run's."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic = new_topic()
-    with pytest.raises(OrderpipeError, match="no classification model"):
-        asyncio.run(
-            run_stream(
-                kafka_backend.endpoint,
-                topic,
-                f"g-{uuid.uuid4().hex[:6]}",
-                data.clean_jsonl,
-                _fails_to_start,
-            )
-        )
-
-    async def end_offsets() -> dict[int, int]:
-        reader = AIOKafkaConsumer(bootstrap_servers=kafka_backend.bootstrap)
-        await reader.start()
-        try:
-            parts = [TopicPartition(topic, p) for p in range(ProducerOptions().partitions)]
-            ends = await reader.end_offsets(parts)
-            return {tp.partition: offset for tp, offset in ends.items()}
-        finally:
-            await reader.stop()
-
-    ends = asyncio.run(end_offsets())
-    assert ends and set(ends.values()) == {0}
 
 
 # ---------------------------------------------------------------- hostile messages

@@ -67,26 +67,16 @@ async def run_stream(
     await ensure_topic(endpoint, topic, producer_options.partitions)
     consumer = StreamConsumer(endpoint, topic, group_id, sink_factory, options=options)
     consuming = asyncio.create_task(consumer.run())
-    streaming_began = began
-
-    async def consumer_ready() -> None:
-        """Returns once the consumer is ready; raises its error if it fails to start."""
-        nonlocal streaming_began
+    try:
+        # Produce once the consumer is ready (model loaded, partitions assigned): latencies then
+        # measure the pipeline, not the consumer's start-up.
         ready = asyncio.create_task(consumer.ready.wait())
         await asyncio.wait({ready, consuming}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
+        if consuming.done():
             ready.cancel()
             await consuming  # it failed at start: raise its error
         streaming_began = time.perf_counter()
-
-    starting = asyncio.ensure_future(consumer_ready())
-    try:
-        # Send once the consumer is ready (model loaded, partitions assigned): latencies then
-        # measure the pipeline, not the consumer's start-up. The file is read and prepared
-        # meanwhile (the start-up is mostly imports on one core).
-        produced = await produce(
-            endpoint, topic, source, kind=kind, options=producer_options, ready=starting
-        )
+        produced = await produce(endpoint, topic, source, kind=kind, options=producer_options)
         # Done when everything up to our own last message is stored or dead-lettered: messages
         # left on the topic before count, and never in place of ours. (The brokers' answers to
         # the producer say where ours end; tansu's ListOffsets does not.)
@@ -104,8 +94,6 @@ async def run_stream(
         if not consuming.done():
             consumer.stop()
             await asyncio.gather(consuming, return_exceptions=True)
-        starting.cancel()  # when the producer failed before waiting for it
-        await asyncio.gather(starting, return_exceptions=True)
     ended = time.perf_counter()
     seconds, streaming = ended - began, ended - streaming_began
     return StreamRunResult(

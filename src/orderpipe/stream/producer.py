@@ -11,7 +11,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orderpipe.stream")
 PRODUCE_CHUNK = 20_000
-# chunks prepared while `stream run`'s consumer starts (~10 MB each: start-up takes ~1-2 s)
-READY_AHEAD = 16
 PACE_TICK = 0.004  # seconds: a paced producer sleeps only when this far ahead of its rate
 
 
@@ -184,10 +182,9 @@ async def send_messages(
     producer = await start_producer(endpoint, producer_config(endpoint, options))
     sent = 0
     ends: dict[int, int] = {}
-    started: float | None = None
+    started = time.perf_counter()
     try:
         async for outgoing in chunks:
-            started = started or time.perf_counter()  # the pace counts from the first message
             if options.rate:
                 sent += await _send_paced(
                     producer, topic, outgoing, options.rate, started, sent, ends
@@ -270,15 +267,11 @@ async def produce(
     *,
     kind: str = "clean",
     options: ProducerOptions | None = None,
-    ready: Awaitable[object] | None = None,
 ) -> ProduceResult:
     """Create the topic if needed and send `source` to it, chunk by chunk.
 
     The file is read chunk by chunk too (memory does not grow with it). Each chunk is read and
     prepared in a worker thread, so a consumer in the same process keeps working meanwhile.
-    With `ready` (`stream run`: its consumer is starting), nothing is sent before it is done,
-    and up to READY_AHEAD chunks are read and prepared while it is not; its error, if it
-    raises, is the producer's. The time spent waiting for it is not in `seconds`.
     """
     from orderpipe.lines import iter_raw_lines
 
@@ -295,38 +288,15 @@ async def produce(
         lines = next(frames, None)
         return None if lines is None else prepare_messages(lines, kind, options.max_message_bytes)
 
-    waited = 0.0
-
-    async def prepared() -> AsyncIterator[Outgoing]:
-        nonlocal waited
-        ahead: list[Outgoing] = []
-        if ready is not None:
-            starting = asyncio.ensure_future(ready)
-            try:
-                while not starting.done() and len(ahead) < READY_AHEAD:
-                    outgoing = await asyncio.to_thread(next_outgoing)
-                    if outgoing is None:
-                        break
-                    ahead.append(outgoing)
-                paused = time.perf_counter()
-                await starting
-                waited = time.perf_counter() - paused
-            finally:
-                starting.cancel()
-        for outgoing in ahead:
-            yield outgoing
-        while (outgoing := await asyncio.to_thread(next_outgoing)) is not None:
-            yield outgoing
-
     async def chunks() -> AsyncIterator[Outgoing]:
-        async for outgoing in prepared():
+        while (outgoing := await asyncio.to_thread(next_outgoing)) is not None:
             for reason, count in outgoing.skipped_by_reason.items():
                 skipped[reason] = skipped.get(reason, 0) + count
             yield outgoing
 
     await ensure_topic(endpoint, topic, options.partitions)
     sent, ends = await send_messages(endpoint, topic, chunks(), options)
-    seconds = time.perf_counter() - began - waited
+    seconds = time.perf_counter() - began
     return ProduceResult(
         topic=topic,
         source=source,
