@@ -81,8 +81,7 @@ def measure_phase(
         result, record = run_phase(phase, settings, options, tracker)
     finally:
         tracker.close()
-    seconds = phase.bench_seconds(result) if phase.bench_seconds else record.duration_s
-    return {"events": record.events, "seconds": seconds, **phase.figures(result)}
+    return {"events": record.events, "seconds": record.duration_s, **phase.figures(result)}
 
 
 def _child(target: Callable[..., dict[str, Any]], args: tuple[Any, ...], results: Any) -> None:
