@@ -39,7 +39,7 @@ class StandInSink:
         self.stored, self.lock, self.down = stored, lock, down
         self.attempts = 0
 
-    def write(self, clean: pl.DataFrame) -> int:
+    def write(self, clean: pl.DataFrame, scores: pl.DataFrame | None = None) -> int:
         self.attempts += 1
         if self.down.is_set():
             driver = pymysql.err.OperationalError(2003, "Can't connect to MySQL server")

@@ -546,7 +546,7 @@ class StreamConsumer:
         until the rows it refuses are alone, and return those as dead letters (a handful of
         writes for one bad row in 20,000, not 20,000). Transient and fatal errors are raised."""
         try:
-            return (sink.write(clean) if scores is None else sink.write(clean, scores)), []
+            return sink.write(clean, scores), []
         except Exception as exc:
             if classify(exc) is not Fault.content:
                 raise

@@ -56,7 +56,6 @@ class DatabaseSink:
         won their upsert (`scores` made ahead by `score`, or made here)."""
         from orderpipe.db.models import table_frames
         from orderpipe.db.queries import events_as_stored
-        from orderpipe.ml.predict import score_batch
 
         if clean.height == 0:
             return 0
@@ -67,7 +66,7 @@ class DatabaseSink:
             # its stale prediction out of table_predictions.
             winners = events_as_stored(conn, clean)
             if scores is None:
-                return {"table_predictions": score_batch(self.model, winners, datetime.now(UTC))}
+                return {"table_predictions": self.score(winners)}
             won = scores.join(winners.select("event_id"), on="event_id", how="semi")
             return {"table_predictions": won}
 
