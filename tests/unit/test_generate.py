@@ -100,3 +100,111 @@ def test_bad_lines_cover_every_kind(tmp_path: Path) -> None:
 def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(OrderpipeError):
         generate_events(tmp_path / "raw.jsonl", **kwargs)
+
+
+@pytest.fixture
+def small_units(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Units of 500 events, so a few thousand events span many units and chunks."""
+    import orderpipe.generate
+
+    monkeypatch.setattr(orderpipe.generate, "UNIT", 500)
+    return 500
+
+
+def test_the_same_bytes_whatever_the_chunk_size(tmp_path: Path, small_units: int) -> None:
+    dirt = Dirt(duplicates=300, bad_lines=25)
+    files = []
+    for chunk in (small_units, 3 * small_units, 10**9):
+        path = tmp_path / f"chunk{chunk}.jsonl"
+        result = generate_events(path, 6_000, seed=11, dirt=dirt, chunk_size=chunk)
+        assert result.lines == 6_000 + 300 + 25
+        files.append((path.read_bytes(), pl.read_parquet(truth_for(path))))
+    for data, truth in files[1:]:
+        assert data == files[0][0]
+        assert truth.equals(files[0][1])
+    assert files[0][1]["event_id"].n_unique() == 6_000
+
+
+def test_lines_come_in_time_order_with_copies_after_their_event(
+    tmp_path: Path, small_units: int
+) -> None:
+    path = tmp_path / "raw.jsonl"
+    generate_events(path, 5_000, seed=2, dirt=Dirt(duplicates=400), chunk_size=small_units)
+    seen: dict[str, str] = {}
+    originals = []
+    for event in _events(path):
+        if event["event_id"] in seen:  # a re-sent copy, or a later correction
+            assert event["event_time"] >= seen[event["event_id"]]
+            continue
+        seen[event["event_id"]] = event["event_time"]
+        originals.append(event["event_time"])
+    assert len(originals) == 5_000
+    assert originals == sorted(originals)
+
+
+def test_successive_days_never_reuse_an_id_and_customers_keep_their_country(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    tidy = Dirt(duplicates=0, missing_rate=0, untidy_rate=0)
+    day1 = generate_events(
+        tmp_path / "d1.jsonl", 6_000, start=datetime(2026, 1, 1), days=2, dirt=tidy
+    )
+    day2 = generate_events(
+        tmp_path / "d2.jsonl", 3_000, start=datetime(2026, 1, 3, tzinfo=UTC), days=1, dirt=tidy
+    )
+    first, second = _events(day1.output), _events(day2.output)
+    assert {e["event_time"][:10] for e in second} == {"2026-01-03"}
+    for key in ("event_id", "order_id"):
+        assert not {e[key] for e in first} & {e[key] for e in second}
+    assert second[0]["order_id"] == "ORD-20260103-0000001"
+    countries = {e["customer"]["customer_id"]: e["customer"]["country"] for e in first}
+    recurring = [e for e in second if e["customer"]["customer_id"] in countries]
+    assert len(recurring) > 1_000
+    assert all(
+        countries[e["customer"]["customer_id"]] == e["customer"]["country"] for e in recurring
+    )
+
+
+def test_order_numbers_count_per_day(tmp_path: Path, small_units: int) -> None:
+    path = tmp_path / "raw.jsonl"
+    generate_events(path, 4_000, days=3, dirt=Dirt(duplicates=0), chunk_size=small_units)
+    orders = pl.DataFrame(
+        [{"order_id": e["order_id"], "day": e["event_time"][:10]} for e in _events(path)]
+    )
+    for (day,), group in orders.group_by("day"):
+        assert group["order_id"].str.starts_with(f"ORD-{day.replace('-', '')}-").all()
+        numbers = group["order_id"].str.slice(-7).cast(pl.Int64).sort()
+        assert numbers.to_list() == list(range(1, group.height + 1))
+
+
+def test_a_negative_seed_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OrderpipeError, match="--seed"):
+        generate_events(tmp_path / "raw.jsonl", 10, seed=-1)
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_number_of_events(tmp_path: Path) -> None:
+    """Peak RSS of a whole `generate_events` process: 1,000,000 events vs 100,000 (one chunk of
+    65,536 events at a time; the old generator held every event and grew ~1.1 GB per million)."""
+    import subprocess
+    import sys
+
+    def peak(events: int) -> int:
+        code = (
+            "import resource, sys; from pathlib import Path; "
+            "from orderpipe.generate import generate_events; "
+            f"generate_events(Path(sys.argv[1]), {events}, chunk_size=65536); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / f"{events}.jsonl")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return int(out.stdout.split()[-1])
+
+    small, large = peak(100_000), peak(1_000_000)
+    assert large <= 1.25 * small, (small, large)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,8 @@ from rich.console import Console
 
 from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, run_service, settings_of
 from orderpipe.cli.render import emit, emit_table, n, table, table_progress
+
+DEFAULT_START_DAY = datetime(2026, 1, 1)  # generate.DEFAULT_START (not imported: --help stays fast)
 
 
 @app.command()
@@ -29,8 +32,16 @@ def generate(
     untidy_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of text fields with stray spaces/case.")
     ] = 0.10,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
-    days: Annotated[int, typer.Option(min=1, help="Days covered, from 2026-01-01.")] = 60,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed: same seed, same bytes.")] = 42,
+    start: Annotated[
+        datetime,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            show_default="2026-01-01",
+            help="First day (UTC). Successive runs with successive days never reuse an id.",
+        ),
+    ] = DEFAULT_START_DAY,
+    days: Annotated[int, typer.Option(min=1, help="Days covered, from --start.")] = 60,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Default: <data_dir>/raw/orders_events.jsonl"),
@@ -45,6 +56,8 @@ def generate(
     from orderpipe.layout import Layout
 
     def call() -> Any:
+        from datetime import UTC
+
         target = output or Layout.from_settings(settings_of(ctx)).raw
         dirt = Dirt(
             duplicates=duplicates,
@@ -52,7 +65,16 @@ def generate(
             untidy_rate=untidy_rate,
             bad_lines=bad_lines,
         )
-        return generate_events(target, events, seed=seed, dirt=dirt, days=days)
+        with table_progress() as progress:
+            return generate_events(
+                target,
+                events,
+                seed=seed,
+                dirt=dirt,
+                start=start.replace(tzinfo=UTC),
+                days=days,
+                progress=lambda done, total: progress("events", done, total),
+            )
 
     result = run_service(ctx, call)
     emit_table(
@@ -64,6 +86,10 @@ def generate(
             ("duplicate lines", n(result.duplicates)),
             ("bad lines", n(result.bad_lines)),
             ("lines written", n(result.lines)),
+            (
+                "days",
+                f"{result.start:%Y-%m-%d} to {result.start + timedelta(result.days - 1):%Y-%m-%d}",
+            ),
             ("seconds", f"{result.seconds:.2f}"),
             ("output", str(result.output)),
         ],
