@@ -193,7 +193,8 @@ def generate_events(
     order, `chunk_size` events at a time; the truth (event_id, return_proba) goes beside it.
 
     Runs with successive `start`/`days` simulate successive days: event ids are random, order
-    ids carry their day (ORD-YYYYMMDD-n), customers recur with the same country in every run.
+    ids carry their day and the run (ORD-YYYYMMDD-<run>-n), customers recur with the same
+    country in every run.
     """
     if events < 1:
         raise OrderpipeError("--events must be at least 1")
@@ -293,6 +294,12 @@ class _Plan:
             bad=rng.multinomial(dirt.bad_lines, share),
             duplicates=duplicates,
         )
+
+    @property
+    def run_tag(self) -> str:
+        """Six hex digits naming the run (seed, start, days, events): order ids of two runs
+        differ even when their days overlap; the same run again gives the same ids."""
+        return f"{int(np.random.SeedSequence(self.key).generate_state(1)[0]) & 0xFFFFFF:06x}"
 
     def rng(self, unit: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence(self.key, spawn_key=(unit,)))
@@ -457,7 +464,7 @@ def _orders(plan: _Plan, drawn: dict[str, Any], state: _State) -> pl.DataFrame:
         pl.concat_str(
             pl.lit("ORD-"),
             pl.from_epoch("order_day", time_unit="d").dt.strftime("%Y%m%d"),
-            pl.lit("-"),
+            pl.lit(f"-{plan.run_tag}-"),
             pl.col("order_number").cast(pl.String).str.zfill(7),
         ).alias("order_id"),
         pl.concat_str(pl.lit("CUST-"), pl.col("customer_id").cast(pl.String).str.zfill(6)).alias(
