@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
 import math
 import os
@@ -33,6 +34,7 @@ REJECTED_SCHEMA = {
 }
 DECODE_CHUNK = 16_384
 READ_BLOCK = 1 << 20  # bytes read at a time by iter_raw_lines
+PARSE_BYTES = 8 << 20  # bytes of complete lines split and checked at a time
 GZIP_HEAD = 4_096  # bytes enough to tell a gzip header from text that starts like one
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_SMALLEST = 20  # bytes of the shortest gzip stream (header, empty deflate block, trailer)
@@ -123,34 +125,70 @@ def lines_from_bytes(data: bytes, *, gzipped: bool | None = None) -> pl.DataFram
 def _line_frames(blocks: Iterable[bytes], chunk_lines: int) -> Iterator[pl.DataFrame]:
     """Frames of `chunk_lines` lines cut from `blocks`: a line ends at a newline (a carriage
     return before it is dropped), the final newline ends the last line rather than starting an
-    empty one, a BOM opening the data is dropped."""
+    empty one, a BOM opening the data is dropped.
+
+    Complete lines go to polars' line reader PARSE_BYTES at a time, or as soon as they complete
+    a frame (the UTF-8 check and the split in Rust); a piece that is not UTF-8 is split and
+    checked line by line."""
     number = 1
-    lines: list[bytes] = []  # complete lines not yet in a frame
-    partial: list[bytes] = []  # the start of a line whose end is in a later block
+    parsed: list[pl.DataFrame] = []  # lines not yet in a frame
+    held = 0
+    pending: list[bytes] = []  # bytes not parsed yet; the last line may be incomplete
+    pending_bytes = 0
     at_start = True
+
+    def frames(final: bool) -> Iterator[pl.DataFrame]:
+        nonlocal number, parsed, held
+        while held >= chunk_lines or (final and held):
+            lines = pl.concat(parsed, rechunk=False) if len(parsed) > 1 else parsed[0]
+            take = min(chunk_lines, lines.height)
+            yield lines.slice(0, take).select(
+                (pl.int_range(take, dtype=pl.Int64) + number).alias("line_number"),
+                "line",
+                "raw_base64",
+            )
+            number, held = number + take, held - take
+            parsed = [lines.slice(take)] if take < lines.height else []
+
+    pending_lines = 0  # newlines in `pending`
     for block in blocks:
-        pieces = block.split(b"\n")
-        if len(pieces) == 1:
-            partial.append(block)
-            continue
-        pieces[0] = b"".join([*partial, pieces[0]])
-        partial = [pieces.pop()]
+        pending.append(block)
+        pending_bytes += len(block)
+        pending_lines += block.count(b"\n")
+        if pending_bytes < PARSE_BYTES and held + pending_lines < chunk_lines:
+            continue  # a frame is not complete yet: parse more at once
+        data = b"".join(pending)
         if at_start:
-            pieces[0], at_start = pieces[0].removeprefix(BOM), False
-        lines += pieces
-        start = 0
-        while len(lines) - start >= chunk_lines:
-            yield _lines_frame(lines[start : start + chunk_lines], number)
-            start += chunk_lines
-            number += chunk_lines
-        del lines[:start]
-    last = b"".join(partial)
+            data, at_start = data.removeprefix(BOM), False
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            lines = _parse_lines(data[:cut])
+            parsed.append(lines)
+            held += lines.height
+        pending = [data[cut:]]
+        pending_bytes, pending_lines = len(pending[0]), 0
+        yield from frames(final=False)
+    data = b"".join(pending)
     if at_start:
-        last = last.removeprefix(BOM)
-    if last:  # text after the final newline: a last line without one
-        lines.append(last)
-    for start in range(0, len(lines), chunk_lines):
-        yield _lines_frame(lines[start : start + chunk_lines], number + start)
+        data = data.removeprefix(BOM)
+    if data:
+        lines = _parse_lines(data if data.endswith(b"\n") else data + b"\n")
+        parsed.append(lines)
+        held += lines.height
+    yield from frames(final=True)
+
+
+def _parse_lines(data: bytes) -> pl.DataFrame:
+    """`line` and `raw_base64` of the lines of `data` (which ends with a newline)."""
+    try:
+        # Led by an empty line, dropped after: data opening with gzip's, zlib's or zstd's magic
+        # bytes is never taken for a compressed stream.
+        line = pl.read_lines(io.BytesIO(b"\n" + data), name="line").to_series().slice(1)
+    except pl.exceptions.PolarsError:  # not UTF-8 somewhere: each line alone
+        return _lines_frame(data.split(b"\n")[:-1], 1).drop("line_number")
+    return pl.DataFrame(
+        {"line": line, "raw_base64": pl.Series([None] * line.len(), dtype=pl.String)}
+    )
 
 
 def _lines_frame(lines: list[bytes], first_number: int) -> pl.DataFrame:
@@ -369,6 +407,12 @@ def _decode(frame: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.Dat
     good: list[pl.DataFrame] = []
     bad: list[dict[str, object]] = []
     pending = [frame.slice(i, DECODE_CHUNK) for i in range(0, frame.height, DECODE_CHUNK)]
+    if len(pending) > 1:
+        try:  # usually every line fits: all chunks at once, on every core
+            good = pl.collect_all([_decode_lazy(part, dtype) for part in pending])
+            pending = []
+        except pl.exceptions.PolarsError:
+            good = []
     while pending:
         part = pending.pop()
         try:
@@ -394,7 +438,11 @@ def _decode(frame: pl.DataFrame, dtype: pl.Struct) -> tuple[pl.DataFrame, pl.Dat
 
 
 def _decode_all(frame: pl.DataFrame, dtype: pl.Struct) -> pl.DataFrame:
-    return frame.with_columns(pl.col("line").str.json_decode(dtype).alias("event"))
+    return _decode_lazy(frame, dtype).collect()
+
+
+def _decode_lazy(frame: pl.DataFrame, dtype: pl.Struct) -> pl.LazyFrame:
+    return frame.lazy().with_columns(pl.col("line").str.json_decode(dtype).alias("event"))
 
 
 def json_depth(text: str, limit: int) -> int:
