@@ -1,45 +1,79 @@
-"""The processed (clean) dataset: read it typed as the contract, merge a run into it, write it
-and its text form. No SQLAlchemy here: train reads the Parquet through it and must stay light.
+"""The processed (clean) dataset: a Delta Lake table partitioned by event date, merged run after
+run (latest event_time wins) rewriting only the partitions a run touches; its readers and exports.
+
+No SQLAlchemy here: train reads the table through it and must stay light. `deltalake` is imported
+only where a table is written or its log is read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import write_atomic
+from orderpipe.fileio import atomic_path
 
 if TYPE_CHECKING:
-    from orderpipe.layout import Layout
+    pass
+
+PARTITION = "event_date"  # the UTC date of event_time: one folder per day of events
+TABLE_SCHEMA: dict[str, pl.DataType] = {**schema.CLEAN_SCHEMA, PARTITION: pl.Date()}
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
+
+
+def is_table(path: Path) -> bool:
+    """True when `path` is a Delta table (a folder with a `_delta_log`)."""
+    return (path / "_delta_log").is_dir()
+
+
+def table_version(path: Path) -> int:
+    """The table's latest committed version."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(path)).version()
+
+
+def scan_clean_dataset(path: Path) -> pl.LazyFrame:
+    """The clean records of etl's table, or of a Parquet, CSV or JSON Lines file, typed as the
+    contract (lazy: nothing is read until collected)."""
+    if is_table(path):
+        frame = pl.scan_delta(str(path))
+    elif not path.is_file():
+        raise OrderpipeError(f"clean dataset not found: {path} (run `orderpipe etl` first)")
+    elif path.suffix == ".parquet":
+        frame = pl.scan_parquet(path)
+    elif path.suffix == ".csv":
+        frame = pl.scan_csv(path, schema_overrides={"event_time": pl.String})
+    elif path.suffix in (".jsonl", ".ndjson", ".json"):
+        frame = pl.scan_ndjson(path, schema_overrides={"event_time": pl.String})
+    else:
+        raise OrderpipeError(f"{path}: expected etl's table or a .parquet, .csv or .jsonl file")
+    try:
+        names = frame.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise OrderpipeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    missing = [name for name in schema.CLEAN_COLUMNS if name not in names]
+    if missing:
+        raise OrderpipeError(f"{path} is not a clean dataset: missing {', '.join(missing)}")
+    if names["event_time"] == pl.String:
+        frame = frame.with_columns(
+            pl.col("event_time").str.to_datetime(
+                "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC"
+            )
+        )
+    return frame.select(schema.CLEAN_COLUMNS).cast(dict(schema.CLEAN_SCHEMA))
 
 
 def read_clean_dataset(path: Path) -> pl.DataFrame:
-    """The clean records from etl's Parquet, CSV or JSON Lines, typed as the contract."""
-    if not path.is_file():
-        raise OrderpipeError(f"clean dataset not found: {path} (run `orderpipe etl` first)")
+    """The clean records of etl's table or of a Parquet, CSV or JSON Lines file."""
     try:
-        if path.suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        elif path.suffix == ".csv":
-            frame = pl.read_csv(path, schema_overrides={"event_time": pl.String})
-        elif path.suffix in (".jsonl", ".ndjson", ".json"):
-            frame = pl.read_ndjson(path, schema_overrides={"event_time": pl.String})
-        else:
-            raise OrderpipeError(f"{path}: expected a .parquet, .csv or .jsonl clean dataset")
-        missing = [name for name in schema.CLEAN_COLUMNS if name not in frame.columns]
-        if missing:
-            raise OrderpipeError(f"{path} is not a clean dataset: missing {', '.join(missing)}")
-        if frame.schema["event_time"] == pl.String:
-            frame = frame.with_columns(
-                pl.col("event_time").str.to_datetime(
-                    "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC"
-                )
-            )
-        return frame.select(schema.CLEAN_COLUMNS).cast(dict(schema.CLEAN_SCHEMA))
+        return scan_clean_dataset(path).collect()
     except pl.exceptions.PolarsError as exc:
         raise OrderpipeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
@@ -49,53 +83,311 @@ def as_text_records(dataset: pl.DataFrame) -> pl.DataFrame:
     return dataset.with_columns(pl.col("event_time").dt.strftime(schema.EVENT_TIME_FORMAT))
 
 
-def read_previous_dataset(path: Path) -> pl.DataFrame | None:
-    """The dataset of earlier runs (None when there is none); a foreign file is an error."""
-    if not path.is_file():
-        return None
+def iter_table_frames(path: Path) -> Iterator[pl.DataFrame]:
+    """The table's clean records one data file at a time, in event-date order (each file in
+    event_time order): memory holds one file, whatever the table's size."""
+    from deltalake import DeltaTable
+
+    actions = pl.DataFrame(DeltaTable(str(path)).get_add_actions(flatten=True))
+    if actions.height == 0:
+        return
+    key = f"partition.{PARTITION}"
+    for file in actions.sort(key, "path")["path"]:
+        frame = pl.read_parquet(path / file)
+        yield frame.select(schema.CLEAN_COLUMNS).cast(dict(schema.CLEAN_SCHEMA))
+
+
+def iter_table_lines(path: Path, chunk_lines: int) -> Iterator[pl.DataFrame]:
+    """The table's rows as clean-record JSON text (`line_number` from 1, `line`), at most
+    `chunk_lines` at a time, in event order: what `stream produce` sends from the table."""
+    number = 1
+    for frame in iter_table_frames(path):
+        text = as_text_records(frame)
+        for offset in range(0, text.height, chunk_lines):
+            part = text.slice(offset, chunk_lines)
+            yield part.select(
+                (pl.int_range(pl.len(), dtype=pl.Int64) + number).alias("line_number"),
+                pl.struct(pl.all()).struct.json_encode().alias("line"),
+            )
+            number += part.height
+
+
+# ---------------------------------------------------------------- merging a run into the table
+@dataclass(frozen=True)
+class MergeResult:
+    """What one run changed in the table."""
+
+    version: int  # the table's version after the run (unchanged when nothing changed)
+    committed: bool  # False: the run brought nothing new, no version was written
+    rows: int  # rows in the table after the run
+    new_events: int  # event_ids the table did not hold
+    changed_events: int  # held events whose stored row the run replaced with a different one
+    partitions: int  # partitions (event dates) rewritten
+
+
+def with_partition(frame: pl.DataFrame) -> pl.DataFrame:
+    """The clean columns plus the partition column (the UTC date of event_time)."""
+    return frame.select(*schema.CLEAN_COLUMNS, pl.col("event_time").dt.date().alias(PARTITION))
+
+
+class Run:
+    """A deduplicated run (one row per event_id, clean columns) read by event date: in memory,
+    or staged on disk (`stage`) when it is large, one file per call in date order, whose row
+    groups' statistics let a day's read skip the other days."""
+
+    ROW_GROUP = 32_768
+
+    def __init__(self, frame: pl.DataFrame | None = None, folder: Path | None = None) -> None:
+        self.folder = folder
+        self._days: dict[date, pl.DataFrame] = {}
+        self._staged_days: set[date] = set()
+        if frame is not None:
+            parts = with_partition(frame).partition_by(PARTITION, as_dict=True, maintain_order=True)
+            self._days = {day: part for (day,), part in parts.items()}
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, frame: pl.DataFrame, name: str) -> None:
+        """Add deduplicated rows (no event_id of another call) to a staged run."""
+        assert self.folder is not None, "stage() is for a run made with a folder"
+        rows = with_partition(frame).sort(PARTITION, "event_time")
+        rows.write_parquet(self.folder / f"{name}.parquet", row_group_size=self.ROW_GROUP)
+        self._staged_days.update(rows[PARTITION].unique().to_list())
+
+    def dates(self) -> list[date]:
+        return sorted(self._days if self.folder is None else self._staged_days)
+
+    def days(self) -> Iterator[tuple[date, pl.DataFrame]]:
+        """(date, its rows) in date order, one day in memory at a time: the staged files are
+        read once, side by side (each is in date order), a batch of each at a time."""
+        if self.folder is None:
+            yield from sorted(self._days.items())
+            return
+        import pyarrow.parquet as pq
+
+        files = sorted(self.folder.glob("*.parquet"))
+        batches = [pq.ParquetFile(file).iter_batches(batch_size=self.ROW_GROUP) for file in files]
+        held = [_empty() for _ in files]  # rows read from each file, not handed over yet
+        for day in self.dates():
+            parts = []
+            for index, reader in enumerate(batches):
+                while True:
+                    if held[index].height == 0:
+                        batch = next(reader, None)
+                        if batch is None:
+                            break
+                        held[index] = pl.from_arrow(batch).cast(TABLE_SCHEMA)  # type: ignore[union-attr]
+                    rows = held[index]
+                    count = rows.select((pl.col(PARTITION) == day).sum()).item()
+                    parts.append(rows.head(count))
+                    held[index] = rows.slice(count)
+                    if held[index].height:  # the file's next rows are of a later day
+                        break
+            yield day, pl.concat(parts)
+
+    def rows(self) -> pl.LazyFrame:
+        if self.folder is None:
+            return pl.concat([_empty(), *self._days.values()]).lazy()
+        if not self._staged_days:
+            return _empty().lazy()
+        return pl.scan_parquet(self.folder / "*.parquet")
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema=TABLE_SCHEMA)
+
+
+def merge_into_table(path: Path, run: Run, *, replace: bool = False) -> MergeResult:
+    """Merge a deduplicated run into the table at `path`.
+
+    Latest event_time wins; on a tie the run wins, and a row identical to the stored one changes
+    nothing. Only the partitions that gain or lose a row are rewritten, in one commit; a run that
+    changes nothing commits nothing. `replace` rebuilds the table from the run alone.
+    """
+    if replace or not is_table(path):
+        dates = run.dates()
+        version = _write(path, run, dates, skip=None, stored=None, overwrite=is_table(path))
+        rows = _rows(path)
+        return MergeResult(version, True, rows, rows, 0, len(dates))
+    stored = pl.scan_delta(str(path))
+    matched = (
+        run.rows()
+        .select("event_id", "event_time", PARTITION, _row_hash().alias("row_hash"))
+        .join(
+            stored.select("event_id", "event_time", PARTITION),
+            on="event_id",
+            how="inner",
+            suffix="_stored",
+        )
+        .collect(engine="streaming")
+    )
+    ties = matched.filter(pl.col("event_time") == pl.col("event_time_stored"))
+    identical = pl.DataFrame(schema={"event_id": pl.String})
+    if ties.height:
+        stored_hashes = (
+            stored.filter(pl.col(PARTITION).is_in(ties[f"{PARTITION}_stored"].unique().implode()))
+            .join(ties.lazy().select("event_id"), on="event_id", how="semi")
+            .select("event_id", _row_hash().alias("row_hash"))
+            .collect(engine="streaming")
+        )
+        identical = ties.join(stored_hashes, on=["event_id", "row_hash"], how="semi").select(
+            "event_id"
+        )
+    older = matched.filter(pl.col("event_time") < pl.col("event_time_stored")).select("event_id")
+    skip = pl.concat([older, identical])  # run rows that change nothing
+    replaced = matched.join(skip, on="event_id", how="anti").select(
+        "event_id", pl.col(f"{PARTITION}_stored").alias(PARTITION)
+    )
+    incoming_dates = (
+        run.rows()
+        .join(skip.lazy(), on="event_id", how="anti")
+        .select(pl.col(PARTITION).unique())
+        .collect(engine="streaming")[PARTITION]
+    )
+    dates = sorted(set(incoming_dates.to_list()) | set(replaced[PARTITION].to_list()))
+    if not dates:
+        return MergeResult(table_version(path), False, _rows(path), 0, 0, 0)
+    rows_before = _rows(path)
+    version = _write(path, run, dates, skip=skip, stored=(stored, replaced), overwrite=True)
+    rows = _rows(path)
+    return MergeResult(version, True, rows, rows - rows_before, replaced.height, len(dates))
+
+
+def _row_hash() -> pl.Expr:
+    columns = [pl.col(name).cast(dtype) for name, dtype in schema.CLEAN_SCHEMA.items()]
+    return pl.struct(columns).hash(seed=0)
+
+
+def _rows(path: Path) -> int:
+    return pl.scan_delta(str(path)).select(pl.len()).collect().item()
+
+
+def _write(
+    path: Path,
+    run: Run,
+    dates: list[date],
+    *,
+    skip: pl.DataFrame | None,
+    stored: tuple[pl.LazyFrame, pl.DataFrame] | None,
+    overwrite: bool,
+) -> int:
+    """One commit: each partition of `dates` becomes its stored rows (minus the `replaced` ones)
+    plus the run's rows of that date (minus `skip`), in event_time order.
+
+    Each partition is written as one Parquet file as soon as it is made (one partition in
+    memory at a time: delta-rs' own writer held every partition of a write until its end), then
+    one transaction adds them all and removes the files they replace."""
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import create_table_with_add_actions
+
+    actions = []
+    days = run.days()
+    upcoming = next(days, None)
+    for day in dates:
+        while upcoming is not None and upcoming[0] < day:  # every row of that day skipped
+            upcoming = next(days, None)
+        incoming = _empty().lazy()
+        if upcoming is not None and upcoming[0] == day:
+            incoming = upcoming[1].lazy()
+        if skip is not None:
+            incoming = incoming.join(skip.lazy(), on="event_id", how="anti")
+        parts = [incoming.select(list(TABLE_SCHEMA))]
+        if stored is not None:
+            table, replaced = stored
+            gone = replaced.filter(pl.col(PARTITION) == day).select("event_id").lazy()
+            kept = table.filter(pl.col(PARTITION) == day).join(gone, on="event_id", how="anti")
+            parts.append(kept.select(list(TABLE_SCHEMA)))
+        frame = pl.concat(parts).cast(TABLE_SCHEMA).sort("event_time", "event_id").collect()
+        if frame.height:  # a day left with no row keeps no file
+            actions.append(_data_file(path, day, frame.drop(PARTITION)))
+    schema = _empty().to_arrow().schema
+    if not is_table(path):
+        create_table_with_add_actions(
+            str(path), Schema.from_arrow(schema), actions, mode="error", partition_by=[PARTITION]
+        )
+    else:
+        filters = None
+        if stored is not None:  # replace these days only; without, the whole table (overwrite)
+            filters = [(PARTITION, "in", [day.isoformat() for day in dates])]
+        DeltaTable(str(path)).create_write_transaction(
+            actions,
+            mode="overwrite" if overwrite or stored is not None else "append",
+            schema=schema,
+            partition_by=[PARTITION],
+            partition_filters=filters,
+        )
+    return table_version(path)
+
+
+def _data_file(table: Path, day: date, frame: pl.DataFrame) -> Any:
+    """Write one partition's rows as a new data file of the table; its add action (with the
+    row count and event_time range readers use to skip files)."""
+    import json
+    import time
+    import uuid
+
+    from deltalake.transaction import AddAction
+
+    relative = f"{PARTITION}={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+    file = table / relative
+    file.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(file, statistics=True)
+    times = frame["event_time"]
+    stats = {
+        "numRecords": frame.height,
+        # milliseconds, rounded outwards: a reader's range check never skips a row
+        "minValues": {"event_time": f"{times.min():%Y-%m-%dT%H:%M:%S.%f}"[:-3] + "Z"},
+        "maxValues": {
+            "event_time": f"{times.max() + timedelta(milliseconds=1):%Y-%m-%dT%H:%M:%S.%f}"[:-3]
+            + "Z"
+        },
+        "nullCount": {"event_time": 0, "event_id": 0},
+    }
+    return AddAction(
+        path=relative,
+        size=file.stat().st_size,
+        partition_values={PARTITION: day.isoformat()},
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=json.dumps(stats),
+    )
+
+
+# ---------------------------------------------------------------- exports
+@dataclass(frozen=True)
+class ExportResult:
+    """One export of the table."""
+
+    output: Path
+    format: str
+    rows: int
+    table_version: int | None
+    seconds: float
+
+
+def export_dataset(source: Path, output: Path, fmt: str) -> ExportResult:
+    """Stream the clean dataset at `source` into one CSV, JSON Lines or Parquet file, written
+    atomically; memory does not grow with the table."""
+    import time
+
+    if fmt not in EXPORT_FORMATS:
+        raise OrderpipeError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
+    began = time.perf_counter()
+    version = table_version(source) if is_table(source) else None
+    frame = scan_clean_dataset(source)
+    if fmt != "parquet":
+        frame = frame.with_columns(pl.col("event_time").dt.strftime(schema.EVENT_TIME_FORMAT))
     try:
-        previous = pl.read_parquet(path)
-    except Exception as exc:  # a corrupt or foreign file must not be silently replaced
-        raise OrderpipeError(
-            f"cannot read the existing dataset {path}: {exc}; "
-            "move it away or run etl with --replace"
-        ) from None
-    if list(previous.columns) != list(schema.CLEAN_COLUMNS):
-        raise OrderpipeError(
-            f"{path} does not have the clean record columns; move it away or run etl with --replace"
-        )
-    return previous.cast({name: dtype for name, dtype in schema.CLEAN_SCHEMA.items()})
-
-
-def merge_runs(
-    previous: pl.DataFrame | None, latest: pl.DataFrame
-) -> tuple[pl.DataFrame, int, int]:
-    """Union with the existing dataset: latest event_time wins, the new run wins a tie."""
-    if previous is None or previous.height == 0:
-        return latest, latest.height, 0
-    new_ids = latest.join(previous.select("event_id"), on="event_id", how="anti").height
-    merged = (
-        pl.concat(
-            [
-                previous.with_columns(pl.lit(0).alias("_run")),
-                latest.with_columns(pl.lit(1).alias("_run")),
-            ]
-        )
-        .sort(["event_time", "_run"], maintain_order=True)
-        .unique(subset="event_id", keep="last", maintain_order=True)
-    )
-    winners = merged.filter(pl.col("_run") == 1).drop("_run")
-    changed = (
-        winners.join(previous, on="event_id", how="semi")
-        .join(previous, on=list(schema.CLEAN_COLUMNS), how="anti", nulls_equal=True)
-        .height
-    )
-    return merged.drop("_run"), new_ids, changed
-
-
-def write_dataset(dataset: pl.DataFrame, layout: Layout) -> None:
-    """Parquet, CSV and JSON Lines, each written atomically."""
-    text = as_text_records(dataset)
-    write_atomic(layout.parquet, lambda tmp: dataset.write_parquet(tmp, statistics=True))
-    write_atomic(layout.csv, lambda tmp: text.write_csv(tmp))
-    write_atomic(layout.jsonl, lambda tmp: text.write_ndjson(tmp))
+        with atomic_path(output) as tmp:
+            if fmt == "csv":
+                frame.sink_csv(tmp)
+            elif fmt == "jsonl":
+                frame.sink_ndjson(tmp)
+            else:
+                frame.sink_parquet(tmp, statistics=True)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise OrderpipeError(f"cannot export to {output}: {str(exc).splitlines()[0]}") from None
+    rows = pl.scan_parquet(output).select(pl.len()).collect().item() if fmt == "parquet" else None
+    if rows is None:
+        rows = scan_clean_dataset(source).select(pl.len()).collect().item()
+    return ExportResult(output, fmt, rows, version, time.perf_counter() - began)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,11 +18,11 @@ from pathlib import Path
 import polars as pl
 
 from orderpipe import schema
-from orderpipe.dataset import merge_runs, read_previous_dataset, write_dataset
+from orderpipe.dataset import Run, merge_into_table, scan_clean_dataset
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import write_atomic, write_text_atomic
+from orderpipe.fileio import atomic_path, write_text_atomic
 from orderpipe.layout import Layout
-from orderpipe.lines import REJECTED_SCHEMA, ParsedLines, parse_lines, read_raw_lines
+from orderpipe.lines import REJECTED_SCHEMA, ParsedLines, iter_raw_lines, parse_lines
 
 FLAT_RAW_COLUMNS = (*schema.TOP_FIELDS, *schema.CUSTOMER_FIELDS, *schema.ORDER_FIELDS)
 FLAT_RAW_STRUCT = pl.Struct({name: pl.String() for name in FLAT_RAW_COLUMNS})
@@ -41,6 +43,8 @@ class EtlResult:
     dataset_rows: int
     new_events: int
     changed_events: int
+    table_version: int = 0  # the processed table's version after this run
+    committed: bool = True  # False: the run changed nothing in the table (no new version)
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -272,44 +276,67 @@ def _with_parse_rejects(parsed: ParsedLines, cleaned: CleanBatch) -> CleanBatch:
 
 
 # ---------------------------------------------------------------- the service
-def run_etl(source: Path, layout: Layout, *, merge: bool = True) -> EtlResult:
-    """Clean `source` into the processed dataset (merged with what is there unless merge=False)."""
+# Lines cleaned at a time: memory follows this, not the size of the input.
+CHUNK_LINES = 500_000
+# A run of up to this many clean rows stays in memory; a larger one is staged on disk in
+# buckets of event_id, each deduplicated alone.
+IN_MEMORY_ROWS = 2_000_000
+STAGE_BUCKETS = 16
+
+
+def run_etl(
+    source: Path,
+    layout: Layout,
+    *,
+    merge: bool = True,
+    chunk_lines: int = CHUNK_LINES,
+    in_memory_rows: int = IN_MEMORY_ROWS,
+) -> EtlResult:
+    """Clean `source` chunk by chunk, quarantine its bad lines, and merge its clean events into
+    the processed table (latest event_time wins; `merge=False` rebuilds it from this input)."""
     began = time.perf_counter()
-    lines = read_raw_lines(source)
-    batch = clean_lines(lines)
-    latest = dedupe_latest(batch.clean)
-    duplicates = batch.clean.height - latest.height
-    latest = latest.drop("line_number")
-
-    previous = read_previous_dataset(layout.parquet) if merge else None
-    dataset, new_events, changed = merge_runs(previous, latest)
-    dataset = dataset.sort(["event_time", "event_id"])
-
-    write_dataset(dataset, layout)
     rejected_path = layout.rejected_for(source)
-    write_atomic(rejected_path, lambda tmp: batch.rejected.write_ndjson(tmp))
-
-    # Counts per rule: the detail in brackets (column of a JSON error...) stays in the file.
-    rules = batch.rejected.select(pl.col("reason").str.replace(r" \(.*\)$", "").alias("rule"))
-    by_reason = dict(
-        sorted(rules.group_by("rule").len().iter_rows(), key=lambda kv: (-kv[1], kv[0]))
-    )
+    stage = layout.processed_dir / f".etl-stage-{os.getpid()}"
+    counts = _Counts()
+    held: list[pl.DataFrame] = []  # clean rows kept in memory while the run is small
+    staged = 0  # chunks staged on disk
+    try:
+        with atomic_path(rejected_path) as quarantine, quarantine.open("wb") as out:
+            for chunk in iter_raw_lines(source, chunk_lines):
+                batch = clean_lines(chunk)
+                batch.rejected.write_ndjson(out)
+                counts.add(chunk.height, batch)
+                held.append(batch.clean)
+                if staged or counts.clean > in_memory_rows:
+                    for frame in held:
+                        _stage_buckets(frame, stage, staged)
+                        staged += 1
+                    held = []
+            if staged:
+                run, kept = _dedupe_staged(stage)
+            else:
+                clean = pl.concat([pl.DataFrame(schema=_LINE_SCHEMA), *held])
+                latest = dedupe_latest(clean).drop("line_number")
+                run, kept = Run(latest), latest.height
+            merged = merge_into_table(layout.table, run, replace=not merge)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     result = EtlResult(
         input=source,
-        lines=lines.height,
-        clean=latest.height,
-        duplicates=duplicates,
-        rejected=batch.rejected.height,
-        rejected_by_reason=by_reason,
-        imputed=batch.imputed,
-        normalised=batch.normalised,
-        dataset_rows=dataset.height,
-        new_events=new_events,
-        changed_events=changed,
+        lines=counts.lines,
+        clean=kept,
+        duplicates=counts.clean - kept,
+        rejected=counts.rejected,
+        rejected_by_reason=dict(sorted(counts.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        imputed=counts.imputed,
+        normalised=counts.normalised,
+        dataset_rows=merged.rows,
+        new_events=merged.new_events,
+        changed_events=merged.changed_events,
+        table_version=merged.version,
+        committed=merged.committed,
         outputs={
-            "parquet": layout.parquet,
-            "csv": layout.csv,
-            "jsonl": layout.jsonl,
+            "table": layout.table,
             "rejected": rejected_path,
             "quality": layout.quality_report,
         },
@@ -320,26 +347,84 @@ def run_etl(source: Path, layout: Layout, *, merge: bool = True) -> EtlResult:
             f"etl accounting mismatch: {result.lines} lines != {result.clean} clean + "
             f"{result.duplicates} duplicates + {result.rejected} rejected"
         )
-    write_text_atomic(layout.quality_report, json.dumps(quality_report(result, dataset), indent=2))
+    report = quality_report(result, scan_clean_dataset(layout.table))
+    write_text_atomic(layout.quality_report, json.dumps(report, indent=2))
     return result
 
 
-def quality_report(result: EtlResult, dataset: pl.DataFrame) -> dict[str, object]:
-    """The counts per rule that etl writes to reports/etl_quality.json."""
+@dataclass
+class _Counts:
+    """What the chunks of one run add up to."""
+
+    lines: int = 0
+    clean: int = 0  # clean rows, duplicates included
+    rejected: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    imputed: dict[str, int] = field(default_factory=dict)
+    normalised: dict[str, int] = field(default_factory=dict)
+
+    def add(self, lines: int, batch: CleanBatch) -> None:
+        self.lines += lines
+        self.clean += batch.clean.height
+        self.rejected += batch.rejected.height
+        # Counts per rule: the detail in brackets (column of a JSON error...) stays in the file.
+        rules = batch.rejected.select(pl.col("reason").str.replace(r" \(.*\)$", "").alias("rule"))
+        for total, counts in (
+            (self.by_reason, dict(rules.group_by("rule").len().iter_rows())),
+            (self.imputed, batch.imputed),
+            (self.normalised, batch.normalised),
+        ):
+            for name, count in counts.items():
+                total[name] = total.get(name, 0) + count
+
+
+_LINE_SCHEMA = {"line_number": pl.Int64(), **schema.CLEAN_SCHEMA}
+
+
+def _stage_buckets(clean: pl.DataFrame, stage: Path, number: int) -> None:
+    """Spread one chunk's clean rows over buckets of event_id (all rows of an event_id, from
+    every chunk, land in the same bucket)."""
+    bucket = (pl.col("event_id").hash(seed=0) % STAGE_BUCKETS).alias("_bucket")
+    for (index,), part in clean.with_columns(bucket).partition_by("_bucket", as_dict=True).items():
+        folder = stage / "buckets" / f"{index:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        part.drop("_bucket").write_parquet(folder / f"{number:06d}.parquet")
+
+
+def _dedupe_staged(stage: Path) -> tuple[Run, int]:
+    """Deduplicate each bucket alone (one bucket in memory at a time) into a staged run."""
+    run = Run(folder=stage / "run")
+    kept = 0
+    for folder in sorted((stage / "buckets").iterdir()):
+        latest = dedupe_latest(pl.read_parquet(folder / "*.parquet")).drop("line_number")
+        run.stage(latest, folder.name)
+        kept += latest.height
+        shutil.rmtree(folder)
+    return run, kept
+
+
+def quality_report(result: EtlResult, dataset: pl.LazyFrame) -> dict[str, object]:
+    """The counts per rule that etl writes to reports/etl_quality.json (the dataset's figures
+    over the whole table, streamed)."""
     vocab = {
         "device": schema.DEVICES,
         "channel": schema.CHANNELS,
         "main_category": schema.CATEGORIES,
     }
-    unknown_values = {
-        name: dataset.filter(~pl.col(name).is_in([*values, schema.UNKNOWN_TEXT])).height
-        for name, values in vocab.items()
-    }
+    figures = dataset.select(
+        (pl.col("country") == schema.UNKNOWN_COUNTRY).sum().alias("country_unknown"),
+        *[
+            (~pl.col(name).is_in([*values, schema.UNKNOWN_TEXT])).sum().alias(name)
+            for name, values in vocab.items()
+        ],
+    ).collect(engine="streaming")
     shared_orders = (
         dataset.group_by("order_id")
         .agg(pl.col("customer_id").n_unique().alias("n"))
         .filter(pl.col("n") > 1)
-        .height
+        .select(pl.len())
+        .collect(engine="streaming")
+        .item()
     )
     return {
         "input": str(result.input),
@@ -353,10 +438,12 @@ def quality_report(result: EtlResult, dataset: pl.DataFrame) -> dict[str, object
         "normalised_text": result.normalised,
         "dataset": {
             "rows": result.dataset_rows,
+            "table_version": result.table_version,
+            "committed": result.committed,
             "new_events": result.new_events,
             "changed_events": result.changed_events,
-            "country_unknown": dataset.filter(pl.col("country") == schema.UNKNOWN_COUNTRY).height,
-            "values_outside_vocabulary": unknown_values,
+            "country_unknown": figures["country_unknown"].item(),
+            "values_outside_vocabulary": {name: figures[name].item() for name in vocab},
             "order_ids_shared_by_several_customers": shared_orders,
         },
         "outputs": {name: str(path) for name, path in result.outputs.items()},

@@ -18,7 +18,7 @@ PROCESSED_STEM = "orders_events_cleaned"
 
 
 class StreamSource(StrEnum):
-    """What `stream produce` sends: etl's clean JSON Lines or the generator's raw file."""
+    """What `stream produce` sends: etl's clean table or the generator's raw file."""
 
     clean = "clean"
     raw = "raw"
@@ -73,18 +73,14 @@ class Layout:
         return self.data_dir / "processed"
 
     @property
-    def parquet(self) -> Path:
-        """The clean dataset (ingest, train and predict read it)."""
-        return self.processed_dir / f"{PROCESSED_STEM}.parquet"
+    def table(self) -> Path:
+        """The clean dataset: a Delta Lake table partitioned by event date, which etl merges
+        into and ingest, train, predict and `stream produce` read."""
+        return self.processed_dir / PROCESSED_STEM
 
-    @property
-    def csv(self) -> Path:
-        return self.processed_dir / f"{PROCESSED_STEM}.csv"
-
-    @property
-    def jsonl(self) -> Path:
-        """The clean dataset as JSON Lines (what `stream produce` sends by default)."""
-        return self.processed_dir / f"{PROCESSED_STEM}.jsonl"
+    def export(self, fmt: str) -> Path:
+        """Where `orderpipe export` writes the table as one file (csv, jsonl or parquet)."""
+        return self.processed_dir / f"{PROCESSED_STEM}.{fmt}"
 
     @property
     def rejected_dir(self) -> Path:
@@ -108,8 +104,8 @@ class Layout:
 
     # -- stream
     def stream_source(self, kind: str) -> Path:
-        """What `stream produce` sends by default: etl's clean JSON Lines or the raw file."""
-        return self.raw if kind == "raw" else self.jsonl
+        """What `stream produce` sends by default: etl's clean table or the raw file."""
+        return self.raw if kind == "raw" else self.table
 
     # -- eco
     @property

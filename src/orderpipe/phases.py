@@ -59,7 +59,7 @@ def _etl(settings: Settings, options: PhaseOptions) -> Any:
 
 def _ingest(settings: Settings, _options: PhaseOptions) -> Any:
     return run_ingest(
-        Layout.from_settings(settings).parquet,
+        Layout.from_settings(settings).table,
         settings.db_url,
         chunk_size=settings.ingest_chunk_size,
         local_infile=settings.mysql_local_infile,
@@ -69,7 +69,7 @@ def _ingest(settings: Settings, _options: PhaseOptions) -> Any:
 def _train(settings: Settings, options: PhaseOptions) -> Any:
     layout = Layout.from_settings(settings)
     return run_train(
-        "all", layout.parquet, layout.artifacts_dir, seed=options.seed, truth_path=layout.truth
+        "all", layout.table, layout.artifacts_dir, seed=options.seed, truth_path=layout.truth
     )
 
 
@@ -94,7 +94,7 @@ def _train_figures(results: Any) -> dict[str, Any]:
 def _predict(settings: Settings, _options: PhaseOptions) -> Any:
     layout = Layout.from_settings(settings)
     return run_predict(
-        layout.parquet,
+        layout.table,
         settings.db_url,
         layout.artifacts_dir,
         chunk_size=settings.ingest_chunk_size,
@@ -105,7 +105,7 @@ def _predict(settings: Settings, _options: PhaseOptions) -> Any:
 def _stream(settings: Settings, options: PhaseOptions) -> Any:
     producer = ProducerOptions(rate=options.stream_rate, limit=options.stream_limit)
     return run_stream_with_settings(
-        settings, Layout.from_settings(settings).jsonl, producer_options=producer
+        settings, Layout.from_settings(settings).table, producer_options=producer
     )
 
 

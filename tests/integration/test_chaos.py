@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from orderpipe.dataset import read_clean_dataset
 from orderpipe.db.engine import create_tables, make_engine
 from orderpipe.etl import run_etl
 from orderpipe.stream.kafka import KafkaEndpoint
@@ -301,7 +302,7 @@ def chaos_input(stream: StreamData, root: Path) -> ChaosInput:
     raw = root / "chaos.jsonl"
     raw.write_bytes(b"\n".join(lines) + b"\n")
     result = run_etl(raw, layout_under(root / "etl"))
-    clean = pl.read_parquet(result.outputs["parquet"])
+    clean = read_clean_dataset(result.outputs["table"])
     rejected = pl.read_ndjson(result.outputs["rejected"])
     malformed = [
         line.encode() if line is not None else base64.b64decode(encoded)

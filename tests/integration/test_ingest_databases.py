@@ -46,7 +46,7 @@ def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def clean_from(tmp_path: Path, events: list[Any], name: str = "raw") -> pl.DataFrame:
     paths = layout_under(tmp_path / name)
     run_etl(write_lines(tmp_path / f"{name}.jsonl", events), paths)
-    return read_clean_dataset(paths.parquet)
+    return read_clean_dataset(paths.table)
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +55,12 @@ def generated_clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = generate_events(root / "raw.jsonl", 5000, seed=3, dirt=Dirt(duplicates=100)).output
     paths = layout_under(root)
     run_etl(raw, paths)
-    return paths.parquet
+    return paths.table
 
 
 def test_ingest_fills_the_three_tables(database_url: str, generated_clean: Path) -> None:
     result = run_ingest(generated_clean, database_url)
-    clean = pl.read_parquet(generated_clean)
+    clean = read_clean_dataset(generated_clean)
     tables = dump(database_url)
     assert result.events == len(tables["table_events"]) == clean.height
     assert result.orders == len(tables["table_orders"]) == clean["order_id"].n_unique()
@@ -201,7 +201,7 @@ def test_predict_upserts_predictions_idempotently(
     before = [row[:5] for row in dump(database_url)["table_predictions"]]
     run_predict(generated_clean, database_url, tmp_path / "artifacts")
     after = [row[:5] for row in dump(database_url)["table_predictions"]]
-    assert first.scored == len(after) == pl.read_parquet(generated_clean).height
+    assert first.scored == len(after) == read_clean_dataset(generated_clean).height
     assert before == after
 
 

@@ -58,7 +58,7 @@ def test_a_failing_phase_stops_with_its_reason(
         .splitlines()[-1]
         .startswith("error: run-all stopped in phase ingest: cannot reach the database")
     )
-    assert (workdir / "data" / "processed" / "orders_events_cleaned.parquet").is_file()
+    assert (workdir / "data" / "processed" / "orders_events_cleaned" / "_delta_log").is_dir()
 
 
 def test_two_processes_can_track_at_the_same_time(tmp_path: Path) -> None:

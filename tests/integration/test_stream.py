@@ -24,6 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from orderpipe.dataset import export_dataset
 from orderpipe.db.engine import make_engine
 from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
@@ -59,8 +60,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> StreamData:
     ).output
     paths = layout_under(root)
     result = run_etl(raw, paths)
-    run_train("classification", paths.parquet, root / "artifacts")
-    return StreamData(raw, paths.jsonl, root / "artifacts", result.clean)
+    run_train("classification", paths.table, root / "artifacts")
+    clean_jsonl = export_dataset(paths.table, paths.export("jsonl"), "jsonl").output
+    return StreamData(raw, clean_jsonl, root / "artifacts", result.clean)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from orderpipe.cli import app
+from orderpipe.dataset import export_dataset
 from orderpipe.db.engine import make_engine
 from orderpipe.etl import run_etl
 from orderpipe.generate import Dirt, generate_events
@@ -374,8 +375,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     raw = generate_events(root / "raw.jsonl", 300, seed=5, dirt=Dirt(bad_lines=8)).output
     paths = layout_under(root)
     run_etl(raw, paths)
-    run_train("classification", paths.parquet, root / "artifacts", seed=11)
-    return raw, paths.jsonl, root / "artifacts"
+    run_train("classification", paths.table, root / "artifacts", seed=11)
+    return (
+        raw,
+        export_dataset(paths.table, paths.export("jsonl"), "jsonl").output,
+        root / "artifacts",
+    )
 
 
 def test_replaying_a_fixed_dead_letter_twice_stores_its_event_once(

@@ -94,7 +94,9 @@ def test_a_missing_file_is_an_orderpipe_error(tmp_path: Path) -> None:
 def test_an_unknown_suffix_is_an_orderpipe_error(tmp_path: Path) -> None:
     path = tmp_path / "clean.txt"
     path.write_text("event_id\n")
-    with pytest.raises(OrderpipeError, match=r"expected a \.parquet, \.csv or \.jsonl"):
+    with pytest.raises(
+        OrderpipeError, match=r"expected etl.s table or a \.parquet, \.csv or \.jsonl"
+    ):
         read_clean_dataset(path)
 
 

@@ -1,10 +1,14 @@
 import json
+import re
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 from orderpipe import schema
+from orderpipe.dataset import export_dataset, read_clean_dataset
 from orderpipe.errors import OrderpipeError
 from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
@@ -69,7 +73,7 @@ def test_latest_event_time_wins_a_duplicate(tmp_path: Path, layout: Layout) -> N
         ],
     )
     result = run_etl(raw, layout)
-    clean = pl.read_parquet(layout.parquet)
+    clean = read_clean_dataset(layout.table)
     assert (result.clean, result.duplicates) == (1, 2)
     assert clean["n_items"].to_list() == [5]
 
@@ -83,18 +87,20 @@ def test_exact_tie_keeps_the_later_line(tmp_path: Path, layout: Layout) -> None:
         ],
     )
     run_etl(raw, layout)
-    assert pl.read_parquet(layout.parquet)["n_items"].to_list() == [2]
+    assert read_clean_dataset(layout.table)["n_items"].to_list() == [2]
 
 
 def test_running_etl_twice_changes_nothing(tmp_path: Path, layout: Layout) -> None:
     raw = generate_events(
         tmp_path / "raw.jsonl", 2000, dirt=Dirt(duplicates=50, bad_lines=5)
     ).output
-    run_etl(raw, layout)
-    first = {p: p.read_bytes() for p in (layout.parquet, layout.csv, layout.jsonl)}
+    first = run_etl(raw, layout)
+    before = read_clean_dataset(layout.table)
     again = run_etl(raw, layout)
-    assert {p: p.read_bytes() for p in first} == first
+    assert read_clean_dataset(layout.table).equals(before)
     assert (again.new_events, again.changed_events, again.dataset_rows) == (0, 0, 2000)
+    assert (again.committed, again.table_version) == (False, first.table_version)
+    assert DeltaTable(str(layout.table)).version() == first.table_version  # no new version
 
 
 def test_merge_adds_new_events_and_updates_newer_ones(tmp_path: Path, layout: Layout) -> None:
@@ -115,7 +121,7 @@ def test_merge_adds_new_events_and_updates_newer_ones(tmp_path: Path, layout: La
     )
     run_etl(first, layout)
     result = run_etl(second, layout)
-    clean = pl.read_parquet(layout.parquet).sort("event_id")
+    clean = read_clean_dataset(layout.table).sort("event_id")
     assert clean["event_id"].to_list() == ["e1", "e2", "e3"]
     assert clean["n_items"].to_list() == [3, 9, 3]  # e1's older copy did not win
     assert (result.new_events, result.changed_events) == (1, 1)
@@ -124,7 +130,7 @@ def test_merge_adds_new_events_and_updates_newer_ones(tmp_path: Path, layout: La
 def test_replace_rebuilds_the_dataset(tmp_path: Path, layout: Layout) -> None:
     run_etl(write_lines(tmp_path / "a.jsonl", [raw_event(event_id="e1")]), layout)
     run_etl(write_lines(tmp_path / "b.jsonl", [raw_event(event_id="e2")]), layout, merge=False)
-    assert pl.read_parquet(layout.parquet)["event_id"].to_list() == ["e2"]
+    assert read_clean_dataset(layout.table)["event_id"].to_list() == ["e2"]
 
 
 @pytest.mark.parametrize(
@@ -202,7 +208,8 @@ def test_timestamps_are_converted_to_utc(
     tmp_path: Path, layout: Layout, event_time: str, expected: str
 ) -> None:
     run_etl(write_lines(tmp_path / "raw.jsonl", [raw_event(event_time=event_time)]), layout)
-    record = json.loads(layout.jsonl.read_text().splitlines()[0])
+    export = export_dataset(layout.table, layout.export("jsonl"), "jsonl").output
+    record = json.loads(export.read_text().splitlines()[0])
     assert record["event_time"] == expected
     assert record["event_year"] == int(expected[:4])
     assert record["event_hour"] == int(expected[11:13])
@@ -234,7 +241,7 @@ def test_text_is_normalised_and_missing_values_imputed(tmp_path: Path, layout: L
         ],
     )
     result = run_etl(raw, layout)
-    rows = pl.read_parquet(layout.parquet).sort("event_id").to_dicts()
+    rows = read_clean_dataset(layout.table).sort("event_id").to_dicts()
     first, second = rows[1], rows[0]
     assert (first["country"], first["device"], first["channel"], first["main_category"]) == (
         "FR",
@@ -284,20 +291,127 @@ def test_missing_input_is_a_clear_error(tmp_path: Path, layout: Layout) -> None:
 
 def test_outputs_have_the_clean_contract_columns(tmp_path: Path, layout: Layout) -> None:
     run_etl(generate_events(tmp_path / "raw.jsonl", 100).output, layout)
-    assert pl.read_parquet(layout.parquet).columns == list(schema.CLEAN_COLUMNS)
-    assert pl.read_csv(layout.csv).columns == list(schema.CLEAN_COLUMNS)
-    assert list(json.loads(layout.jsonl.read_text().splitlines()[0])) == list(schema.CLEAN_COLUMNS)
-    assert pl.read_parquet(layout.parquet).schema == pl.Schema(schema.CLEAN_SCHEMA)
+    exports = {
+        fmt: export_dataset(layout.table, layout.export(fmt), fmt)
+        for fmt in ("csv", "jsonl", "parquet")
+    }
+    assert all(export.rows == 100 for export in exports.values())
+    stored = pl.read_delta(str(layout.table))
+    assert stored.columns == [*schema.CLEAN_COLUMNS, "event_date"]
+    assert stored.drop("event_date").schema == pl.Schema(schema.CLEAN_SCHEMA)
+    assert pl.read_parquet(layout.export("parquet")).schema == pl.Schema(schema.CLEAN_SCHEMA)
+    assert pl.read_csv(layout.export("csv")).columns == list(schema.CLEAN_COLUMNS)
+    first_record = json.loads(layout.export("jsonl").read_text().splitlines()[0])
+    assert list(first_record) == list(schema.CLEAN_COLUMNS)
 
 
 def test_outputs_are_written_where_the_layout_says(tmp_path: Path, layout: Layout) -> None:
     raw = write_lines(tmp_path / "raw.jsonl", [raw_event(), "not json"])
     result = run_etl(raw, layout)
     assert result.outputs == {
-        "parquet": layout.parquet,
-        "csv": layout.csv,
-        "jsonl": layout.jsonl,
+        "table": layout.table,
         "rejected": layout.rejected_for(raw),
         "quality": layout.quality_report,
     }
-    assert all(path.is_file() for path in result.outputs.values())
+    assert (layout.table / "_delta_log").is_dir()
+    assert result.outputs["rejected"].is_file() and result.outputs["quality"].is_file()
+
+
+# ---------------------------------------------------------------- runs after runs (the table)
+def _day(day: str, n: int, **fields: object) -> list:
+    return [
+        raw_event(event_id=f"{day}-{i}", event_time=f"{day}T10:00:0{i % 10}Z", **fields)
+        for i in range(n)
+    ]
+
+
+def test_a_correction_moves_an_event_to_its_new_day_and_rewrites_only_touched_days(
+    tmp_path: Path, layout: Layout
+) -> None:
+    days = ("2026-11-18", "2026-11-19", "2026-11-20")
+    run_etl(write_lines(tmp_path / "d1.jsonl", [e for d in days for e in _day(d, 3)]), layout)
+    files_before = _active_files(layout)
+    corrected = raw_event(
+        event_id="2026-11-18-1", event_time="2026-11-21T09:00:00Z", order__n_items=9
+    )
+    result = run_etl(
+        write_lines(tmp_path / "d2.jsonl", [corrected, *_day("2026-11-21", 2)]), layout
+    )
+    assert (result.new_events, result.changed_events, result.dataset_rows) == (2, 1, 11)
+    table = read_clean_dataset(layout.table)
+    moved = table.filter(pl.col("event_id") == "2026-11-18-1")
+    assert moved["n_items"].to_list() == [9]  # one row: gone from 18 November, now on the 21st
+    stored = pl.read_delta(str(layout.table))
+    assert stored.filter(pl.col("event_id") == "2026-11-18-1")["event_date"].to_list() == [
+        date(2026, 11, 21)
+    ]
+    # the 19th and 20th were not touched: their files are the same files; the 18th's was rewritten
+    files_after = _active_files(layout)
+    assert {f for f in files_before if "2026-11-19" in f or "2026-11-20" in f} <= files_after
+    assert not {f for f in files_after if "2026-11-18" in f} & files_before
+
+
+def _active_files(layout: Layout) -> set[str]:
+    return set(DeltaTable(str(layout.table)).file_uris())
+
+
+def test_an_older_copy_in_a_later_run_changes_nothing(tmp_path: Path, layout: Layout) -> None:
+    run_etl(
+        write_lines(tmp_path / "d1.jsonl", [raw_event(event_time="2026-11-20T10:00:00Z")]), layout
+    )
+    stale = raw_event(event_time="2026-11-20T09:00:00Z", order__n_items=7)
+    result = run_etl(write_lines(tmp_path / "d2.jsonl", [stale]), layout)
+    assert (result.committed, result.new_events, result.changed_events) == (False, 0, 0)
+    assert read_clean_dataset(layout.table)["n_items"].to_list() == [3]
+
+
+def test_a_tie_across_runs_goes_to_the_later_run_when_it_differs(
+    tmp_path: Path, layout: Layout
+) -> None:
+    run_etl(write_lines(tmp_path / "d1.jsonl", [raw_event(order__n_items=1)]), layout)
+    result = run_etl(write_lines(tmp_path / "d2.jsonl", [raw_event(order__n_items=4)]), layout)
+    assert (result.committed, result.changed_events) == (True, 1)
+    assert read_clean_dataset(layout.table)["n_items"].to_list() == [4]
+
+
+def test_large_runs_are_staged_in_chunks_with_the_same_result(tmp_path: Path) -> None:
+    """Three runs (the third re-sends corrections of the first) cleaned 500 lines at a time
+    give the same table and counts as in one piece; lines = clean + duplicates + rejected."""
+    from datetime import UTC, datetime
+
+    raws = [
+        generate_events(
+            tmp_path / f"d{day}.jsonl",
+            2_000,
+            start=datetime(2026, 1, day, tzinfo=UTC),
+            days=1,
+            dirt=Dirt(duplicates=80, bad_lines=7),
+        ).output
+        for day in (1, 2)
+    ]
+    corrections = [  # the same events, same time, one item more: the later run wins the tie
+        re.sub(r'"n_items":(\d+)', lambda m: f'"n_items":{int(m[1]) + 1}', line)
+        for line in raws[0].read_text().splitlines()[:300]
+    ]
+    raws.append(write_lines(tmp_path / "d3.jsonl", corrections))
+    results = {}
+    for chunk in (500, 10**6):
+        layout = layout_under(tmp_path / f"chunk{chunk}")
+        results[chunk] = [
+            run_etl(raw, layout, chunk_lines=chunk, in_memory_rows=chunk) for raw in raws
+        ]
+        for result in results[chunk]:
+            assert result.lines == result.clean + result.duplicates + result.rejected
+        results[chunk].append(read_clean_dataset(layout.table).sort("event_id"))
+    small, whole = results[500], results[10**6]
+    assert small[-1].equals(whole[-1])
+    for a, b in zip(small[:-1], whole[:-1], strict=True):
+        assert (a.clean, a.duplicates, a.rejected, a.new_events, a.changed_events) == (
+            b.clean,
+            b.duplicates,
+            b.rejected,
+            b.new_events,
+            b.changed_events,
+        )
+    assert whole[-1].height == 4_000
+    assert whole[2].changed_events > 250  # the corrections

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orderpipe.dataset import read_clean_dataset
 from orderpipe.etl import clean_lines, clean_record_lines, run_etl
 from orderpipe.lines import iter_raw_lines, read_raw_lines
 from orderpipe.stream.messages import UNDECODABLE, sort_messages
@@ -90,7 +91,7 @@ def test_etl_keeps_every_valid_event_and_every_bad_lines_bytes(
     layout = layout_under(root)
     result = run_etl(source, layout)
     assert result.lines == len(lines) == result.clean + result.duplicates + result.rejected
-    kept = set(pl.read_parquet(layout.parquet)["event_id"])
+    kept = set(read_clean_dataset(layout.table)["event_id"])
     assert {f"valid-{i}" for i in range(valid)} <= kept
     quarantine = layout.rejected_for(source).read_text(encoding="utf-8").splitlines()
     for row in map(json.loads, quarantine):
@@ -108,7 +109,7 @@ def test_each_corpus_line_among_good_lines(tmp_path: Path, name: str) -> None:
     layout = layout_under(tmp_path)
     result = run_etl(source, layout)
     assert result.lines == 21 == result.clean + result.duplicates + result.rejected
-    assert {f"good-{i}" for i in range(20)} <= set(pl.read_parquet(layout.parquet)["event_id"])
+    assert {f"good-{i}" for i in range(20)} <= set(read_clean_dataset(layout.table)["event_id"])
     dead = sort_messages([Record(CORPUS[name])])
     assert dead.clean.height + len(dead.dead) == 1
     assert not any(letter.error.startswith(UNDECODABLE) for letter in dead.dead)

@@ -21,9 +21,9 @@ def test_data_files_are_under_the_data_folder(layout: Layout) -> None:
         layout.raw,
         layout.truth,
         layout.processed_dir,
-        layout.parquet,
-        layout.csv,
-        layout.jsonl,
+        layout.table,
+        layout.export("csv"),
+        layout.export("jsonl"),
         layout.rejected_dir,
         layout.rejected_for(Path("elsewhere/day1.jsonl")),
         layout.stream_source("raw"),
@@ -59,10 +59,10 @@ def test_layout_truth_is_the_truth_of_its_raw_file(layout: Layout) -> None:
     assert layout.truth.parent == layout.raw.parent
 
 
-def test_stream_source_raw_is_the_raw_file_and_clean_the_json_lines(layout: Layout) -> None:
+def test_stream_source_raw_is_the_raw_file_and_clean_the_table(layout: Layout) -> None:
     assert layout.stream_source("raw") == layout.raw
-    assert layout.stream_source("clean") == layout.jsonl
-    assert layout.jsonl.suffix == ".jsonl"
+    assert layout.stream_source("clean") == layout.table
+    assert layout.export("jsonl").suffix == ".jsonl"
 
 
 def test_outputs_of_runs_are_the_data_folders_and_the_models_only(layout: Layout) -> None:
@@ -80,4 +80,4 @@ def test_from_settings_uses_the_settings_folders(settings: Settings) -> None:
     assert layout.artifacts_dir == settings.artifacts_dir
     assert layout.reports_dir == settings.reports_dir
     assert layout.eco_output_dir == settings.eco_output_dir
-    assert layout.parquet.is_relative_to(settings.data_dir)
+    assert layout.table.is_relative_to(settings.data_dir)

@@ -1,4 +1,4 @@
-"""Batch commands: generate, etl, ingest."""
+"""Batch commands: generate, etl, ingest, export."""
 
 from __future__ import annotations
 
@@ -112,8 +112,10 @@ def etl(
 ) -> None:
     """Clean raw events (polars): types, dedupe, impute, features; quarantine bad lines.
 
-    Writes <data_dir>/processed/orders_events_cleaned.{parquet,csv,jsonl},
+    Merges into the table <data_dir>/processed/orders_events_cleaned (Delta Lake, one partition
+    per event date; only the dates a run touches are rewritten), and writes
     <data_dir>/rejected/<input>.rejected.jsonl and <reports_dir>/etl_quality.json.
+    `orderpipe export` writes the table as one CSV, JSON Lines or Parquet file.
 
     Example: [bold]orderpipe etl --input data/raw/orders_events.jsonl[/]
     """
@@ -139,7 +141,11 @@ def etl(
             ("new events", n(result.new_events)),
             ("changed events", n(result.changed_events)),
             ("seconds", f"{result.seconds:.2f}"),
-            ("dataset", str(result.outputs["parquet"])),
+            (
+                "table version",
+                f"{result.table_version}" + ("" if result.committed else " (unchanged)"),
+            ),
+            ("dataset", str(result.outputs["table"])),
         ]
         out.print(table("etl", rows))
 
@@ -151,7 +157,11 @@ def ingest(
     ctx: typer.Context,
     input_path: Annotated[
         Path | None,
-        typer.Option("--input", "-i", help="Clean dataset (.parquet/.csv/.jsonl); default: etl's."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="Clean dataset: etl's table (default) or a .parquet/.csv/.jsonl file.",
+        ),
     ] = None,
     database_url: DatabaseUrlOption = None,
     chunk_size: Annotated[
@@ -174,7 +184,7 @@ def ingest(
         def call() -> Any:
             settings = settings_of(ctx, database_url=database_url, ingest_chunk_size=chunk_size)
             return run_ingest(
-                input_path or Layout.from_settings(settings).parquet,
+                input_path or Layout.from_settings(settings).table,
                 settings.db_url,
                 chunk_size=settings.ingest_chunk_size,
                 local_infile=settings.mysql_local_infile,
@@ -194,5 +204,48 @@ def ingest(
             ("customers", n(result.customers)),
             ("seconds", f"{result.seconds:.2f}"),
             ("events/s", n(result.events_per_second)),
+        ],
+    )
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, jsonl or parquet.")] = "csv",
+    input_path: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Clean dataset; default: etl's table."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Default: <data_dir>/processed/orders_events_cleaned.<format>"
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the clean table as one CSV, JSON Lines or Parquet file (streamed, atomic).
+
+    Example: [bold]orderpipe export --format jsonl[/]
+    """
+    from orderpipe.dataset import export_dataset
+    from orderpipe.layout import Layout
+
+    def call() -> Any:
+        layout = Layout.from_settings(settings_of(ctx))
+        target = output or layout.export(fmt)
+        return export_dataset(input_path or layout.table, target, fmt)
+
+    result = run_service(ctx, call)
+    emit_table(
+        result,
+        as_json,
+        "export",
+        [
+            ("rows", n(result.rows)),
+            ("format", result.format),
+            ("table version", "-" if result.table_version is None else str(result.table_version)),
+            ("seconds", f"{result.seconds:.2f}"),
+            ("output", str(result.output)),
         ],
     )

@@ -21,7 +21,11 @@ def train(
     model: Annotated[ModelKind, typer.Argument(help="Which model to fit.")] = ModelKind.all,
     input_path: Annotated[
         Path | None,
-        typer.Option("--input", "-i", help="Clean Parquet; default: etl's dataset."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="Clean dataset: etl's table (default) or a .parquet/.csv/.jsonl file.",
+        ),
     ] = None,
     truth: Annotated[
         Path | None,
@@ -46,7 +50,7 @@ def train(
         layout = Layout.from_settings(settings_of(ctx))
         return run_train(
             model.value,
-            input_path or layout.parquet,
+            input_path or layout.table,
             layout.artifacts_dir,
             seed=seed,
             truth_path=truth or layout.truth,
@@ -92,7 +96,11 @@ def predict(
     ctx: typer.Context,
     input_path: Annotated[
         Path | None,
-        typer.Option("--input", "-i", help="Clean dataset; default: etl's Parquet."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="Clean dataset: etl's table (default) or a .parquet/.csv/.jsonl file.",
+        ),
     ] = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
@@ -110,7 +118,7 @@ def predict(
         settings = settings_of(ctx, database_url=database_url)
         layout = Layout.from_settings(settings)
         return run_predict(
-            input_path or layout.parquet,
+            input_path or layout.table,
             settings.db_url,
             layout.artifacts_dir,
             chunk_size=settings.ingest_chunk_size,

@@ -22,10 +22,15 @@ BatchSize = Annotated[int, typer.Option(min=1, help="Messages per micro-batch.")
 BatchWait = Annotated[int, typer.Option(min=1, help="Longest wait for a batch, in ms.")]
 SourceKind = Annotated[
     StreamSource,
-    typer.Option("--source", help="clean (etl's JSON Lines) or raw (generator file)."),
+    typer.Option("--source", help="clean (etl's table) or raw (generator file)."),
 ]
 InputOption = Annotated[
-    Path | None, typer.Option("--input", "-i", help="Default: etl's JSON Lines (clean).")
+    Path | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="Default: etl's table (clean) or the raw file (raw); a JSON Lines file otherwise.",
+    ),
 ]
 LimitOption = Annotated[int | None, typer.Option(min=1, help="Send at most N events.")]
 RateOption = Annotated[float | None, typer.Option(min=0.1, help="Events per second.")]

@@ -273,13 +273,19 @@ async def produce(
     The file is read chunk by chunk too (memory does not grow with it). Each chunk is read and
     prepared in a worker thread, so a consumer in the same process keeps working meanwhile.
     """
+    from orderpipe.dataset import is_table, iter_table_lines
     from orderpipe.lines import iter_raw_lines
 
     options = options or ProducerOptions()
     if kind not in list(StreamSource):
         raise OrderpipeError(f"unknown --source {kind!r}: choose clean or raw")
     began = time.perf_counter()
-    frames = iter_raw_lines(source, PRODUCE_CHUNK)  # a path that cannot be read fails here
+    if is_table(source):  # etl's table: its rows, in event order
+        frames = iter_table_lines(source, PRODUCE_CHUNK)
+    elif kind == "clean" and source.is_dir():
+        raise OrderpipeError(f"clean table not found: {source} (run `orderpipe etl` first)")
+    else:
+        frames = iter_raw_lines(source, PRODUCE_CHUNK)  # a path that cannot be read fails here
     if options.limit is not None:
         frames = _first_lines(frames, options.limit)
     skipped: dict[str, int] = {}

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from orderpipe.dataset import read_clean_dataset
+from orderpipe.dataset import EXPORT_FORMATS, export_dataset, read_clean_dataset
 from orderpipe.errors import OrderpipeError
 from orderpipe.etl import clean_lines, clean_record_lines, run_etl
 from orderpipe.generate import Dirt, generate_events
@@ -28,12 +28,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     raw = generate_events(root / "raw.jsonl", 6000, seed=5, dirt=Dirt(duplicates=60)).output
     paths = layout_under(root)
     run_etl(raw, paths)
-    run_train("all", paths.parquet, root / "artifacts", truth_path=truth_for(raw))
+    run_train("all", paths.table, root / "artifacts", truth_path=truth_for(raw))
     return {
         "root": root,
-        "parquet": paths.parquet,
-        "csv": paths.csv,
-        "jsonl": paths.jsonl,
+        "table": paths.table,
+        **{
+            fmt: export_dataset(paths.table, paths.export(fmt), fmt).output
+            for fmt in EXPORT_FORMATS
+        },
         "artifacts": root / "artifacts",
     }
 
@@ -155,17 +157,17 @@ def test_predict_is_idempotent_and_counts_events_not_ingested(
     from sqlalchemy import create_engine, text
 
     url = f"sqlite:///{tmp_path}/p.db"
-    clean = read_clean_dataset(trained["parquet"])
+    clean = read_clean_dataset(trained["table"])
     ingested = tmp_path / "part.parquet"
     clean.head(4000).write_parquet(ingested)
     run_ingest(ingested, url)
-    first = run_predict(trained["parquet"], url, trained["artifacts"])
+    first = run_predict(trained["table"], url, trained["artifacts"])
     assert (first.scored, first.not_in_database) == (4000, clean.height - 4000)
     query = "SELECT event_id, return_proba, model_version FROM table_predictions ORDER BY event_id"
     engine = create_engine(url)
     with engine.connect() as conn:
         before = conn.execute(text(query)).all()
-    run_predict(trained["parquet"], url, trained["artifacts"])
+    run_predict(trained["table"], url, trained["artifacts"])
     with engine.connect() as conn:
         after = conn.execute(text(query)).all()
     engine.dispose()
@@ -223,7 +225,7 @@ def test_failed_training_leaves_the_previous_model_whole(
 
     monkeypatch.setattr(joblib, "dump", broken_dump)
     with pytest.raises(OSError):
-        run_train("classification", trained["parquet"], artifacts)
+        run_train("classification", trained["table"], artifacts)
     assert {p.name: p.read_bytes() for p in artifacts.iterdir()} == before
     assert load_model(artifacts, "classification").version
 
@@ -233,12 +235,12 @@ def test_too_little_data_is_refused(tmp_path: Path) -> None:
     paths = layout_under(tmp_path)
     run_etl(raw, paths)
     with pytest.raises(OrderpipeError, match="too few"):
-        run_train("classification", paths.parquet, tmp_path / "artifacts")
+        run_train("classification", paths.table, tmp_path / "artifacts")
     assert not (tmp_path / "artifacts" / "classification_model.joblib").exists()
 
 
 def test_model_inputs_derive_the_same_columns_as_the_spec(trained: dict[str, Path]) -> None:
-    clean = read_clean_dataset(trained["parquet"]).head(10)
+    clean = read_clean_dataset(trained["table"]).head(10)
     assert model_inputs(clean, CLASSIFICATION).columns == CLASSIFICATION.columns
     assert model_inputs(clean, REGRESSION).columns == REGRESSION.columns
 
@@ -249,9 +251,9 @@ def test_classifier_never_says_certain(tmp_path: Path) -> None:
     raw = generate_events(tmp_path / "raw.jsonl", 30_000, seed=11, dirt=Dirt(duplicates=0)).output
     paths = layout_under(tmp_path)
     run_etl(raw, paths)
-    [result] = run_train("classification", paths.parquet, tmp_path / "artifacts")
+    [result] = run_train("classification", paths.table, tmp_path / "artifacts")
     proba = load_model(tmp_path / "artifacts", "classification").predict_proba(
-        read_clean_dataset(paths.parquet)
+        read_clean_dataset(paths.table)
     )
     assert ((proba > 0) & (proba < 1)).all()
     assert proba.min() > 0.001 and proba.max() < 0.999

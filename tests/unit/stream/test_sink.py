@@ -27,8 +27,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFram
     layout = layout_under(root)
     raw = generate_events(root / "raw.jsonl", 600, seed=11).output
     run_etl(raw, layout)
-    run_train("classification", layout.parquet, layout.artifacts_dir, seed=11)
-    return layout.artifacts_dir, read_clean_dataset(layout.parquet)
+    run_train("classification", layout.table, layout.artifacts_dir, seed=11)
+    return layout.artifacts_dir, read_clean_dataset(layout.table)
 
 
 @pytest.fixture
