@@ -7,7 +7,7 @@ only where a table is written or its log is read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -112,6 +112,57 @@ def iter_table_lines(path: Path, chunk_lines: int) -> Iterator[pl.DataFrame]:
             number += part.height
 
 
+@dataclass(frozen=True)
+class TableFiles:
+    """The data files of the table that a reader has not seen since `since` (all when None)."""
+
+    table_id: str
+    version: int
+    since: int | None
+    files: list[tuple[str, int]]  # (path inside the table, rows), in event-date order
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for _, rows in self.files)
+
+
+def table_files_since(path: Path, since: int | None = None) -> TableFiles:
+    """The table's current data files added after version `since` (every file when None, or
+    when that version can no longer be read): each day a run rewrote is one such file."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    table = DeltaTable(str(path))
+    version, table_id = table.version(), table.metadata().id
+    current = _files(table)
+    seen: set[str] = set()
+    if since is not None and since <= version:
+        try:
+            seen = set(_files(DeltaTable(str(path), version=since)))
+        except (DeltaError, OSError):
+            since = None
+    else:
+        since = None
+    files = [(file, rows) for file, rows in current.items() if file not in seen]
+    return TableFiles(table_id, version, since, files)
+
+
+def _files(table: object) -> dict[str, int]:
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))  # type: ignore[attr-defined]
+    if actions.height == 0:
+        return {}
+    actions = actions.sort(f"partition.{PARTITION}", "path")
+    return dict(zip(actions["path"].to_list(), actions["num_records"].to_list(), strict=True))
+
+
+def read_table_files(path: Path, files: list[str]) -> pl.DataFrame:
+    """The clean records in these data files of the table."""
+    frames = [pl.read_parquet(path / file).select(schema.CLEAN_COLUMNS) for file in files]
+    return pl.concat([pl.DataFrame(schema=schema.CLEAN_SCHEMA), *frames]).cast(
+        dict(schema.CLEAN_SCHEMA)
+    )
+
+
 # ---------------------------------------------------------------- merging a run into the table
 @dataclass(frozen=True)
 class MergeResult:
@@ -197,7 +248,13 @@ def _empty() -> pl.DataFrame:
     return pl.DataFrame(schema=TABLE_SCHEMA)
 
 
-def merge_into_table(path: Path, run: Run, *, replace: bool = False) -> MergeResult:
+def merge_into_table(
+    path: Path,
+    run: Run,
+    *,
+    replace: bool = False,
+    progress: Callable[[str, int, int | None], None] | None = None,
+) -> MergeResult:
     """Merge a deduplicated run into the table at `path`.
 
     Latest event_time wins; on a tie the run wins, and a row identical to the stored one changes
@@ -206,7 +263,9 @@ def merge_into_table(path: Path, run: Run, *, replace: bool = False) -> MergeRes
     """
     if replace or not is_table(path):
         dates = run.dates()
-        version = _write(path, run, dates, skip=None, stored=None, overwrite=is_table(path))
+        version = _write(
+            path, run, dates, skip=None, stored=None, overwrite=is_table(path), progress=progress
+        )
         rows = _rows(path)
         return MergeResult(version, True, rows, rows, 0, len(dates))
     stored = pl.scan_delta(str(path))
@@ -248,7 +307,9 @@ def merge_into_table(path: Path, run: Run, *, replace: bool = False) -> MergeRes
     if not dates:
         return MergeResult(table_version(path), False, _rows(path), 0, 0, 0)
     rows_before = _rows(path)
-    version = _write(path, run, dates, skip=skip, stored=(stored, replaced), overwrite=True)
+    version = _write(
+        path, run, dates, skip=skip, stored=(stored, replaced), overwrite=True, progress=progress
+    )
     rows = _rows(path)
     return MergeResult(version, True, rows, rows - rows_before, replaced.height, len(dates))
 
@@ -270,6 +331,7 @@ def _write(
     skip: pl.DataFrame | None,
     stored: tuple[pl.LazyFrame, pl.DataFrame] | None,
     overwrite: bool,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> int:
     """One commit: each partition of `dates` becomes its stored rows (minus the `replaced` ones)
     plus the run's rows of that date (minus `skip`), in event_time order.
@@ -300,6 +362,8 @@ def _write(
         frame = pl.concat(parts).cast(TABLE_SCHEMA).sort("event_time", "event_id").collect()
         if frame.height:  # a day left with no row keeps no file
             actions.append(_data_file(path, day, frame.drop(PARTITION)))
+        if progress:
+            progress("days written", len(actions), len(dates))
     schema = _empty().to_arrow().schema
     if not is_table(path):
         create_table_with_add_actions(

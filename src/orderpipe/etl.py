@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from orderpipe.errors import OrderpipeError
 from orderpipe.fileio import atomic_path, write_text_atomic
 from orderpipe.layout import Layout
 from orderpipe.lines import REJECTED_SCHEMA, ParsedLines, iter_raw_lines, parse_lines
+
+Progress = Callable[[str, int, "int | None"], None]  # (step, done, total when known)
 
 FLAT_RAW_COLUMNS = (*schema.TOP_FIELDS, *schema.CUSTOMER_FIELDS, *schema.ORDER_FIELDS)
 FLAT_RAW_STRUCT = pl.Struct({name: pl.String() for name in FLAT_RAW_COLUMNS})
@@ -291,6 +293,7 @@ def run_etl(
     merge: bool = True,
     chunk_lines: int = CHUNK_LINES,
     in_memory_rows: int = IN_MEMORY_ROWS,
+    progress: Progress | None = None,
 ) -> EtlResult:
     """Clean `source` chunk by chunk, quarantine its bad lines, and merge its clean events into
     the processed table (latest event_time wins; `merge=False` rebuilds it from this input)."""
@@ -306,6 +309,8 @@ def run_etl(
                 batch = clean_lines(chunk)
                 batch.rejected.write_ndjson(out)
                 counts.add(chunk.height, batch)
+                if progress:
+                    progress("lines cleaned", counts.lines, None)
                 held.append(batch.clean)
                 if staged or counts.clean > in_memory_rows:
                     for frame in held:
@@ -318,7 +323,7 @@ def run_etl(
                 clean = pl.concat([pl.DataFrame(schema=_LINE_SCHEMA), *held])
                 latest = dedupe_latest(clean).drop("line_number")
                 run, kept = Run(latest), latest.height
-            merged = merge_into_table(layout.table, run, replace=not merge)
+            merged = merge_into_table(layout.table, run, replace=not merge, progress=progress)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     result = EtlResult(

@@ -1,6 +1,8 @@
 """Ingest: the clean dataset -> table_customers, table_orders, table_events (bulk, idempotent).
 
-Chunked, one transaction per chunk, through the one write path (`db.writer.TableWriter`).
+Chunked, one transaction per chunk, through the one write path (`db.writer.TableWriter`). From
+etl's table, only the data files added since the version last ingested into that database are
+read (its watermark, `orderpipe_ingest_watermark`), a few days at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import polars as pl
+    from sqlalchemy import Engine
     from sqlalchemy.engine import URL
 
     from orderpipe.db.writer import Progress
@@ -30,6 +33,12 @@ class IngestResult:
     orders: int
     seconds: float
     events_per_second: float
+    table_version: int | None = None  # etl's table: the version now in the database
+    since_version: int | None = None  # etl's table: only what changed after this version
+
+
+# Rows read from etl's table and written at a time (whole days: a day is one data file).
+READ_ROWS = 1_000_000
 
 
 def ingest_dataset(
@@ -73,10 +82,21 @@ def run_ingest(
     chunk_size: int | None = None,
     local_infile: bool = True,
     progress: Progress | None = None,
+    full: bool = False,
 ) -> IngestResult:
-    """Read the clean dataset at `source` and ingest it."""
-    from orderpipe.dataset import read_clean_dataset
+    """Ingest the clean dataset at `source`: from etl's table, what changed since the last
+    ingest into this database (everything with `full`); from a file, everything."""
+    from orderpipe.dataset import is_table, read_clean_dataset
 
+    if is_table(source):
+        return _ingest_table(
+            source,
+            database_url,
+            chunk_size=chunk_size,
+            local_infile=local_infile,
+            progress=progress,
+            full=full,
+        )
     return ingest_dataset(
         read_clean_dataset(source),
         database_url,
@@ -85,3 +105,101 @@ def run_ingest(
         source=source,
         progress=progress,
     )
+
+
+def _ingest_table(
+    source: Path,
+    database_url: str | URL,
+    *,
+    chunk_size: int | None,
+    local_infile: bool,
+    progress: Progress | None,
+    full: bool,
+) -> IngestResult:
+    from deltalake import DeltaTable
+
+    from orderpipe.dataset import read_table_files, table_files_since
+    from orderpipe.db.engine import database_errors, masked
+    from orderpipe.db.models import table_frames
+    from orderpipe.db.writer import TableWriter
+
+    began = time.perf_counter()
+    events = customers = orders = 0
+    with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
+        table_id = DeltaTable(str(source)).metadata().id
+        since = None if full else _watermark(w.engine, table_id)
+        changes = table_files_since(source, since)
+        for group in _groups(changes.files):
+            frames = table_frames(read_table_files(source, group))
+
+            def overall(name: str, done: int, total: int, before: int = events) -> None:
+                if progress and name == "table_events":
+                    progress("events", before + done, changes.rows)
+
+            w.write_chunked(frames, chunk_size=chunk_size, progress=overall)
+            events += frames["table_events"].height
+            customers += frames["table_customers"].height
+            orders += frames["table_orders"].height
+        _set_watermark(w.engine, table_id, source, changes.version)
+        method, size = w.method, w.chunk_size(chunk_size)
+    seconds = time.perf_counter() - began
+    return IngestResult(
+        source=source,
+        database=masked(database_url),
+        method=method,
+        chunk_size=size,
+        events=events,
+        customers=customers,
+        orders=orders,
+        seconds=seconds,
+        events_per_second=events / seconds if seconds else 0.0,
+        table_version=changes.version,
+        since_version=changes.since,
+    )
+
+
+def _groups(files: list[tuple[str, int]]) -> list[list[str]]:
+    """Consecutive data files (days) of about READ_ROWS rows together."""
+    groups: list[list[str]] = []
+    rows = 0
+    for file, count in files:
+        if not groups or rows + count > READ_ROWS:
+            groups.append([])
+            rows = 0
+        groups[-1].append(file)
+        rows += count
+    return groups
+
+
+def _watermark(engine: Engine, table_id: str) -> int | None:
+    """The version of etl's table last ingested into this database; None when there is none,
+    or when the events table is empty (dropped or emptied since: load everything again)."""
+    from sqlalchemy import select
+
+    from orderpipe.db.models import Event, IngestWatermark
+
+    with engine.connect() as conn:
+        if conn.execute(select(Event.event_id).limit(1)).first() is None:
+            return None
+        return conn.execute(
+            select(IngestWatermark.table_version).where(IngestWatermark.source_id == table_id)
+        ).scalar()
+
+
+def _set_watermark(engine: Engine, table_id: str, source: Path, version: int) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import delete, insert
+
+    from orderpipe.db.models import IngestWatermark
+
+    with engine.begin() as conn:
+        conn.execute(delete(IngestWatermark).where(IngestWatermark.source_id == table_id))
+        conn.execute(
+            insert(IngestWatermark).values(
+                source_id=table_id,
+                source_path=str(source.resolve())[:1024],
+                table_version=version,
+                ingested_at=datetime.now(UTC).replace(tzinfo=None),
+            )
+        )

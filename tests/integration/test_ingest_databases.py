@@ -245,3 +245,111 @@ def test_events_as_stored_names_the_winners_on_both_backends(
     engine.dispose()
     assert set(winners["event_id"]) == set(clean.slice(20, 100)["event_id"])
     assert nobody.height == 0 and nobody.columns == batch.columns
+
+
+def test_three_days_day_by_day_equal_one_load_of_the_three_files(
+    database_url: str, tmp_path: Path
+) -> None:
+    """etl + ingest day after day (day 3 corrects day-2 events and re-sends older copies of
+    day-1 events) leaves the same tables as one etl + ingest of the three files together."""
+    import json
+    import random
+    from datetime import UTC, timedelta
+
+    days = [
+        generate_events(
+            tmp_path / f"day{day}.jsonl",
+            1_500,
+            start=datetime(2026, 1, day, tzinfo=UTC),
+            days=1,
+            dirt=Dirt(duplicates=30, bad_lines=3),
+        ).output
+        for day in (1, 2, 3)
+    ]
+    rng = random.Random(3)
+
+    def events_of(path: Path) -> list[dict]:
+        return [
+            json.loads(line)
+            for line in path.read_text().splitlines()
+            if '"bad-' not in line and line.startswith('{"event_id":"') and '"order":{' in line
+        ]
+
+    late = []
+    for event, shift in [(e, 1) for e in rng.sample(events_of(days[1]), 40)] + [
+        (e, -1) for e in rng.sample(events_of(days[0]), 20)
+    ]:
+        when = datetime.strptime(event["event_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        event["event_time"] = f"{when + timedelta(hours=20 * shift):%Y-%m-%dT%H:%M:%S.%fZ}"
+        event["order"]["n_items"] += 5
+        late.append(json.dumps(event))
+    with days[2].open("a") as out:
+        out.write("\n".join(late) + "\n")
+
+    daily = layout_under(tmp_path / "daily")
+    for day, raw in enumerate(days):
+        run_etl(raw, daily)
+        ingested = run_ingest(daily.table, database_url)
+        assert ingested.since_version == (None if day == 0 else day - 1)  # only what changed
+
+    together = write_lines(
+        tmp_path / "together.jsonl", [line for raw in days for line in raw.read_text().splitlines()]
+    )
+    scratch = layout_under(tmp_path / "scratch")
+    run_etl(together, scratch)
+    scratch_url = f"sqlite:///{tmp_path}/scratch.db"
+    run_ingest(scratch.table, scratch_url)
+    assert (
+        read_clean_dataset(daily.table)
+        .sort("event_id")
+        .equals(read_clean_dataset(scratch.table).sort("event_id"))
+    )
+    tables = dump(database_url)
+    assert tables == dump(scratch_url)
+    assert len(tables["table_events"]) == 4_500
+
+
+def test_ingest_reads_only_the_days_changed_since_the_last_ingest(
+    database_url: str, tmp_path: Path
+) -> None:
+    paths = layout_under(tmp_path / "data")
+    first = [
+        raw_event(event_id=f"a{i}", event_time=f"2026-11-{18 + i % 2}T10:00:00Z") for i in range(6)
+    ]
+    run_etl(write_lines(tmp_path / "d1.jsonl", first), paths)
+    assert run_ingest(paths.table, database_url).events == 6
+    # day 2: two new events on the 20th, and a correction of a1 (19 November)
+    second = [
+        raw_event(event_id="b0", event_time="2026-11-20T10:00:00Z"),
+        raw_event(event_id="b1", event_time="2026-11-20T11:00:00Z"),
+        raw_event(event_id="a1", event_time="2026-11-19T12:00:00Z", order__n_items=9),
+    ]
+    run_etl(write_lines(tmp_path / "d2.jsonl", second), paths)
+    again = run_ingest(paths.table, database_url)
+    assert (again.since_version, again.table_version) == (0, 1)
+    assert again.events == 2 + 3  # the 20th, and the 19th that the correction rewrote
+    events = {row[0]: row for row in dump(database_url)["table_events"]}
+    assert len(events) == 8
+    assert run_ingest(paths.table, database_url).events == 0  # nothing new
+    assert run_ingest(paths.table, database_url, full=True).events == 8
+    scratch = f"sqlite:///{tmp_path}/scratch.db"
+    run_ingest(paths.table, scratch, full=True)
+    assert dump(database_url) == dump(scratch)
+
+
+def test_emptied_or_dropped_tables_make_ingest_load_everything_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    from orderpipe.db.engine import drop_tables
+
+    paths = layout_under(tmp_path / "data")
+    events = [raw_event(event_id=f"e{i}") for i in range(5)]
+    run_etl(write_lines(tmp_path / "d1.jsonl", events), paths)
+    assert run_ingest(paths.table, database_url).events == 5
+    engine = make_engine(database_url)
+    drop_tables(engine)
+    assert run_ingest(paths.table, database_url).events == 5
+    with engine.begin() as conn:  # emptied by hand: the watermark is still there
+        conn.execute(text("DELETE FROM table_events"))
+    assert run_ingest(paths.table, database_url).events == 5
+    engine.dispose()

@@ -124,7 +124,8 @@ def etl(
 
     def call() -> Any:
         layout = Layout.from_settings(settings_of(ctx))
-        return run_etl(input_path or layout.raw, layout, merge=not replace)
+        with table_progress() as progress:
+            return run_etl(input_path or layout.raw, layout, merge=not replace, progress=progress)
 
     result = run_service(ctx, call)
 
@@ -168,11 +169,16 @@ def ingest(
         int | None,
         typer.Option(min=1, help="Rows per transaction; default: best for the database."),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Read all of etl's table, not only what changed since."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Upsert the clean dataset into table_customers, table_orders and table_events.
 
     Bulk and idempotent: re-running leaves identical tables; older data never overwrites newer.
+    From etl's table, only the days changed since the last ingest into that database are read.
 
     Example: [bold]orderpipe ingest --database-url mysql+pymysql://user:pw@127.0.0.1:3306/shop[/]
     """
@@ -189,6 +195,7 @@ def ingest(
                 chunk_size=settings.ingest_chunk_size,
                 local_infile=settings.mysql_local_infile,
                 progress=on_progress,
+                full=full,
             )
 
         result = run_service(ctx, call)
@@ -198,6 +205,7 @@ def ingest(
         "ingest",
         [
             ("database", result.database),
+            ("read", _ingest_read(result)),
             ("method", result.method),
             ("events", n(result.events)),
             ("orders", n(result.orders)),
@@ -206,6 +214,16 @@ def ingest(
             ("events/s", n(result.events_per_second)),
         ],
     )
+
+
+def _ingest_read(result: Any) -> str:
+    if result.table_version is None:
+        return "the whole file"
+    if result.since_version is None:
+        return f"all of table version {result.table_version}"
+    if result.since_version == result.table_version:
+        return f"nothing: version {result.table_version} is in already"
+    return f"changes from version {result.since_version} to {result.table_version}"
 
 
 @app.command()

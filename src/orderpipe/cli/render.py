@@ -101,12 +101,12 @@ def progress_bar() -> Iterator[Progress]:
 
 
 @contextmanager
-def table_progress() -> Iterator[Callable[[str, int, int], None]]:
+def table_progress() -> Iterator[Callable[[str, int, int | None], None]]:
     """A `(name, done, total)` callback that shows one bar per name."""
     with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
-        def on_progress(name: str, done: int, total: int) -> None:
+        def on_progress(name: str, done: int, total: int | None) -> None:
             if name not in tasks:
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done)

@@ -92,7 +92,7 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
     """Create the contract tables that do not exist yet."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from orderpipe.db.models import Base
+    from orderpipe.db.models import Base, StateBase
 
     with database_errors(engine.url), engine.connect() as conn:
         mysql = conn.dialect.name in ("mysql", "mariadb")
@@ -104,6 +104,7 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
         try:
             try:
                 Base.metadata.create_all(conn)
+                StateBase.metadata.create_all(conn)
             except (OperationalError, ProgrammingError) as exc:
                 # SQLite (no named lock): the loser of a race finds the table there,
                 # which is what it wanted. Check again, once.
@@ -111,6 +112,7 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
                     raise
                 conn.rollback()
                 Base.metadata.create_all(conn)
+                StateBase.metadata.create_all(conn)
             conn.commit()
         finally:
             if mysql:
@@ -132,11 +134,13 @@ def _named_lock(conn: Connection, timeout: int) -> None:
 
 
 def drop_tables(engine: Engine) -> None:
-    """Drop orderpipe's tables (used by bench and tests on a database of their own)."""
-    from orderpipe.db.models import Base
+    """Drop orderpipe's tables and its ingest watermark (used by bench and tests on a database
+    of their own): the next ingest then loads everything."""
+    from orderpipe.db.models import Base, StateBase
 
     with database_errors(engine.url):
         Base.metadata.drop_all(engine)
+        StateBase.metadata.drop_all(engine)
 
 
 CONNECTION_FAILURES = (

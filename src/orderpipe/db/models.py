@@ -90,6 +90,22 @@ class Prediction(Base):
     predicted_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class StateBase(DeclarativeBase):
+    """orderpipe's own bookkeeping tables, beside the contract tables."""
+
+
+class IngestWatermark(StateBase):
+    """Which version of etl's table was last ingested into this database: the next ingest reads
+    only the data files added since (`orderpipe ingest --full` reads everything)."""
+
+    __tablename__ = "orderpipe_ingest_watermark"
+
+    source_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the Delta table's id
+    source_path: Mapped[str] = mapped_column(String(1024))
+    table_version: Mapped[int] = mapped_column(Integer)
+    ingested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 # Which column says how recent a row is: an upsert never replaces a row with an older one.
 RECENCY_COLUMN = {
     Customer.__table__: "updated_at",
