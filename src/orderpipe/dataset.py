@@ -8,7 +8,7 @@ only where a table is written or its log is read.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +120,7 @@ class TableFiles:
     version: int
     since: int | None
     files: list[tuple[str, int]]  # (path inside the table, rows), in event-date order
+    replaced: list[str] = field(default_factory=list)  # files of `since` no longer in the table
 
     @property
     def rows(self) -> int:
@@ -144,7 +145,7 @@ def table_files_since(path: Path, since: int | None = None) -> TableFiles:
     else:
         since = None
     files = [(file, rows) for file, rows in current.items() if file not in seen]
-    return TableFiles(table_id, version, since, files)
+    return TableFiles(table_id, version, since, files, sorted(seen - set(current)))
 
 
 def _files(table: object) -> dict[str, int]:
@@ -161,6 +162,27 @@ def read_table_files(path: Path, files: list[str]) -> pl.DataFrame:
     return pl.concat([pl.DataFrame(schema=schema.CLEAN_SCHEMA), *frames]).cast(
         dict(schema.CLEAN_SCHEMA)
     )
+
+
+def row_keys(path: Path, files: list[str]) -> pl.DataFrame:
+    """(event_id, row hash) of every row in these data files of the table (files removed from
+    disk since, by a vacuum, are left out)."""
+    frames = [
+        pl.read_parquet(path / file, columns=list(schema.CLEAN_COLUMNS))
+        .cast(dict(schema.CLEAN_SCHEMA))
+        .select("event_id", _row_hash().alias("row_hash"))
+        for file in files
+        if (path / file).is_file()
+    ]
+    return pl.concat([pl.DataFrame(schema={"event_id": pl.String, "row_hash": pl.UInt64}), *frames])
+
+
+def without_rows_in(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `frame` that are not, identical, among `keys` (see `row_keys`)."""
+    if keys.height == 0:
+        return frame
+    hashed = frame.with_columns(_row_hash().alias("row_hash"))
+    return hashed.join(keys, on=["event_id", "row_hash"], how="anti").drop("row_hash")
 
 
 # ---------------------------------------------------------------- merging a run into the table

@@ -118,7 +118,7 @@ def _ingest_table(
 ) -> IngestResult:
     from deltalake import DeltaTable
 
-    from orderpipe.dataset import read_table_files, table_files_since
+    from orderpipe.dataset import read_table_files, row_keys, table_files_since, without_rows_in
     from orderpipe.db.engine import database_errors, masked
     from orderpipe.db.models import table_frames
     from orderpipe.db.writer import TableWriter
@@ -129,8 +129,11 @@ def _ingest_table(
         table_id = DeltaTable(str(source)).metadata().id
         since = None if full else _watermark(w.engine, table_id)
         changes = table_files_since(source, since)
+        # A day that a run rewrote holds the rows it kept as they were: only the rows that are
+        # not, identical, in the files it replaced are written.
+        unchanged = row_keys(source, changes.replaced)
         for group in _groups(changes.files):
-            frames = table_frames(read_table_files(source, group))
+            frames = table_frames(without_rows_in(read_table_files(source, group), unchanged))
 
             def overall(name: str, done: int, total: int, before: int = events) -> None:
                 if progress and name == "table_events":
