@@ -78,6 +78,38 @@ def read_clean_dataset(path: Path) -> pl.DataFrame:
         raise OrderpipeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
 
+@dataclass(frozen=True)
+class Sample:
+    """How many rows a reader saw and used, and how it chose them."""
+
+    rows_seen: int
+    rows_used: int
+    method: str
+
+
+def read_sample(path: Path, max_rows: int | None, *, seed: int = 42) -> tuple[pl.DataFrame, Sample]:
+    """The clean records at `path`, or at most `max_rows` of them: a sample stratified by
+    is_returned (each class keeps its share), chosen by a seeded hash of event_id, so the same
+    table and seed give the same sample. Memory holds the sample and 9 bytes per row seen."""
+    lazy = scan_clean_dataset(path)
+    try:
+        seen = lazy.select(pl.len()).collect().item()
+        if max_rows is None or seen <= max_rows:
+            return lazy.collect(), Sample(seen, seen, "every row")
+        key = pl.col("event_id").hash(seed=seed).alias("_key")
+        keys = lazy.select("is_returned", key).collect(engine="streaming")
+        keep = pl.lit(False)
+        for (label,), group in keys.partition_by("is_returned", as_dict=True).items():
+            quota = max(1, round(max_rows * group.height / seen))
+            cutoff = group["_key"].bottom_k(quota).max()
+            keep = keep | ((pl.col("is_returned") == label) & (pl.col("_key") <= cutoff))
+        sample = lazy.with_columns(key).filter(keep).drop("_key").collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise OrderpipeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    method = f"stratified by is_returned: per class, the rows of smallest hash(event_id, {seed})"
+    return sample, Sample(seen, sample.height, method)
+
+
 def as_text_records(dataset: pl.DataFrame) -> pl.DataFrame:
     """The clean record with event_time as contract text: the CSV, JSON Lines and Kafka form."""
     return dataset.with_columns(pl.col("event_time").dt.strftime(schema.EVENT_TIME_FORMAT))

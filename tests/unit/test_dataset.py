@@ -10,6 +10,7 @@ from orderpipe import schema
 from orderpipe.dataset import as_text_records, read_clean_dataset
 from orderpipe.errors import OrderpipeError
 from orderpipe.etl import clean_lines, dedupe_latest
+from orderpipe.generate import Dirt, generate_events
 from orderpipe.lines import read_raw_lines
 from tests.factories import raw_event, write_lines
 
@@ -106,3 +107,26 @@ def test_an_unreadable_file_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(OrderpipeError, match=r"^cannot read ") as error:
         read_clean_dataset(path)
     assert "\n" not in str(error.value)
+
+
+def test_a_capped_read_is_a_stratified_sample_and_the_same_every_time(tmp_path: Path) -> None:
+    from orderpipe.dataset import read_sample
+    from orderpipe.etl import run_etl
+    from tests.factories import layout_under
+
+    raw = generate_events(tmp_path / "raw.jsonl", 5_000, seed=2, dirt=Dirt(duplicates=0)).output
+    layout = layout_under(tmp_path)
+    run_etl(raw, layout)
+    full, everything = read_sample(layout.table, None)
+    part, sample = read_sample(layout.table, 1_000, seed=3)
+    again, _ = read_sample(layout.table, 1_000, seed=3)
+    other, _ = read_sample(layout.table, 1_000, seed=4)
+    assert (everything.rows_seen, everything.rows_used) == (5_000, 5_000)
+    assert (sample.rows_seen, sample.rows_used) == (5_000, part.height)
+    assert abs(part.height - 1_000) <= 1
+    assert "stratified by is_returned" in sample.method
+    returned = full["is_returned"].sum() / full.height
+    assert abs(part["is_returned"].sum() / part.height - returned) < 0.002  # each class its share
+    assert part.sort("event_id").equals(again.sort("event_id"))
+    assert not part.sort("event_id").equals(other.sort("event_id"))
+    assert set(part["event_id"]) <= set(full["event_id"])

@@ -35,6 +35,14 @@ def train(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the splits and estimators.")] = 42,
+    max_rows: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Fit on at most this many rows: a sample stratified by is_returned, recorded "
+            "in the metadata (0: every row).",
+        ),
+    ] = 2_000_000,
     as_json: JsonOption = False,
 ) -> None:
     """Train the return classifier and/or the basket-value regressor; save Pipeline + metadata.
@@ -54,6 +62,7 @@ def train(
             layout.artifacts_dir,
             seed=seed,
             truth_path=truth or layout.truth,
+            max_rows=max_rows or None,
         )
 
     results = run_service(ctx, call)

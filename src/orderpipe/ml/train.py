@@ -268,7 +268,12 @@ def dataset_hash(clean: pl.DataFrame) -> str:
 
 # ---------------------------------------------------------------- training
 def _base_meta(
-    spec: FeatureSpec, clean: pl.DataFrame, splits: dict[str, int], seed: int, estimator: str
+    spec: FeatureSpec,
+    clean: pl.DataFrame,
+    splits: dict[str, int],
+    seed: int,
+    estimator: str,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "name": spec.name,
@@ -277,6 +282,8 @@ def _base_meta(
         "features": spec.columns,
         "feature_dtypes": spec.dtypes(),
         "training_rows": clean.height,
+        "sampling": sampling
+        or {"rows_seen": clean.height, "rows_used": clean.height, "how": "every row"},
         "splits": splits,
         "seed": seed,
         "data_hash": dataset_hash(clean),
@@ -285,7 +292,12 @@ def _base_meta(
 
 
 def train_classifier(
-    clean: pl.DataFrame, artifacts_dir: Path, *, seed: int = 42, truth: pl.DataFrame | None = None
+    clean: pl.DataFrame,
+    artifacts_dir: Path,
+    *,
+    seed: int = 42,
+    truth: pl.DataFrame | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Fit on train, choose the threshold on validation, refit on train + validation, test, save."""
     from sklearn.base import clone
@@ -325,7 +337,7 @@ def train_classifier(
             "brier": metrics["test"]["brier"] - oracle["brier"],
         }
     splits = {"train": len(train), "validation": len(val), "test": len(test)}
-    meta = _base_meta(spec, clean, splits, seed, estimator)
+    meta = _base_meta(spec, clean, splits, seed, estimator, sampling)
     meta["metrics"] = metrics
     version = save_model(final, meta, artifacts_dir, spec.name)
     return _result(spec, estimator, version, artifacts_dir, clean.height, metrics, began)
@@ -350,7 +362,13 @@ def _oracle_metrics(
     return metrics
 
 
-def train_regressor(clean: pl.DataFrame, artifacts_dir: Path, *, seed: int = 42) -> TrainResult:
+def train_regressor(
+    clean: pl.DataFrame,
+    artifacts_dir: Path,
+    *,
+    seed: int = 42,
+    sampling: dict[str, Any] | None = None,
+) -> TrainResult:
     """Fit both candidates on basket value, keep the better on validation RMSE, test, save."""
     began = time.perf_counter()
     spec = REGRESSION
@@ -372,9 +390,8 @@ def train_regressor(clean: pl.DataFrame, artifacts_dir: Path, *, seed: int = 42)
         "median_baseline": regression_metrics(y[test], np.full(len(test), median)),
         "validation": validation,
     }
-    meta = _base_meta(
-        spec, clean, {"train": len(train), "validation": len(val), "test": len(test)}, seed, chosen
-    )
+    splits = {"train": len(train), "validation": len(val), "test": len(test)}
+    meta = _base_meta(spec, clean, splits, seed, chosen, sampling)
     meta["metrics"] = metrics
     version = save_model(final, meta, artifacts_dir, spec.name)
     return _result(spec, chosen, version, artifacts_dir, clean.height, metrics, began)
@@ -412,19 +429,33 @@ def _result(
     )
 
 
+# Rows a model is fitted on at most: a larger dataset is sampled (stratified by is_returned).
+MAX_ROWS = 2_000_000
+
+
 def run_train(
-    kind: str, dataset: Path, artifacts_dir: Path, *, seed: int = 42, truth_path: Path | None = None
+    kind: str,
+    dataset: Path,
+    artifacts_dir: Path,
+    *,
+    seed: int = 42,
+    truth_path: Path | None = None,
+    max_rows: int | None = MAX_ROWS,
 ) -> list[TrainResult]:
-    """Train `classification`, `regression` or `all` from the clean Parquet."""
-    from orderpipe.dataset import read_clean_dataset
+    """Train `classification`, `regression` or `all` from the clean dataset (at most `max_rows`
+    of it, a stratified sample recorded in the metadata; None: every row)."""
+    from orderpipe.dataset import read_sample
 
     if kind not in list(ModelKind):
         raise OrderpipeError(f"unknown model {kind!r}: choose classification, regression or all")
-    clean = read_clean_dataset(dataset)
+    clean, sample = read_sample(dataset, max_rows, seed=seed)
+    sampling = {"rows_seen": sample.rows_seen, "rows_used": sample.rows_used, "how": sample.method}
     truth = pl.read_parquet(truth_path) if truth_path and truth_path.is_file() else None
     results = []
     if kind in ("classification", "all"):
-        results.append(train_classifier(clean, artifacts_dir, seed=seed, truth=truth))
+        results.append(
+            train_classifier(clean, artifacts_dir, seed=seed, truth=truth, sampling=sampling)
+        )
     if kind in ("regression", "all"):
-        results.append(train_regressor(clean, artifacts_dir, seed=seed))
+        results.append(train_regressor(clean, artifacts_dir, seed=seed, sampling=sampling))
     return results

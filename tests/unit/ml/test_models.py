@@ -258,3 +258,15 @@ def test_classifier_never_says_certain(tmp_path: Path) -> None:
     assert ((proba > 0) & (proba < 1)).all()
     assert proba.min() > 0.001 and proba.max() < 0.999
     assert all(row["mean_predicted"] < 0.999 for row in result.metrics["test"]["reliability"])
+
+
+def test_the_sample_a_model_was_fitted_on_is_in_its_metadata(tmp_path: Path) -> None:
+    raw = generate_events(tmp_path / "raw.jsonl", 6_000, seed=8, dirt=Dirt(duplicates=0)).output
+    paths = layout_under(tmp_path)
+    run_etl(raw, paths)
+    [result] = run_train("classification", paths.table, tmp_path / "artifacts", max_rows=3_000)
+    meta = json.loads(result.meta_path.read_text())
+    assert meta["sampling"]["rows_seen"] == 6_000
+    assert meta["sampling"]["rows_used"] == meta["training_rows"] == result.rows
+    assert abs(result.rows - 3_000) <= 1
+    assert meta["sampling"]["how"].startswith("stratified by is_returned")
