@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
 UtcDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 ID = MAX_ID_LENGTH
-# Rows are stored in primary-key order, as InnoDB does; on SQLite this saves a second B-tree per
-# table (the rowid one), which halves the work of a bulk upsert.
+# SQLite: customers and orders are stored in primary-key order (WITHOUT ROWID), as InnoDB stores
+# every table: no second B-tree, and their keys come roughly in order (an order id carries its
+# day). Events and predictions stay rowid tables: their keys are random event ids, so a clustered
+# table put each row in a random page of wide rows, while a rowid table appends the row and only
+# its narrow key index takes random inserts (ingest of 4M events: 42k -> 52k events/s).
 CLUSTERED = {"sqlite_with_rowid": False}
 
 
@@ -60,8 +63,7 @@ class Order(Base):
 
 
 class Event(Base):
-    __tablename__ = "table_events"
-    __table_args__ = CLUSTERED
+    __tablename__ = "table_events"  # a rowid table on SQLite (see CLUSTERED)
 
     event_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     event_time: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
@@ -77,8 +79,7 @@ class Event(Base):
 
 
 class Prediction(Base):
-    __tablename__ = "table_predictions"
-    __table_args__ = CLUSTERED
+    __tablename__ = "table_predictions"  # a rowid table on SQLite (see CLUSTERED)
 
     event_id: Mapped[str] = mapped_column(
         String(ID), ForeignKey("table_events.event_id"), primary_key=True

@@ -166,10 +166,10 @@ def test_the_wal_stays_bounded_when_checkpoints_lag_behind_the_commits(url: str)
         assert checkpointer is not None
         checkpointer._conn = _SlowCheckpoints(checkpointer._conn)  # type: ignore[assignment]
         checkpointer.limit = 128 * 1024  # before the first write: the writer's journal_size_limit
-        for batch in range(40):
-            writer.write(frames_of(50, start=batch * 50))
+        for batch in range(100):
+            writer.write(frames_of(20, start=batch * 20))
             sizes.append(os.path.getsize(checkpointer.wal))
-    # ~40 commits of ~50 KB: without the bound, the WAL never rewinds while a checkpoint lags.
+    # ~100 commits of ~55 KB: without the bound, the WAL never rewinds while a checkpoint lags.
     assert sum(sizes) > 8 * checkpointer.limit
     assert max(sizes) < 2 * checkpointer.limit
     assert _count(url, "table_events") == 2000
