@@ -271,7 +271,9 @@ class Run:
         import pyarrow.parquet as pq
 
         files = sorted(self.folder.glob("*.parquet"))
-        batches = [pq.ParquetFile(file).iter_batches(batch_size=self.ROW_GROUP) for file in files]
+        # small batches: one of each file is held at a time (16 files x 32k rows was half of a
+        # 1M-event run)
+        batches = [pq.ParquetFile(file).iter_batches(batch_size=4_096) for file in files]
         held = [_empty() for _ in files]  # rows read from each file, not handed over yet
         for day in self.dates():
             parts = []
