@@ -60,18 +60,32 @@ def ingest_dataset(
     with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
         w.write_chunked(frames, chunk_size=chunk_size, progress=progress)
         method, size = w.method, w.chunk_size(chunk_size)
+    counts = {name: frames[f"table_{name}"].height for name in ("events", "customers", "orders")}
+    return _result(source, masked(database_url), method, size, counts, began)
+
+
+def _result(
+    source: Path,
+    database: str,
+    method: str,
+    chunk_size: int,
+    counts: dict[str, int],
+    began: float,
+    **table: int | None,
+) -> IngestResult:
     seconds = time.perf_counter() - began
-    events = frames["table_events"].height
+    events = counts["events"]
     return IngestResult(
         source=source,
-        database=masked(database_url),
+        database=database,
         method=method,
-        chunk_size=size,
+        chunk_size=chunk_size,
         events=events,
-        customers=frames["table_customers"].height,
-        orders=frames["table_orders"].height,
+        customers=counts["customers"],
+        orders=counts["orders"],
         seconds=seconds,
         events_per_second=events / seconds if seconds else 0.0,
+        **table,  # type: ignore[arg-type]
     )
 
 
@@ -124,7 +138,7 @@ def _ingest_table(
     from orderpipe.db.writer import TableWriter
 
     began = time.perf_counter()
-    events = customers = orders = 0
+    counts = {"events": 0, "customers": 0, "orders": 0}
     with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
         table_id = DeltaTable(str(source)).metadata().id
         since = None if full else _watermark(w.engine, table_id)
@@ -135,27 +149,22 @@ def _ingest_table(
         for group in _groups(changes.files):
             frames = table_frames(without_rows_in(read_table_files(source, group), unchanged))
 
-            def overall(name: str, done: int, total: int, before: int = events) -> None:
+            def overall(name: str, done: int, total: int, before: int = counts["events"]) -> None:
                 if progress and name == "table_events":
                     progress("events", before + done, changes.rows)
 
             w.write_chunked(frames, chunk_size=chunk_size, progress=overall)
-            events += frames["table_events"].height
-            customers += frames["table_customers"].height
-            orders += frames["table_orders"].height
+            for name in counts:
+                counts[name] += frames[f"table_{name}"].height
         _set_watermark(w.engine, table_id, source, changes.version)
         method, size = w.method, w.chunk_size(chunk_size)
-    seconds = time.perf_counter() - began
-    return IngestResult(
-        source=source,
-        database=masked(database_url),
-        method=method,
-        chunk_size=size,
-        events=events,
-        customers=customers,
-        orders=orders,
-        seconds=seconds,
-        events_per_second=events / seconds if seconds else 0.0,
+    return _result(
+        source,
+        masked(database_url),
+        method,
+        size,
+        counts,
+        began,
         table_version=changes.version,
         since_version=changes.since,
     )
@@ -190,19 +199,28 @@ def _watermark(engine: Engine, table_id: str) -> int | None:
 
 
 def _set_watermark(engine: Engine, table_id: str, source: Path, version: int) -> None:
+    """Record `version` as ingested (an upsert: INSERT and UPDATE rights are enough)."""
     from datetime import UTC, datetime
-
-    from sqlalchemy import delete, insert
 
     from orderpipe.db.models import IngestWatermark
 
+    row = {
+        "source_id": table_id,
+        "source_path": str(source.resolve())[:1024],
+        "table_version": version,
+        "ingested_at": datetime.now(UTC).replace(tzinfo=None),
+    }
     with engine.begin() as conn:
-        conn.execute(delete(IngestWatermark).where(IngestWatermark.source_id == table_id))
-        conn.execute(
-            insert(IngestWatermark).values(
-                source_id=table_id,
-                source_path=str(source.resolve())[:1024],
-                table_version=version,
-                ingested_at=datetime.now(UTC).replace(tzinfo=None),
+        if conn.dialect.name in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            stmt = mysql_insert(IngestWatermark).values(row)
+            stmt = stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row})
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(IngestWatermark).values(row)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["source_id"], set_={k: stmt.excluded[k] for k in row}
             )
-        )
+        conn.execute(stmt)

@@ -19,7 +19,13 @@ from orderpipe.cli import app
 from tests.conftest import SecuredKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-TABLES = ("table_customers", "table_orders", "table_events", "table_predictions")
+TABLES = (
+    "table_customers",
+    "table_orders",
+    "table_events",
+    "table_predictions",
+    "orderpipe_ingest_watermark",  # which version of etl's table ingest has read
+)
 
 
 def run(env: dict[str, str], *args: str) -> object:
@@ -142,8 +148,9 @@ def test_a_refused_connection_is_one_clear_line(
 def test_a_least_privileged_user_can_stream_and_predict(
     workdir: Path, mysql_url: str, database_user: callable
 ) -> None:
-    """Tables created once by an owner; the consumer needs SELECT, INSERT and UPDATE on them
-    (and CREATE TEMPORARY TABLES for the LOAD DATA fast path)."""
+    """Tables created once by an owner; the consumer and ingest need SELECT, INSERT and UPDATE
+    on them, ingest's watermark included (and CREATE TEMPORARY TABLES for the LOAD DATA fast
+    path)."""
     prepare({"ORDERPIPE_DATABASE_URL": mysql_url})
     owner = run({"ORDERPIPE_DATABASE_URL": mysql_url}, "ingest")
     assert owner.exit_code == 0, owner.stderr
