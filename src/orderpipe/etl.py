@@ -20,7 +20,7 @@ import polars as pl
 from orderpipe import schema
 from orderpipe.dataset import Run, merge_into_table, scan_clean_dataset
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import atomic_path, write_text_atomic
+from orderpipe.fileio import atomic_path, remove_leftovers, write_text_atomic
 from orderpipe.layout import Layout
 from orderpipe.lines import REJECTED_SCHEMA, ParsedLines, iter_raw_lines, parse_lines
 
@@ -298,6 +298,8 @@ def run_etl(
     """Clean `source` chunk by chunk, quarantine its bad lines, and merge its clean events into
     the processed table (latest event_time wins; `merge=False` rebuilds it from this input)."""
     began = time.perf_counter()
+    for folder in (layout.processed_dir, layout.rejected_dir):
+        remove_leftovers(folder)  # of etl runs killed before they could
     rejected_path = layout.rejected_for(source)
     stage = layout.processed_dir / f".etl-stage-{os.getpid()}"
     counts = _Counts()

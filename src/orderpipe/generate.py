@@ -21,7 +21,7 @@ import polars as pl
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import atomic_path, write_atomic
+from orderpipe.fileio import atomic_path, remove_leftovers, write_atomic
 from orderpipe.layout import truth_for
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -205,6 +205,8 @@ def generate_events(
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
     dirt = dirt or Dirt()
     began = time.perf_counter()
+    # of generate runs killed before they could (only this output's: the folder is the user's)
+    remove_leftovers(output.parent, {output.name, truth_for(output).name})
     plan = _Plan.make(events, seed, start, days, dirt)
     units_per_chunk = max(1, chunk_size // UNIT)
     truth_path = truth_for(output)

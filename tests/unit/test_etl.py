@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from datetime import date
 from pathlib import Path
@@ -446,3 +447,26 @@ def test_etl_memory_does_not_grow_with_the_input(tmp_path: Path) -> None:
 
     small, large = peak(200_000), peak(1_000_000)
     assert large <= 1.4 * small, (small, large)
+
+
+def test_etl_removes_what_killed_runs_left_behind_and_only_that(
+    tmp_path: Path, layout: Layout
+) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has any more
+    layout.processed_dir.mkdir(parents=True)
+    layout.rejected_dir.mkdir(parents=True)
+    stage = layout.processed_dir / f".etl-stage-{dead.pid}"
+    (stage / "buckets").mkdir(parents=True)
+    half_written = layout.rejected_dir / f".day1.rejected.jsonl.tmp-{dead.pid}"
+    half_written.write_text("half")
+    alive = layout.processed_dir / f".etl-stage-{os.getppid()}"  # a live process's
+    alive.mkdir()
+    other = layout.processed_dir / "notes.tmp-1"  # not a leftover's name
+    other.write_text("mine")
+    run_etl(write_lines(tmp_path / "raw.jsonl", [raw_event()]), layout)
+    assert not stage.exists() and not half_written.exists()
+    assert alive.exists() and other.exists()

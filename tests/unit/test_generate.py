@@ -220,3 +220,20 @@ def test_memory_does_not_grow_with_the_number_of_events(tmp_path: Path) -> None:
 
     small, large = peak(300_000), peak(1_500_000)
     assert large <= 1.15 * small, (small, large)
+
+
+def test_generate_removes_its_own_leftovers_of_killed_runs_only(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = tmp_path / f".raw.jsonl.tmp-{dead.pid}"
+    mine.write_text("half a file")
+    parts = tmp_path / f".raw.jsonl.truth-parts-{dead.pid}"
+    parts.mkdir()
+    someone_elses = tmp_path / f".notes.txt.tmp-{dead.pid}"  # the folder is the user's
+    someone_elses.write_text("keep")
+    generate_events(tmp_path / "raw.jsonl", 50)
+    assert not mine.exists() and not parts.exists()
+    assert someone_elses.exists()
