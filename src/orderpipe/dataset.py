@@ -120,13 +120,8 @@ def iter_table_frames(path: Path) -> Iterator[pl.DataFrame]:
     event_time order): memory holds one file, whatever the table's size."""
     from deltalake import DeltaTable
 
-    actions = pl.DataFrame(DeltaTable(str(path)).get_add_actions(flatten=True))
-    if actions.height == 0:
-        return
-    key = f"partition.{PARTITION}"
-    for file in actions.sort(key, "path")["path"]:
-        frame = pl.read_parquet(path / file)
-        yield frame.select(schema.CLEAN_COLUMNS).cast(dict(schema.CLEAN_SCHEMA))
+    for file in _files(DeltaTable(str(path))):
+        yield read_table_files(path, [file])
 
 
 def iter_table_lines(path: Path, chunk_lines: int) -> Iterator[pl.DataFrame]:
@@ -199,14 +194,8 @@ def read_table_files(path: Path, files: list[str]) -> pl.DataFrame:
 def row_keys(path: Path, files: list[str]) -> pl.DataFrame:
     """(event_id, row hash) of every row in these data files of the table (files removed from
     disk since, by a vacuum, are left out)."""
-    frames = [
-        pl.read_parquet(path / file, columns=list(schema.CLEAN_COLUMNS))
-        .cast(dict(schema.CLEAN_SCHEMA))
-        .select("event_id", _row_hash().alias("row_hash"))
-        for file in files
-        if (path / file).is_file()
-    ]
-    return pl.concat([pl.DataFrame(schema={"event_id": pl.String, "row_hash": pl.UInt64}), *frames])
+    present = [file for file in files if (path / file).is_file()]
+    return read_table_files(path, present).select("event_id", _row_hash().alias("row_hash"))
 
 
 def without_rows_in(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
@@ -507,7 +496,5 @@ def export_dataset(source: Path, output: Path, fmt: str) -> ExportResult:
                 frame.sink_parquet(tmp, statistics=True)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise OrderpipeError(f"cannot export to {output}: {str(exc).splitlines()[0]}") from None
-    rows = pl.scan_parquet(output).select(pl.len()).collect().item() if fmt == "parquet" else None
-    if rows is None:
-        rows = scan_clean_dataset(source).select(pl.len()).collect().item()
+    rows = scan_clean_dataset(source).select(pl.len()).collect().item()
     return ExportResult(output, fmt, rows, version, time.perf_counter() - began)

@@ -224,9 +224,6 @@ def generate_events(
                 written += lines.len()
                 if progress:
                     progress(int(plan.offsets[units[-1] + 1]), events)
-            rest = state.flush()
-            rest.to_frame("line").write_csv(sink, include_header=False, quote_style="never")
-            written += rest.len()
         write_atomic(
             truth_path, lambda path: pl.scan_parquet(parts / "*.parquet").sink_parquet(path)
         )
@@ -331,11 +328,6 @@ class _State:
         )
         self.pending = lines.filter(~now)
         return lines.filter(now)["line"]
-
-    def flush(self) -> pl.Series:
-        if self.pending is None:
-            return pl.Series("line", [], dtype=pl.String)
-        return self.due(self.pending.clear(), None)
 
     def order_numbers(self, day: np.ndarray) -> np.ndarray:
         """1, 2, ... per calendar day, counting on from the last chunk's day."""
