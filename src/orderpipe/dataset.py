@@ -7,20 +7,18 @@ only where a table is written or its log is read.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
 from orderpipe.fileio import atomic_path
-
-if TYPE_CHECKING:
-    pass
 
 PARTITION = "event_date"  # the UTC date of event_time: one folder per day of events
 TABLE_SCHEMA: dict[str, pl.DataType] = {**schema.CLEAN_SCHEMA, PARTITION: pl.Date()}
@@ -154,13 +152,17 @@ class TableFiles:
         return sum(rows for _, rows in self.files)
 
 
-def table_files_since(path: Path, since: int | None = None) -> TableFiles:
-    """The table's current data files added after version `since` (every file when None, or
-    when that version can no longer be read): each day a run rewrote is one such file."""
+def table_files_since(path: Path, since: int | None = None, upto: int | None = None) -> TableFiles:
+    """The data files of version `upto` of the table (the current one when None, or when that
+    version can no longer be read) added after version `since` (every file when None, or when
+    that version can no longer be read): each day a run rewrote is one such file."""
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
     table = DeltaTable(str(path))
+    if upto is not None and upto < table.version():
+        with contextlib.suppress(DeltaError, OSError):
+            table = DeltaTable(str(path), version=upto)
     version, table_id = table.version(), table.metadata().id
     current = _files(table)
     seen: set[str] = set()
@@ -173,6 +175,19 @@ def table_files_since(path: Path, since: int | None = None) -> TableFiles:
         since = None
     files = [(file, rows) for file, rows in current.items() if file not in seen]
     return TableFiles(table_id, version, since, files, sorted(seen - set(current)))
+
+
+def file_groups(files: list[tuple[str, int]], rows: int) -> list[list[str]]:
+    """Consecutive data files (days) of about `rows` rows together (a larger file alone)."""
+    groups: list[list[str]] = []
+    held = 0
+    for file, count in files:
+        if not groups or held + count > rows:
+            groups.append([])
+            held = 0
+        groups[-1].append(file)
+        held += count
+    return groups
 
 
 def _files(table: object) -> dict[str, int]:

@@ -132,7 +132,13 @@ def _ingest_table(
 ) -> IngestResult:
     from deltalake import DeltaTable
 
-    from orderpipe.dataset import read_table_files, row_keys, table_files_since, without_rows_in
+    from orderpipe.dataset import (
+        file_groups,
+        read_table_files,
+        row_keys,
+        table_files_since,
+        without_rows_in,
+    )
     from orderpipe.db.engine import database_errors, masked
     from orderpipe.db.models import table_frames
     from orderpipe.db.writer import TableWriter
@@ -141,12 +147,12 @@ def _ingest_table(
     counts = {"events": 0, "customers": 0, "orders": 0}
     with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
         table_id = DeltaTable(str(source)).metadata().id
-        since = None if full else _watermark(w.engine, table_id)
+        since = None if full else ingested_version(w.engine, table_id)
         changes = table_files_since(source, since)
         # A day that a run rewrote holds the rows it kept as they were: only the rows that are
         # not, identical, in the files it replaced are written.
         unchanged = row_keys(source, changes.replaced)
-        for group in _groups(changes.files):
+        for group in file_groups(changes.files, READ_ROWS):
             frames = table_frames(without_rows_in(read_table_files(source, group), unchanged))
 
             def overall(name: str, done: int, total: int, before: int = counts["events"]) -> None:
@@ -170,20 +176,7 @@ def _ingest_table(
     )
 
 
-def _groups(files: list[tuple[str, int]]) -> list[list[str]]:
-    """Consecutive data files (days) of about READ_ROWS rows together."""
-    groups: list[list[str]] = []
-    rows = 0
-    for file, count in files:
-        if not groups or rows + count > READ_ROWS:
-            groups.append([])
-            rows = 0
-        groups[-1].append(file)
-        rows += count
-    return groups
-
-
-def _watermark(engine: Engine, table_id: str) -> int | None:
+def ingested_version(engine: Engine, table_id: str) -> int | None:
     """The version of etl's table last ingested into this database; None when there is none,
     or when the events table is empty (dropped or emptied since: load everything again)."""
     from sqlalchemy import select
@@ -199,10 +192,11 @@ def _watermark(engine: Engine, table_id: str) -> int | None:
 
 
 def _set_watermark(engine: Engine, table_id: str, source: Path, version: int) -> None:
-    """Record `version` as ingested (an upsert: INSERT and UPDATE rights are enough)."""
+    """Record `version` as ingested."""
     from datetime import UTC, datetime
 
     from orderpipe.db.models import IngestWatermark
+    from orderpipe.db.upsert import set_row
 
     row = {
         "source_id": table_id,
@@ -211,16 +205,4 @@ def _set_watermark(engine: Engine, table_id: str, source: Path, version: int) ->
         "ingested_at": datetime.now(UTC).replace(tzinfo=None),
     }
     with engine.begin() as conn:
-        if conn.dialect.name in ("mysql", "mariadb"):
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-            stmt = mysql_insert(IngestWatermark).values(row)
-            stmt = stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row})
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(IngestWatermark).values(row)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["source_id"], set_={k: stmt.excluded[k] for k in row}
-            )
-        conn.execute(stmt)
+        set_row(conn, IngestWatermark.__table__, row)

@@ -353,3 +353,83 @@ def test_emptied_or_dropped_tables_make_ingest_load_everything_again(
         conn.execute(text("DELETE FROM table_events"))
     assert run_ingest(paths.table, database_url).events == 5
     engine.dispose()
+
+
+def _predictions(url: str) -> dict[str, tuple[Any, ...]]:
+    """event_id -> (return_proba rounded, model_version, predicted_at) of table_predictions."""
+    return {row[0]: (round(row[3], 9), *row[4:]) for row in dump(url)["table_predictions"]}
+
+
+def test_predict_scores_only_what_has_no_current_prediction(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Day after day, predict scores the new events and the corrected ones (their prediction
+    follows the correction), nothing twice, and nothing the database does not hold yet; the
+    predictions equal those of one pass over a database loaded from scratch."""
+    import json
+    from datetime import UTC, timedelta
+
+    from orderpipe.ml.predict import run_predict
+    from orderpipe.ml.train import run_train
+
+    day1, day2 = (
+        generate_events(
+            tmp_path / f"day{day}.jsonl",
+            1_200,
+            seed=day,
+            start=datetime(2026, 2, day, tzinfo=UTC),
+            days=1,
+        ).output
+        for day in (1, 2)
+    )
+    corrected = []
+    for line in day1.read_text().splitlines()[:300:10]:  # 30 events of day 1, later and bigger
+        event = json.loads(line)
+        when = datetime.strptime(event["event_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        event["event_time"] = f"{when + timedelta(minutes=5):%Y-%m-%dT%H:%M:%S.%fZ}"
+        event["order"]["n_items"] += 7
+        corrected.append(event["event_id"])
+        with day2.open("a") as out:
+            out.write(json.dumps(event) + "\n")
+    paths = layout_under(tmp_path / "data")
+    artifacts = tmp_path / "artifacts"
+    run_etl(day1, paths)
+    run_train("classification", paths.table, artifacts)
+    day1_events = read_clean_dataset(paths.table).height
+
+    before_ingest = run_predict(paths.table, database_url, artifacts)
+    assert (before_ingest.scored, before_ingest.not_in_database) == (0, day1_events)
+    run_ingest(paths.table, database_url)
+    first = run_predict(paths.table, database_url, artifacts)
+    assert (first.since_version, first.scored) == (None, day1_events)
+    again = run_predict(paths.table, database_url, artifacts)
+    assert (again.since_version, again.events, again.scored) == (0, 0, 0)
+
+    run_etl(day2, paths)  # version 1: day 2, and day 1 rewritten for its 30 corrections
+    not_ingested = run_predict(paths.table, database_url, artifacts)
+    assert (not_ingested.table_version, not_ingested.scored) == (0, 0)  # version 1 is not in
+    stale = _predictions(database_url)
+    run_ingest(paths.table, database_url)
+    second = run_predict(paths.table, database_url, artifacts)
+    day2_events = read_clean_dataset(paths.table).height - day1_events
+    assert (second.since_version, second.table_version) == (0, 1)
+    assert second.scored == day2_events + len(corrected)  # not the day-1 rows left as they were
+    now = _predictions(database_url)
+    assert all(now[e][2] > stale[e][2] for e in corrected)  # the corrections were scored again
+    assert {e: p for e, p in now.items() if e in stale and e not in corrected} == {
+        e: p for e, p in stale.items() if e not in corrected
+    }
+
+    scratch = f"sqlite:///{tmp_path}/scratch.db"
+    run_ingest(paths.table, scratch)
+    assert run_predict(paths.table, scratch, artifacts).scored == len(now)
+    from_scratch = _predictions(scratch)
+    assert {e: p[:2] for e, p in now.items()} == {e: p[:2] for e, p in from_scratch.items()}
+    everything = run_predict(paths.table, database_url, artifacts, full=True)
+    assert (everything.since_version, everything.scored) == (None, len(now))
+    engine = make_engine(database_url)
+    with engine.begin() as conn:  # its watermark lost: one pass, and nothing scored twice
+        conn.execute(text("DELETE FROM orderpipe_predict_watermark"))
+    engine.dispose()
+    lost = run_predict(paths.table, database_url, artifacts)
+    assert (lost.since_version, lost.scored, lost.up_to_date) == (None, 0, len(now))

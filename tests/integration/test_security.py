@@ -25,6 +25,7 @@ TABLES = (
     "table_events",
     "table_predictions",
     "orderpipe_ingest_watermark",  # which version of etl's table ingest has read
+    "orderpipe_predict_watermark",  # and predict has scored
 )
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, run_service, settings_of
-from orderpipe.cli.render import emit, emit_table, n, table, table_progress
+from orderpipe.cli.render import emit, emit_table, n, table, table_progress, what_was_read
 
 DEFAULT_START_DAY = datetime(2026, 1, 1)  # generate.DEFAULT_START (not imported: --help stays fast)
 
@@ -205,7 +205,7 @@ def ingest(
         "ingest",
         [
             ("database", result.database),
-            ("read", _ingest_read(result)),
+            ("read", what_was_read(result)),
             ("method", result.method),
             ("events", n(result.events)),
             ("orders", n(result.orders)),
@@ -214,16 +214,6 @@ def ingest(
             ("events/s", n(result.events_per_second)),
         ],
     )
-
-
-def _ingest_read(result: Any) -> str:
-    if result.table_version is None:
-        return "the whole file"
-    if result.since_version is None:
-        return f"all of table version {result.table_version}"
-    if result.since_version == result.table_version:
-        return f"nothing: version {result.table_version} is in already"
-    return f"changes from version {result.since_version} to {result.table_version}"
 
 
 @app.command()

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, run_service, settings_of
-from orderpipe.cli.render import emit, emit_table, n, table
+from orderpipe.cli.render import emit, emit_table, n, table, table_progress, what_was_read
 from orderpipe.ml import ModelKind
 
 CLASSIFIER_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall")
@@ -112,29 +112,41 @@ def predict(
         ),
     ] = None,
     database_url: DatabaseUrlOption = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Score every event again, not only those without a current prediction."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Score the clean dataset with the saved classifier into table_predictions.
 
     Only events already in table_events are scored (run ingest first); the others are counted.
+    Events that hold a prediction of this model are left alone: from etl's table, a run reads
+    only the days changed since the last one with the same model.
 
     Example: [bold]orderpipe predict --json[/]
     """
     from orderpipe.layout import Layout
     from orderpipe.ml.predict import run_predict
 
-    def call() -> Any:
-        settings = settings_of(ctx, database_url=database_url)
-        layout = Layout.from_settings(settings)
-        return run_predict(
-            input_path or layout.table,
-            settings.db_url,
-            layout.artifacts_dir,
-            chunk_size=settings.ingest_chunk_size,
-            local_infile=settings.mysql_local_infile,
-        )
+    with table_progress() as on_progress:
 
-    result = run_service(ctx, call)
+        def call() -> Any:
+            settings = settings_of(ctx, database_url=database_url)
+            layout = Layout.from_settings(settings)
+            return run_predict(
+                input_path or layout.table,
+                settings.db_url,
+                layout.artifacts_dir,
+                chunk_size=settings.ingest_chunk_size,
+                local_infile=settings.mysql_local_infile,
+                progress=on_progress,
+                full=full,
+            )
+
+        result = run_service(ctx, call)
     emit_table(
         result,
         as_json,
@@ -142,8 +154,10 @@ def predict(
         [
             ("database", result.database),
             ("model_version", result.model_version),
-            ("events in dataset", n(result.events)),
+            ("read", what_was_read(result)),
+            ("events looked at", n(result.events)),
             ("scored", n(result.scored)),
+            ("already scored by this model", n(result.up_to_date)),
             ("not in table_events", n(result.not_in_database)),
             ("scoring events/s", n(result.scoring_events_per_second)),
             ("seconds", f"{result.seconds:.2f}"),

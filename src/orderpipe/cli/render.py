@@ -112,3 +112,14 @@ def table_progress() -> Iterator[Callable[[str, int, int | None], None]]:
             progress.update(tasks[name], completed=done)
 
         yield on_progress
+
+
+def what_was_read(result: Any) -> str:
+    """What an ingest or predict run read of etl's table (its `table_version`/`since_version`)."""
+    if result.table_version is None:
+        return "the whole file"
+    if result.since_version is None:
+        return f"all of table version {result.table_version}"
+    if result.since_version == result.table_version:
+        return f"nothing: version {result.table_version} is in already"
+    return f"changes from version {result.since_version} to {result.table_version}"

@@ -107,6 +107,19 @@ class IngestWatermark(StateBase):
     ingested_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class PredictWatermark(StateBase):
+    """Which version of etl's table `orderpipe predict` last scored in this database, and with
+    which model: the next predict with the same model scores only the rows of the data files
+    added since (a new model, or `orderpipe predict --full`, goes through every event)."""
+
+    __tablename__ = "orderpipe_predict_watermark"
+
+    source_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the Delta table's id
+    model_version: Mapped[str] = mapped_column(String(32))
+    table_version: Mapped[int] = mapped_column(Integer)
+    predicted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 # Which column says how recent a row is: an upsert never replaces a row with an older one.
 RECENCY_COLUMN = {
     Customer.__table__: "updated_at",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import polars as pl
@@ -106,4 +107,45 @@ def _stored_times_concatenated(conn: Connection, chunks: list[list[str]]) -> pl.
         .struct.rename_fields(["event_id", "_stored"])
         .struct.unnest()
         .with_columns(pl.col("_stored").str.to_datetime(STORED_TIME, time_unit="us"))
+    )
+
+
+def scoring_state(conn: Connection, clean: pl.DataFrame, model_version: str) -> pl.DataFrame:
+    """(event_id, _stored, current) of the events of `clean` held in table_events: the stored
+    event_time, and whether table_predictions holds a prediction of `model_version` for it.
+
+    A day with many of them is read as a range of event_time (one index range scan); a few
+    events, by id. Times come back as text (MySQL: CAST, not PyMySQL's datetime objects).
+    """
+    import polars as pl
+
+    mysql = conn.dialect.name in ("mysql", "mariadb")
+    marker = "%s" if mysql else "?"
+    stored_time = "CAST(e.event_time AS CHAR)" if mysql else "e.event_time"
+    select = (
+        f"SELECT e.event_id, {stored_time}, p.model_version = {marker} "
+        "FROM table_events e LEFT JOIN table_predictions p ON p.event_id = e.event_id WHERE "
+    )
+    rows: list[tuple[Any, ...]] = []
+    days = clean.select("event_id", pl.col("event_time").dt.date().alias("day"))
+    counts = days.group_by("day").len().sort("day")
+    small = counts.filter(pl.col("len") <= ID_CHUNK)["day"]
+    few = days.filter(pl.col("day").is_in(small.implode()))["event_id"].to_list()
+    for day in counts.filter(pl.col("len") > ID_CHUNK)["day"]:
+        bounds = tuple(f"{d:%Y-%m-%d} 00:00:00" for d in (day, day + timedelta(days=1)))
+        query = select + f"e.event_time >= {marker} AND e.event_time < {marker}"
+        rows += conn.exec_driver_sql(query, (model_version, *bounds)).fetchall()
+    for start in range(0, len(few), ID_CHUNK):
+        chunk = few[start : start + ID_CHUNK]
+        query = select + f"e.event_id IN ({', '.join([marker] * len(chunk))})"
+        rows += conn.exec_driver_sql(query, (model_version, *chunk)).fetchall()
+    state = pl.DataFrame(
+        rows,
+        schema={"event_id": pl.String, "_stored": pl.String, "current": pl.Int64},
+        orient="row",
+    )
+    return state.select(
+        "event_id",
+        pl.col("_stored").str.to_datetime(STORED_TIME, time_unit="us"),
+        pl.col("current").fill_null(0).cast(pl.Boolean),
     )

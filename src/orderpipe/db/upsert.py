@@ -210,3 +210,22 @@ def foreign_key_checks(conn: Connection, enabled: bool) -> None:
     elif conn.dialect.name in ("mysql", "mariadb"):
         conn.exec_driver_sql(f"SET SESSION foreign_key_checks={int(enabled)}")
     conn.commit()
+
+
+def set_row(conn: Connection, table: Table, row: dict[str, Any]) -> None:
+    """Insert `row`, or replace the one with its primary key (a bookkeeping row, such as a
+    watermark: INSERT and UPDATE rights are enough)."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        stmt = mysql_insert(table).values(row)
+        stmt = stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row})
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.name for c in table.primary_key.columns],
+            set_={k: stmt.excluded[k] for k in row},
+        )
+    conn.execute(stmt)

@@ -1,11 +1,17 @@
-"""Batch scoring: the clean dataset -> return_proba for every event already in table_events.
+"""Batch scoring: the clean dataset -> return_proba for the events stored in table_events.
 
-One vectorised predict_proba per chunk; predictions are upserted like any other table.
+Only events without a prediction of the current model are scored, a few days at a time: from
+etl's table, after a first pass with a model, only the rows of the data files added since the
+version last scored (a correction of an event brings a new prediction); `--full` scores every
+event again. One vectorised predict_proba per chunk; predictions are upserted like any other
+table, and a row is scored only if the database holds its event as the dataset does (same
+event_time).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +22,13 @@ import polars as pl
 from orderpipe.ml.model import LoadedModel, load_model
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.engine import URL
 
-    from orderpipe.db.writer import Progress
+    from orderpipe.db.writer import Progress, TableWriter
 
 SCORE_CHUNK = 250_000
+READ_ROWS = 1_000_000  # rows of the dataset read at a time (whole days of etl's table)
 
 
 @dataclass(frozen=True)
@@ -30,12 +38,15 @@ class PredictResult:
     source: Path
     database: str
     model_version: str
-    events: int
+    events: int  # rows of the dataset looked at
     scored: int
-    not_in_database: int
+    up_to_date: int  # held a prediction of this model already
+    not_in_database: int  # not in table_events, or stored there with another event_time
     scoring_seconds: float
     scoring_events_per_second: float
     seconds: float
+    table_version: int | None = None  # etl's table: the version now scored
+    since_version: int | None = None  # etl's table: only what changed after this version
 
 
 def score_batch(model: LoadedModel, clean: pl.DataFrame, predicted_at: datetime) -> pl.DataFrame:
@@ -50,6 +61,28 @@ def score_batch(model: LoadedModel, clean: pl.DataFrame, predicted_at: datetime)
     )
 
 
+@dataclass
+class _Tally:
+    events: int = 0
+    scored: int = 0
+    up_to_date: int = 0
+    not_in_database: int = 0
+    scoring_seconds: float = 0.0
+
+
+@dataclass
+class _Plan:
+    """What a run reads: parts of the dataset, each with whether its rows are scored even when
+    they hold a prediction of this model (rows that changed since, or `--full`)."""
+
+    parts: Iterator[tuple[pl.DataFrame, bool]]
+    rows: int
+    table_id: str | None = None
+    table_version: int | None = None
+    since_version: int | None = None
+    record: bool = False  # the run leaves a watermark behind
+
+
 def run_predict(
     source: Path,
     database_url: str | URL,
@@ -58,40 +91,161 @@ def run_predict(
     chunk_size: int | None = None,
     local_infile: bool = True,
     progress: Progress | None = None,
+    full: bool = False,
 ) -> PredictResult:
-    """Score the clean dataset with the saved classifier and upsert table_predictions."""
-    from orderpipe.dataset import read_clean_dataset
+    """Score, with the saved classifier, the events of the clean dataset that table_events holds
+    and that have no prediction of this model (every one with `full`); upsert them."""
+    from orderpipe.dataset import is_table
     from orderpipe.db.engine import database_errors, masked
-    from orderpipe.db.queries import stored_event_ids
     from orderpipe.db.writer import TableWriter
 
     began = time.perf_counter()
     model = load_model(artifacts_dir, "classification")
-    clean = read_clean_dataset(source)
-    present = clean.join(stored_event_ids(database_url).to_frame(), on="event_id", how="semi")
-    predicted_at = datetime.now(UTC)
-    scoring_began = time.perf_counter()
-    scored = (
-        pl.concat(
-            [
-                score_batch(model, present.slice(offset, SCORE_CHUNK), predicted_at)
-                for offset in range(0, present.height, SCORE_CHUNK)
-            ]
-        )
-        if present.height
-        else score_batch(model, present, predicted_at)
-    )
-    scoring_seconds = time.perf_counter() - scoring_began
+    tally = _Tally()
     with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
-        w.write_chunked({"table_predictions": scored}, chunk_size=chunk_size, progress=progress)
+        plan = (
+            _table_plan(source, w.engine, model.version, full=full)
+            if is_table(source)
+            else _file_plan(source, full=full)
+        )
+        for rows, rescore in plan.parts:
+            _score(model, w, rows, rescore=rescore, tally=tally, chunk_size=chunk_size)
+            if progress:
+                progress("events", tally.events, plan.rows)
+        if plan.record and plan.table_id is not None and plan.table_version is not None:
+            _set_predicted(w.engine, plan.table_id, model.version, plan.table_version)
     return PredictResult(
         source=source,
         database=masked(database_url),
         model_version=model.version,
-        events=clean.height,
-        scored=scored.height,
-        not_in_database=clean.height - present.height,
-        scoring_seconds=scoring_seconds,
-        scoring_events_per_second=scored.height / scoring_seconds if scoring_seconds else 0.0,
+        events=tally.events,
+        scored=tally.scored,
+        up_to_date=tally.up_to_date,
+        not_in_database=tally.not_in_database,
+        scoring_seconds=tally.scoring_seconds,
+        scoring_events_per_second=(
+            tally.scored / tally.scoring_seconds if tally.scoring_seconds else 0.0
+        ),
         seconds=time.perf_counter() - began,
+        table_version=plan.table_version,
+        since_version=plan.since_version,
     )
+
+
+def _file_plan(source: Path, *, full: bool) -> _Plan:
+    from orderpipe.dataset import read_clean_dataset
+
+    clean = read_clean_dataset(source)
+    parts = ((clean.slice(at, READ_ROWS), full) for at in range(0, clean.height, READ_ROWS))
+    return _Plan(parts, clean.height)
+
+
+def _table_plan(source: Path, engine: Engine, model_version: str, *, full: bool) -> _Plan:
+    """etl's table as of the version last ingested into this database (the current one when
+    none was): every data file, or only those added since the version last scored with this
+    model, less the rows that the files they replaced held identical."""
+    from deltalake import DeltaTable
+
+    from orderpipe.dataset import (
+        file_groups,
+        read_table_files,
+        row_keys,
+        table_files_since,
+        without_rows_in,
+    )
+    from orderpipe.ingest import ingested_version
+
+    table_id = DeltaTable(str(source)).metadata().id
+    ingested = ingested_version(engine, table_id)
+    since = None if full else _predicted_version(engine, table_id, model_version)
+    changes = table_files_since(source, since, upto=ingested)
+    incremental = changes.since is not None
+    unchanged = row_keys(source, changes.replaced) if incremental else None
+    parts = (
+        (
+            without_rows_in(read_table_files(source, group), unchanged)
+            if unchanged is not None
+            else read_table_files(source, group),
+            incremental or full,
+        )
+        for group in file_groups(changes.files, READ_ROWS)
+    )
+    # Without an ingest watermark, events may reach the database later from other files: no
+    # watermark is left, and the next run goes through every event again.
+    return _Plan(
+        parts,
+        changes.rows,
+        table_id=table_id,
+        table_version=changes.version,
+        since_version=changes.since,
+        record=ingested is not None,
+    )
+
+
+def _score(
+    model: LoadedModel,
+    writer: TableWriter,
+    rows: pl.DataFrame,
+    *,
+    rescore: bool,
+    tally: _Tally,
+    chunk_size: int | None,
+) -> None:
+    """Score the rows whose event the database holds as they are (and, unless `rescore`, that
+    have no prediction of this model), and upsert their predictions."""
+    from orderpipe.db.queries import scoring_state
+
+    tally.events += rows.height
+    with writer.engine.connect() as conn:
+        state = scoring_state(conn, rows, model.version)
+    present = rows.join(
+        state,
+        left_on=["event_id", pl.col("event_time").dt.replace_time_zone(None)],
+        right_on=["event_id", "_stored"],
+    )
+    tally.not_in_database += rows.height - present.height
+    todo = present if rescore else present.filter(~pl.col("current"))
+    tally.up_to_date += present.height - todo.height
+    began = time.perf_counter()
+    predicted_at = datetime.now(UTC)
+    scored = [
+        score_batch(model, todo.slice(at, SCORE_CHUNK), predicted_at)
+        for at in range(0, todo.height, SCORE_CHUNK)
+    ]
+    tally.scoring_seconds += time.perf_counter() - began
+    if scored:
+        writer.write_chunked({"table_predictions": pl.concat(scored)}, chunk_size=chunk_size)
+        tally.scored += todo.height
+
+
+def _predicted_version(engine: Engine, table_id: str, model_version: str) -> int | None:
+    """The version of etl's table last scored in this database with this model; None when
+    there is none, or when table_predictions is empty (dropped or emptied since)."""
+    from sqlalchemy import select
+
+    from orderpipe.db.models import Prediction, PredictWatermark
+
+    with engine.connect() as conn:
+        if conn.execute(select(Prediction.event_id).limit(1)).first() is None:
+            return None
+        row = conn.execute(
+            select(PredictWatermark.model_version, PredictWatermark.table_version).where(
+                PredictWatermark.source_id == table_id
+            )
+        ).first()
+    return row.table_version if row is not None and row.model_version == model_version else None
+
+
+def _set_predicted(engine: Engine, table_id: str, model_version: str, version: int) -> None:
+    """Record `version` of etl's table as scored with this model."""
+    from orderpipe.db.models import PredictWatermark
+    from orderpipe.db.upsert import set_row
+
+    row = {
+        "source_id": table_id,
+        "model_version": model_version,
+        "table_version": version,
+        "predicted_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+    with engine.begin() as conn:
+        set_row(conn, PredictWatermark.__table__, row)
