@@ -38,7 +38,7 @@ class IngestResult:
 
 
 # Rows read from etl's table and written at a time (whole days: a day is one data file).
-READ_ROWS = 1_000_000
+READ_ROWS = 500_000
 
 
 def ingest_dataset(
@@ -139,8 +139,8 @@ def _ingest_table(
         table_files_since,
         without_rows_in,
     )
-    from orderpipe.db.engine import database_errors, masked
-    from orderpipe.db.models import table_frames
+    from orderpipe.db.engine import database_errors, deferred_indexes, masked
+    from orderpipe.db.models import latest_customers, table_frames
     from orderpipe.db.writer import TableWriter
 
     began = time.perf_counter()
@@ -152,16 +152,32 @@ def _ingest_table(
         # A day that a run rewrote holds the rows it kept as they were: only the rows that are
         # not, identical, in the files it replaced are written.
         unchanged = row_keys(source, changes.replaced)
-        for group in file_groups(changes.files, READ_ROWS):
-            frames = table_frames(without_rows_in(read_table_files(source, group), unchanged))
+        groups = file_groups(changes.files, READ_ROWS)
 
-            def overall(name: str, done: int, total: int, before: int = counts["events"]) -> None:
-                if progress and name == "table_events":
-                    progress("events", before + done, changes.rows)
+        def rows_of(group: list[str]) -> pl.DataFrame:
+            return without_rows_in(read_table_files(source, group), unchanged)
 
-            w.write_chunked(frames, chunk_size=chunk_size, progress=overall)
-            for name in counts:
-                counts[name] += frames[f"table_{name}"].height
+        # Parents first. A customer orders on many days: its latest state over all the groups
+        # is written once (a write per group was 3.9M customer rows for 1.3M at 10M events).
+        def read(group: list[str]) -> pl.DataFrame:
+            rows = rows_of(group)
+            read_rows.append(rows.height)
+            if progress:
+                progress("customers", sum(read_rows), changes.rows)
+            return rows
+
+        read_rows: list[int] = []
+        customers = latest_customers(read(group) for group in groups)
+        with deferred_indexes(w.engine):
+            w.write_chunked({"table_customers": customers}, chunk_size=chunk_size)
+            counts["customers"] = customers.height
+            for group in groups:
+                frames = table_frames(rows_of(group), ("table_orders", "table_events"))
+
+                on_events = _events_progress(progress, counts["events"], changes.rows)
+                w.write_chunked(frames, chunk_size=chunk_size, progress=on_events)
+                counts["orders"] += frames["table_orders"].height
+                counts["events"] += frames["table_events"].height
         _set_watermark(w.engine, table_id, source, changes.version)
         method, size = w.method, w.chunk_size(chunk_size)
     return _result(
@@ -174,6 +190,18 @@ def _ingest_table(
         table_version=changes.version,
         since_version=changes.since,
     )
+
+
+def _events_progress(progress: Progress | None, before: int, total: int) -> Progress | None:
+    """The writer's progress of table_events in one group, as progress over all of them."""
+    if progress is None:
+        return None
+
+    def on_progress(name: str, done: int, _total: int) -> None:
+        if name == "table_events":
+            progress("events", before + done, total)
+
+    return on_progress
 
 
 def ingested_version(engine: Engine, table_id: str) -> int | None:

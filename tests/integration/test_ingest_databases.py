@@ -433,3 +433,71 @@ def test_predict_scores_only_what_has_no_current_prediction(
     engine.dispose()
     lost = run_predict(paths.table, database_url, artifacts)
     assert (lost.since_version, lost.scored, lost.up_to_date) == (None, 0, len(now))
+
+
+def test_a_load_in_many_groups_writes_each_customer_once_and_equals_one_group(
+    database_url: str, generated_clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Customers recur across days: their latest state is written once, before the orders."""
+    from orderpipe import ingest
+
+    in_one = f"sqlite:///{tmp_path}/one.db"
+    run_ingest(generated_clean, in_one)
+    monkeypatch.setattr(ingest, "READ_ROWS", 300)
+    from orderpipe.db.writer import TableWriter
+
+    written: list[str] = []
+    original = TableWriter.write_chunked
+
+    def spy(self: Any, frames: dict[str, pl.DataFrame], **kwargs: Any) -> int:
+        written.extend(name for name, frame in frames.items() if frame.height)
+        return original(self, frames, **kwargs)
+
+    monkeypatch.setattr(TableWriter, "write_chunked", spy)
+    result = run_ingest(generated_clean, database_url)
+    clean = read_clean_dataset(generated_clean)
+    assert result.customers == clean["customer_id"].n_unique()
+    assert written.count("table_customers") == 1 and written[0] == "table_customers"
+    assert written.count("table_orders") > 5  # many groups
+    assert dump(database_url) == dump(in_one)
+
+
+def test_sqlite_builds_the_customer_index_after_a_first_load(
+    generated_clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into empty tables, table_orders' customer_id index (random keys) is built at the end;
+    a later load keeps it; one killed before its end gets it back from create_tables."""
+    from orderpipe.db.engine import create_tables
+    from orderpipe.db.writer import TableWriter
+
+    url = f"sqlite:///{tmp_path}/o.db"
+    engine = make_engine(url)
+
+    def indexes() -> set[str]:
+        with engine.connect() as conn:
+            return {row[1] for row in conn.exec_driver_sql("PRAGMA index_list(table_orders)")}
+
+    seen: list[set[str]] = []
+    original = TableWriter.write_chunked
+
+    def spy(self: Any, frames: dict[str, pl.DataFrame], **kwargs: Any) -> int:
+        seen.append(indexes())
+        return original(self, frames, **kwargs)
+
+    monkeypatch.setattr(TableWriter, "write_chunked", spy)
+    run_ingest(generated_clean, url)
+    assert all("ix_table_orders_customer_id" not in names for names in seen)
+    assert "ix_table_orders_customer_id" in indexes()
+    seen.clear()
+    run_ingest(generated_clean, url, full=True)  # tables not empty: the index stays
+    assert all("ix_table_orders_customer_id" in names for names in seen)
+    with engine.begin() as conn:  # as a load killed before its end leaves it
+        conn.exec_driver_sql("DROP INDEX ix_table_orders_customer_id")
+    create_tables(engine)
+    assert "ix_table_orders_customer_id" in indexes()
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT order_id FROM table_orders WHERE customer_id = 'x'"
+        ).all()
+    engine.dispose()
+    assert "ix_table_orders_customer_id" in str(plan)

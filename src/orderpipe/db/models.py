@@ -6,6 +6,7 @@ Timestamps are naive UTC with microseconds (DATETIME(6) on MySQL/MariaDB); amoun
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from sqlalchemy import DateTime, Double, ForeignKey, Integer, SmallInteger, Stri
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orderpipe.schema import COLUMN_LENGTHS, MAX_ID_LENGTH
+from orderpipe.schema import CLEAN_SCHEMA, COLUMN_LENGTHS, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     import polars as pl
@@ -128,22 +129,49 @@ RECENCY_COLUMN = {
     Prediction.__table__: "predicted_at",
 }
 
+# SQLite indexes that a load into empty tables builds at its end, by one sort, rather than row
+# by row: their keys come in random order (customers of orders made in time order), so each
+# row's entry lands in a random page.
+DEFERRED_INDEXES = tuple(i for i in Order.__table__.indexes if "customer_id" in i.columns)
+
 TABLES_IN_WRITE_ORDER = ("table_customers", "table_orders", "table_events")  # parents first
 
 
-def table_frames(clean: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Rows for each table from clean records: the latest state per customer and per order,
-    every event. Columns come from the table definitions; `updated_at` is the event's time."""
+def table_frames(
+    clean: pl.DataFrame, tables: tuple[str, ...] = TABLES_IN_WRITE_ORDER
+) -> dict[str, pl.DataFrame]:
+    """Rows for each of `tables` from clean records: the latest state per customer and per
+    order, every event. Columns come from the table definitions; `updated_at` is the event's
+    time."""
     import polars as pl
 
     naive = clean.with_columns(pl.col("event_time").dt.replace_time_zone(None)).sort(
         "event_time", maintain_order=True
     )
+    keys = dict(zip(TABLES_IN_WRITE_ORDER, ("customer_id", "order_id", None), strict=True))
     frames: dict[str, pl.DataFrame] = {}
-    for name, key in zip(TABLES_IN_WRITE_ORDER, ("customer_id", "order_id", None), strict=True):
+    for name in tables:
+        key = keys[name]
         rows = naive if key is None else naive.unique(key, keep="last", maintain_order=True)
         frames[name] = rows.select(
             pl.col("event_time").alias(column) if column == "updated_at" else pl.col(column)
             for column in Base.metadata.tables[name].columns.keys()  # noqa: SIM118
         )
     return frames
+
+
+def latest_customers(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """table_customers rows from parts of clean records read one after the other: a customer's
+    latest state over all of them (a customer met on many days is written once)."""
+    import polars as pl
+
+    latest = [table_frames(part, ("table_customers",))["table_customers"] for part in parts]
+    if not latest:
+        return table_frames(pl.DataFrame(schema=CLEAN_SCHEMA), ("table_customers",))[
+            "table_customers"
+        ]
+    return (
+        pl.concat(latest)
+        .sort("updated_at", maintain_order=True)
+        .unique("customer_id", keep="last", maintain_order=True)
+    )
