@@ -126,7 +126,7 @@ mariadb_up() {
     "$(mariadb_bin)" --no-defaults --user=mysql --datadir="$dir/data" \
       --bind-address=127.0.0.1 --port="$mysql_port" --socket="$dir/mariadb.sock" \
       --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
-      --local-infile=1 --innodb-buffer-pool-size=2G --innodb-log-file-size=1G \
+      --local-infile=1 --innodb-buffer-pool-size=6G --innodb-log-file-size=1G \
       --innodb-flush-log-at-trx-commit=2 \
       --ssl-ca="$tls/ca.pem" --ssl-cert="$tls/server.pem" --ssl-key="$tls/server.key" \
       --max-connections=200 --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
