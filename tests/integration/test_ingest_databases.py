@@ -501,3 +501,45 @@ def test_sqlite_builds_the_customer_index_after_a_first_load(
         ).all()
     engine.dispose()
     assert "ix_table_orders_customer_id" in str(plan)
+
+
+@pytest.mark.mysql
+def test_mysql_loads_events_on_a_second_connection_and_stops_when_it_fails(
+    mysql_url: str, generated_clean: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each group's events go through a second connection, after the group's orders; when that
+    load fails, the ingest fails with its error and records no watermark."""
+    import threading
+
+    from orderpipe import ingest
+    from orderpipe.db.writer import TableWriter
+
+    monkeypatch.setattr(ingest, "READ_ROWS", 1_000)
+    original = TableWriter.write_chunked
+    calls: list[tuple[str, str]] = []
+
+    def failing(self: Any, frames: dict[str, pl.DataFrame], **kwargs: Any) -> int:
+        if "table_events" in frames:
+            raise RuntimeError("the events load failed")
+        return original(self, frames, **kwargs)
+
+    monkeypatch.setattr(TableWriter, "write_chunked", failing)
+    with pytest.raises(RuntimeError, match="the events load failed"):
+        run_ingest(generated_clean, mysql_url)
+    engine = make_engine(mysql_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM orderpipe_ingest_watermark")).scalar() == 0
+    engine.dispose()
+
+    def spy(self: Any, frames: dict[str, pl.DataFrame], **kwargs: Any) -> int:
+        calls.extend((name, threading.current_thread().name) for name in frames)
+        return original(self, frames, **kwargs)
+
+    monkeypatch.setattr(TableWriter, "write_chunked", spy)
+    assert run_ingest(generated_clean, mysql_url).since_version is None
+    events = [thread for name, thread in calls if name == "table_events"]
+    assert len(events) > 3 and all(t.startswith("orderpipe-events") for t in events)
+    orders = [i for i, (name, _) in enumerate(calls) if name == "table_orders"]
+    firsts = [i for i, (name, _) in enumerate(calls) if name == "table_events"]
+    assert all(order < event for order, event in zip(orders, firsts, strict=True))
+    assert len(dump(mysql_url)["table_events"]) == read_clean_dataset(generated_clean).height
