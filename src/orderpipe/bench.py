@@ -11,7 +11,7 @@ import resource
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,6 +138,32 @@ def _measure(label: str, target: Callable[..., dict[str, Any]], *args: Any) -> P
     )
 
 
+# What each phase reads: a phase is measured only after those it needs.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "generate": (),
+    "etl": ("generate",),
+    "ingest": ("etl",),
+    "train": ("etl",),
+    "predict": ("ingest", "train"),
+    "stream": ("etl", "train"),
+}
+
+
+def with_prerequisites(phases: Collection[str]) -> set[str]:
+    """The phases asked for and every phase they need, however far back."""
+    unknown = sorted(set(phases) - set(NEEDS))
+    if unknown:
+        raise OrderpipeError(f"unknown phase {', '.join(unknown)}: choose among {', '.join(NEEDS)}")
+    wanted: set[str] = set()
+    todo = list(phases)
+    while todo:
+        phase = todo.pop()
+        if phase not in wanted:
+            wanted.add(phase)
+            todo.extend(NEEDS[phase])
+    return wanted
+
+
 def bench_plan(
     settings: Settings,
     root: Path,
@@ -223,22 +249,25 @@ def run_bench(
     kafka_bootstrap: str | None = None,
     workdir: Path | None = None,
     on_phase: Callable[[PhaseFigures], None] | None = None,
+    phases: Collection[str] | None = None,
 ) -> BenchResult:
-    """Time every phase on SQLite and the embedded broker, plus `database_url` (and Kafka).
+    """Time every phase (or `phases` and those they need) on SQLite and the embedded broker,
+    plus `database_url` (and Kafka).
 
     The orderpipe tables of `database_url` are dropped and recreated: point it at a database
     kept for benchmarks.
     """
     if events < 1:
         raise OrderpipeError("--events must be at least 1")
+    wanted = with_prerequisites(phases) if phases else set(NEEDS)
     options = PhaseOptions(events=events, seed=seed, etl_merge=False)
-    phases: list[PhaseFigures] = []
+    measured: list[PhaseFigures] = []
     with tempfile.TemporaryDirectory(prefix="orderpipe-bench-", dir=workdir) as tmp:
         plan = bench_plan(settings, Path(tmp), options, database_url, kafka_bootstrap)
-        for step in plan:
+        for step in [step for step in plan if step.phase in wanted]:
             args = (step.phase, step.settings, step.options, step.drop_tables)
             figures = _measure(step.label, measure_phase, *args)
-            phases.append(figures)
+            measured.append(figures)
             if on_phase:
                 on_phase(figures)
-    return BenchResult(events=events, seed=seed, phases=phases)
+    return BenchResult(events=events, seed=seed, phases=measured)

@@ -53,3 +53,13 @@ def test_bench_measures_mysql_too(workdir: object, mysql_url: str) -> None:
     assert result.exit_code == 0, result.stderr
     phases = [p["phase"] for p in json.loads(result.stdout)["phases"]]
     assert phases[-2:] == ["ingest-mysql", "predict-mysql"]
+
+
+def test_bench_measures_the_phases_asked_for_and_what_they_need(workdir: object) -> None:
+    result = CliRunner().invoke(app, ["bench", "-n", "2000", "--phases", "ingest", "--json"])
+    assert result.exit_code == 0, result.stderr
+    measured = [p["phase"] for p in json.loads(result.stdout)["phases"]]
+    assert measured == ["generate", "etl", "etl-eco-on", "ingest-sqlite"]
+    unknown = CliRunner().invoke(app, ["bench", "--phases", "ingest,strem"])
+    assert unknown.exit_code != 0
+    assert "unknown phase strem" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -42,3 +42,14 @@ def test_the_plan_keeps_the_users_eco_country_and_uses_its_own_folders(
     on_server = [step for step in plan if step.settings.db_url.get_backend_name() == "mysql"]
     assert [step.label for step in on_server] == ["ingest-mysql", "predict-mysql"]
     assert on_server[0].drop_tables
+
+
+def test_phases_bring_what_they_need_and_unknown_ones_are_refused() -> None:
+    from orderpipe.bench import NEEDS, with_prerequisites
+
+    assert set(NEEDS) == {phase.name for phase in PHASES}
+    assert with_prerequisites(["predict"]) == {"generate", "etl", "ingest", "train", "predict"}
+    assert with_prerequisites(["etl"]) == {"generate", "etl"}
+    assert with_prerequisites(["stream"]) == {"generate", "etl", "train", "stream"}
+    with pytest.raises(OrderpipeError, match="unknown phase ingst: choose among generate"):
+        with_prerequisites(["ingst"])

@@ -104,11 +104,18 @@ def bench(
         str | None,
         typer.Option(help="With --database-url: also stream through this Kafka cluster."),
     ] = None,
+    phases: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure only these phases (comma-separated: generate, etl, ingest, train, "
+            "predict, stream) and those they need."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Measure events/s and peak memory of every phase, each in its own process.
 
-    Example: [bold]orderpipe bench --events 1000000 --json[/]
+    Example: [bold]orderpipe bench --events 10000000 --phases predict --json[/]
     """
     from orderpipe.bench import run_bench
 
@@ -130,6 +137,7 @@ def bench(
             database_url=database_url,
             kafka_bootstrap=kafka_bootstrap,
             on_phase=on_phase,
+            phases=[p.strip() for p in phases.split(",") if p.strip()] if phases else None,
         ),
     )
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from orderpipe.db.writer import Progress, TableWriter
 
 SCORE_CHUNK = 250_000
-READ_ROWS = 1_000_000  # rows of the dataset read at a time (whole days of etl's table)
+READ_ROWS = 500_000  # rows of the dataset read at a time (whole days of etl's table)
 
 
 @dataclass(frozen=True)
