@@ -195,8 +195,9 @@ def _ingest_table(
 class _EventsBehind:
     """Writes a group's events once its orders are in, parents first. On MySQL/MariaDB they go
     through a second connection while the next group's orders go through the first: the server
-    runs one statement per connection on one core, and the two tables' loads then use two (10M
-    events: ...). SQLite has one writer at a time: there, in line."""
+    runs one statement per connection on one core, and the two tables' loads then use two (2M
+    events into MariaDB: 54 -> 39 s; 10M: 400 -> 316 s). SQLite has one writer at a time: there,
+    in line."""
 
     def __init__(self, writer: TableWriter, url: str | URL, local_infile: bool) -> None:
         from concurrent.futures import Future, ThreadPoolExecutor

@@ -127,9 +127,9 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
 @contextmanager
 def deferred_indexes(engine: Engine) -> Iterator[None]:
     """Around a bulk load: on SQLite, when table_orders is empty, the indexes whose keys come in
-    random order (`DEFERRED_INDEXES`) are dropped, and built again by one sort at the end (a
-    first load of 10M events: ...). They are built again however the load ends, and
-    `create_tables` builds them if a killed load left them out."""
+    random order (`DEFERRED_INDEXES`) are dropped, and built again by one sort at the end. They
+    are built again however the load ends, and `create_tables` builds them if a killed load
+    left them out."""
     from sqlalchemy import select
 
     from orderpipe.db.models import DEFERRED_INDEXES, Order
