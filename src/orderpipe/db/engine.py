@@ -146,7 +146,7 @@ def deferred_indexes(engine: Engine) -> Iterator[None]:
     finally:
         with engine.begin() as conn:
             # The sort spills to a temporary file, not to memory (temp_store=MEMORY held the
-            # whole sort: +600 MB at 10M orders).
+            # whole sort: peak +240 MB at 10M orders).
             conn.exec_driver_sql("PRAGMA temp_store=FILE")
             for index in DEFERRED_INDEXES:
                 index.create(conn, checkfirst=True)
