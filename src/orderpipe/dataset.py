@@ -177,7 +177,7 @@ def table_files_since(path: Path, since: int | None = None, upto: int | None = N
     return TableFiles(table_id, version, since, files, sorted(seen - set(current)))
 
 
-def file_groups(files: list[tuple[str, int]], rows: int) -> list[list[str]]:
+def _file_groups(files: list[tuple[str, int]], rows: int) -> list[list[str]]:
     """Consecutive data files (days) of about `rows` rows together (a larger file alone)."""
     groups: list[list[str]] = []
     held = 0
@@ -219,6 +219,18 @@ def without_rows_in(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
         return frame
     hashed = frame.with_columns(_row_hash().alias("row_hash"))
     return hashed.join(keys, on=["event_id", "row_hash"], how="anti").drop("row_hash")
+
+
+def read_changes(
+    path: Path, changes: TableFiles, rows: int, unchanged: pl.DataFrame | None = None
+) -> Iterator[pl.DataFrame]:
+    """The rows of the files in `changes`, about `rows` at a time (whole days), less the rows
+    that the files they replaced held identical (`unchanged`: their `row_keys`, read here when
+    not given): a day that a run rewrote holds the rows it kept as they were."""
+    if unchanged is None:
+        unchanged = row_keys(path, changes.replaced)
+    for group in _file_groups(changes.files, rows):
+        yield without_rows_in(read_table_files(path, group), unchanged)
 
 
 # ---------------------------------------------------------------- merging a run into the table

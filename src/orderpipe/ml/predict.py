@@ -72,11 +72,12 @@ class _Tally:
 
 @dataclass
 class _Plan:
-    """What a run reads: parts of the dataset, each with whether its rows are scored even when
-    they hold a prediction of this model (rows that changed since, or `--full`)."""
+    """What a run reads: parts of the dataset, and whether their rows are scored even when they
+    hold a prediction of this model (rows that changed since, or `--full`)."""
 
-    parts: Iterator[tuple[pl.DataFrame, bool]]
+    parts: Iterator[pl.DataFrame]
     rows: int
+    rescore: bool
     table_id: str | None = None
     table_version: int | None = None
     since_version: int | None = None
@@ -108,8 +109,8 @@ def run_predict(
             if is_table(source)
             else _file_plan(source, full=full)
         )
-        for rows, rescore in plan.parts:
-            _score(model, w, rows, rescore=rescore, tally=tally, chunk_size=chunk_size)
+        for rows in plan.parts:
+            _score(model, w, rows, rescore=plan.rescore, tally=tally, chunk_size=chunk_size)
             if progress:
                 progress("events", tally.events, plan.rows)
         if plan.record and plan.table_id is not None and plan.table_version is not None:
@@ -136,23 +137,17 @@ def _file_plan(source: Path, *, full: bool) -> _Plan:
     from orderpipe.dataset import read_clean_dataset
 
     clean = read_clean_dataset(source)
-    parts = ((clean.slice(at, READ_ROWS), full) for at in range(0, clean.height, READ_ROWS))
-    return _Plan(parts, clean.height)
+    parts = (clean.slice(at, READ_ROWS) for at in range(0, clean.height, READ_ROWS))
+    return _Plan(parts, clean.height, rescore=full)
 
 
 def _table_plan(source: Path, engine: Engine, model_version: str, *, full: bool) -> _Plan:
     """etl's table as of the version last ingested into this database (the current one when
     none was): every data file, or only those added since the version last scored with this
-    model, less the rows that the files they replaced held identical."""
+    model, less the rows that the files they replaced held identical (`read_changes`)."""
     from deltalake import DeltaTable
 
-    from orderpipe.dataset import (
-        file_groups,
-        read_table_files,
-        row_keys,
-        table_files_since,
-        without_rows_in,
-    )
+    from orderpipe.dataset import read_changes, table_files_since
     from orderpipe.ingest import ingested_version
 
     table_id = DeltaTable(str(source)).metadata().id
@@ -160,24 +155,15 @@ def _table_plan(source: Path, engine: Engine, model_version: str, *, full: bool)
     since = None if full else _predicted_version(engine, table_id, model_version)
     changes = table_files_since(source, since, upto=ingested)
     incremental = changes.since is not None
-    unchanged = row_keys(source, changes.replaced) if incremental else None
-    parts = (
-        (
-            without_rows_in(read_table_files(source, group), unchanged)
-            if unchanged is not None
-            else read_table_files(source, group),
-            incremental or full,
-        )
-        for group in file_groups(changes.files, READ_ROWS)
-    )
-    # Without an ingest watermark, events may reach the database later from other files: no
-    # watermark is left, and the next run goes through every event again.
     return _Plan(
-        parts,
+        read_changes(source, changes, READ_ROWS),
         changes.rows,
+        rescore=incremental or full,
         table_id=table_id,
         table_version=changes.version,
         since_version=changes.since,
+        # Without an ingest watermark, events may reach the database later from other files:
+        # no watermark is left, and the next run goes through every event again.
         record=ingested is not None,
     )
 
