@@ -123,8 +123,9 @@ def iter_table_frames(path: Path) -> Iterator[pl.DataFrame]:
 
 
 def iter_table_lines(path: Path, chunk_lines: int) -> Iterator[pl.DataFrame]:
-    """The table's rows as clean-record JSON text (`line_number` from 1, `line`), at most
-    `chunk_lines` at a time, in event order: what `stream produce` sends from the table."""
+    """The table's rows as clean-record JSON text (`line_number` from 1, `line`, and the
+    message key `order_id`), at most `chunk_lines` at a time, in event order: what
+    `stream produce` sends from the table."""
     number = 1
     for frame in iter_table_frames(path):
         text = as_text_records(frame)
@@ -133,6 +134,7 @@ def iter_table_lines(path: Path, chunk_lines: int) -> Iterator[pl.DataFrame]:
             yield part.select(
                 (pl.int_range(pl.len(), dtype=pl.Int64) + number).alias("line_number"),
                 pl.struct(pl.all()).struct.json_encode().alias("line"),
+                "order_id",
             )
             number += part.height
 

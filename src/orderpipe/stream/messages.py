@@ -134,8 +134,9 @@ def commit_offsets(records: list[Any]) -> dict[Any, int]:
     """The offsets to commit after `records` are stored: per partition, the last offset + 1."""
     from aiokafka import TopicPartition
 
-    offsets: dict[Any, int] = {}
+    ends: dict[tuple[str, int], int] = {}
     for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    return offsets
+        part = (record.topic, record.partition)
+        if record.offset >= ends.get(part, -1):
+            ends[part] = record.offset
+    return {TopicPartition(*part): offset + 1 for part, offset in ends.items()}

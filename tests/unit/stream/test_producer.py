@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -50,6 +51,16 @@ def test_an_oversized_line_that_is_not_utf8_is_skipped_too() -> None:
     outgoing = prepare_messages(lines, "raw", max_message_bytes=2000)
     assert outgoing.values == []
     assert outgoing.skipped_by_reason == {"larger than the 2,000-byte message limit": 1}
+
+
+def test_key_hashes_are_kafkas_murmur2_for_every_length() -> None:
+    rng = random.Random(7)
+    # 40 keys of each length 0-13 (the vectorised path), a few odd ones (one by one), no key
+    keys: list[bytes | None] = [rng.randbytes(n) for n in range(14) for _ in range(40)]
+    keys += [b"ORD-00042", "commande-été".encode(), rng.randbytes(301), None]
+    hashes = producer.key_hashes(keys)
+    expected = [-1 if key is None else murmur2(key) & 0x7FFFFFFF for key in keys]
+    assert hashes.tolist() == expected
 
 
 class FakeBatch:
