@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orderpipe.db.models import RECENCY_COLUMN
 from orderpipe.errors import OrderpipeError
@@ -35,16 +35,27 @@ def chunk_size_for(method: str, dialect: str, requested: int | None) -> int:
 DB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"  # naive UTC; SQLAlchemy's own SQLite format too
 
 
-def upsert(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
+class Upserted(NamedTuple):
+    """What one upsert did: the rows sent, and how many of them the database reports inserted
+    or updated (None where it cannot say exactly)."""
+
+    rows: int
+    won: int | None = None
+
+
+def upsert(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
     """Insert the rows of `frame`, or update a stored row when the incoming one is as recent.
 
     One executemany of the compiled dialect statement, straight to the driver: PyMySQL >= 1.2
     turns it into multi-row statements, sqlite3 runs it in C. Datetimes must be naive UTC.
+    On SQLite, `won` is exact: sqlite3 sums the rows each statement changed, and an upsert whose
+    WHERE (as recent) fails changes none. (MySQL's count is not: 2 for an update, 0 for one that
+    stores the same values.)
     """
     import polars as pl
 
     if frame.height == 0:
-        return 0
+        return Upserted(0, 0)
     compiled = _upsert_statement(conn.dialect.name, table).compile(dialect=conn.dialect)
     frame = frame.with_columns(
         pl.col(name).dt.strftime(DB_DATETIME_FORMAT)
@@ -55,8 +66,8 @@ def upsert(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
         params: Any = frame.select(list(compiled.positiontup)).rows()
     else:  # pyformat drivers (PyMySQL)
         params = frame.select(list(compiled.params)).to_dicts()
-    conn.exec_driver_sql(compiled.string, params)
-    return frame.height
+    result = conn.exec_driver_sql(compiled.string, params)
+    return Upserted(frame.height, result.rowcount if conn.dialect.name == "sqlite" else None)
 
 
 def _upsert_statement(dialect: str, table: Table) -> Any:
@@ -113,7 +124,7 @@ def local_infile_available(conn: Connection) -> bool:
         raise
 
 
-def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
+def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
     """MySQL/MariaDB fast path: LOAD DATA LOCAL INFILE into a temporary table, then one upsert.
 
     `frame` holds the table's columns; datetimes must be naive UTC.
@@ -123,7 +134,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
     from orderpipe.db.mysql import allow_local_file
 
     if frame.height == 0:
-        return 0
+        return Upserted(0, 0)
     recency = RECENCY_COLUMN[table]
     keys = {c.name for c in table.primary_key.columns}
     columns = [c.name for c in table.columns]
@@ -174,7 +185,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    return frame.height
+    return Upserted(frame.height)
 
 
 class LoadDataRefused(OrderpipeError):

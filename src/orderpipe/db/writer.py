@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 Progress = Callable[[str, int, int], None]  # (table, rows done, rows in all)
+# (connection, rows each table's upsert inserted or updated, where known) -> more frames
+Then = Callable[["Connection", Mapping[str, int | None]], Mapping[str, "pl.DataFrame"]]
 
 
 class TableWriter:
@@ -49,21 +51,24 @@ class TableWriter:
     def write(
         self,
         frames: Mapping[str, pl.DataFrame],
-        then: Callable[[Connection], Mapping[str, pl.DataFrame]] | None = None,
+        then: Then | None = None,
     ) -> int:
         """Upsert every frame into the table of its name, in order, in one transaction.
 
-        `then(connection)`, when given, sees the tables as written so far and returns more
-        frames for the same transaction (the stream's predictions follow the events that won).
+        `then(connection, won)`, when given, sees the tables as written so far and returns more
+        frames for the same transaction (the stream's predictions follow the events that won);
+        `won` maps each table to the rows its upsert inserted or updated, where the database
+        says so exactly (`db.upsert.Upserted`).
         """
         try:
             conn = self._connection()
             if self.checkpointer:
                 self.checkpointer.before_write()
             with conn.begin():
-                written = self._upsert_all(conn, frames)
+                won: dict[str, int | None] = {}
+                written = self._upsert_all(conn, frames, won)
                 if then is not None:
-                    written += self._upsert_all(conn, then(conn))
+                    written += self._upsert_all(conn, then(conn, won), won)
         except BaseException:
             self._drop_connection()
             raise
@@ -71,14 +76,18 @@ class TableWriter:
             self.checkpointer.committed()
         return written
 
-    def _upsert_all(self, conn: Connection, frames: Mapping[str, pl.DataFrame]) -> int:
+    def _upsert_all(
+        self, conn: Connection, frames: Mapping[str, pl.DataFrame], won: dict[str, int | None]
+    ) -> int:
         from orderpipe.db.models import Base
         from orderpipe.db.upsert import upsert, upsert_via_load_data
 
         write_table = upsert_via_load_data if self.load_data else upsert
-        return sum(
-            write_table(conn, Base.metadata.tables[name], frame) for name, frame in frames.items()
-        )
+        written = 0
+        for name, frame in frames.items():
+            rows, won[name] = write_table(conn, Base.metadata.tables[name], frame)
+            written += rows
+        return written
 
     def write_chunked(
         self,

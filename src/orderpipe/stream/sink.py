@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import polars as pl
     from sqlalchemy import Connection
@@ -61,10 +61,14 @@ class DatabaseSink:
             return 0
         clean = clean.drop("line_number", strict=False)
 
-        def predictions(conn: Connection) -> dict[str, pl.DataFrame]:
+        def predictions(conn: Connection, won: Mapping[str, int | None]) -> dict[str, pl.DataFrame]:
             # Only the events that won their upsert are scored: a late, older duplicate keeps
-            # its stale prediction out of table_predictions.
-            winners = events_as_stored(conn, clean)
+            # its stale prediction out of table_predictions. When the database counts every
+            # event as inserted or updated (SQLite, exactly), all won: nothing to read back.
+            if won.get("table_events") == clean.height:
+                winners = clean
+            else:
+                winners = events_as_stored(conn, clean)
             if scores is None:
                 return {"table_predictions": self.score(winners)}
             won = scores.join(winners.select("event_id"), on="event_id", how="semi")
