@@ -31,7 +31,9 @@ class StreamRunResult:
     stored: int
     dead_lettered: int
     seconds: float  # the whole command, start-up included
-    startup_seconds: float  # topic creation, consumer start (model load, assignment)
+    # until the first send: topic creation (and, paced, the consumer's start: model load,
+    # assignment; unpaced, the consumer starts while the producer sends)
+    startup_seconds: float
     events_per_second: float  # produced events / time from first send to last commit
     latency_ms: dict[str, float] = field(default_factory=dict)
     producer: ProduceResult | None = None
@@ -67,16 +69,28 @@ async def run_stream(
     await ensure_topic(endpoint, topic, producer_options.partitions)
     consumer = StreamConsumer(endpoint, topic, group_id, sink_factory, options=options)
     consuming = asyncio.create_task(consumer.run())
+    producing: asyncio.Task[ProduceResult] | None = None
     try:
-        # Produce once the consumer is ready (model loaded, partitions assigned): latencies then
-        # measure the pipeline, not the consumer's start-up.
-        ready = asyncio.create_task(consumer.ready.wait())
-        await asyncio.wait({ready, consuming}, return_when=asyncio.FIRST_COMPLETED)
-        if consuming.done():
-            ready.cancel()
-            await consuming  # it failed at start: raise its error
+        if producer_options.rate:
+            # Paced: send once the consumer is ready (model loaded, partitions assigned), so the
+            # latencies measure the pipeline at that rate, not the consumer's start-up.
+            ready = asyncio.create_task(consumer.ready.wait())
+            await asyncio.wait({ready, consuming}, return_when=asyncio.FIRST_COMPLETED)
+            if consuming.done():
+                ready.cancel()
+                await consuming  # it failed at start: raise its error
+        # Unpaced: send at once; the topic holds the messages while the consumer starts (its
+        # model load and the producer's reading overlap, and the consumer reads from where its
+        # group's offsets are, the beginning of a new topic).
         streaming_began = time.perf_counter()
-        produced = await produce(endpoint, topic, source, kind=kind, options=producer_options)
+        producing = asyncio.create_task(
+            produce(endpoint, topic, source, kind=kind, options=producer_options)
+        )
+        await asyncio.wait({producing, consuming}, return_when=asyncio.FIRST_COMPLETED)
+        if not producing.done():  # the consumer failed (or stopped) first
+            await consuming  # raises its error
+            raise OrderpipeError("stream run: the consumer stopped before the producer finished")
+        produced = producing.result()
         # Done when everything up to our own last message is stored or dead-lettered: messages
         # left on the topic before count, and never in place of ours. (The brokers' answers to
         # the producer say where ours end; tansu's ListOffsets does not.)
@@ -91,6 +105,9 @@ async def run_stream(
             f"within {timeout:.0f} s ({consumer.consumed} consumed)"
         ) from None
     finally:
+        if producing is not None and not producing.done():
+            producing.cancel()
+            await asyncio.gather(producing, return_exceptions=True)
         if not consuming.done():
             consumer.stop()
             await asyncio.gather(consuming, return_exceptions=True)
