@@ -26,6 +26,7 @@ from sqlalchemy import text
 
 from orderpipe.dataset import export_dataset
 from orderpipe.db.engine import make_engine
+from orderpipe.errors import OrderpipeError
 from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
 from orderpipe.ml.train import run_train
@@ -34,7 +35,7 @@ from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
 from orderpipe.stream.kafka import KafkaEndpoint
 from orderpipe.stream.pipeline import run_stream
 from orderpipe.stream.producer import ProducerOptions, produce
-from orderpipe.stream.sink import DatabaseSink
+from orderpipe.stream.sink import DatabaseSink, Sink
 from tests.factories import layout_under
 from tests.hostile import CORPUS, POISON_MESSAGES
 
@@ -295,6 +296,36 @@ def test_stream_run_stops_on_its_own_events_not_on_a_count(
         stored = set(conn.execute(text("SELECT event_id FROM table_events")).scalars())
     engine.dispose()
     assert own <= stored  # every one of its own events, whatever was on the topic before
+
+
+def test_stream_run_whose_consumer_fails_at_start_stops_its_producer(
+    embedded_backend: Backend, data: StreamData
+) -> None:
+    """An unpaced run sends while the consumer starts: a consumer that cannot start (here its
+    sink) ends the run with its own error, the producer cancelled, nothing left running."""
+
+    def broken_sink() -> Sink:
+        time.sleep(0.3)  # the producer is sending by now
+        raise OrderpipeError("the sink cannot open")
+
+    async def run() -> None:
+        await run_stream(
+            embedded_backend.endpoint,
+            new_topic(),
+            f"g-{uuid.uuid4().hex[:6]}",
+            data.clean_jsonl,
+            broken_sink,
+            timeout=60,
+        )
+
+    async def run_and_list_tasks() -> set[asyncio.Task[object]]:
+        with pytest.raises(OrderpipeError, match="the sink cannot open"):
+            await run()
+        return {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+
+    began = time.monotonic()
+    assert asyncio.run(run_and_list_tasks()) == set()
+    assert time.monotonic() - began < 30
 
 
 # ---------------------------------------------------------------- hostile messages

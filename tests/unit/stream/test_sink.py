@@ -145,6 +145,34 @@ def test_a_late_older_duplicate_does_not_replace_the_prediction(
         assert after[event_id][1] != before[event_id][1]  # a newer event is scored again
 
 
+def test_the_stored_times_are_read_back_only_when_an_event_may_have_lost(
+    sink: DatabaseSink, batch: pl.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SQLite counts an upsert whose WHERE (as recent) fails as no change: when every event of
+    a batch counts, all won, and the read-back (17 % of the writer) is skipped."""
+    from orderpipe.db import queries
+
+    reads: list[int] = []
+    real = queries.events_as_stored
+
+    def counted(conn: object, clean: pl.DataFrame) -> pl.DataFrame:
+        reads.append(clean.height)
+        return real(conn, clean)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queries, "events_as_stored", counted)
+    url = f"sqlite:///{tmp_path}/sink.db"
+    sink.write(batch)  # all new
+    sink.write(batch)  # a replay: as recent, so all win again
+    assert reads == []
+    before = _predictions(url)
+    older, newer = late_rows(batch)
+    sink.write(pl.concat([older, newer]))
+    assert reads == [10]  # five lost: the stored times say which
+    after = _predictions(url)
+    assert all(after[event_id] == before[event_id] for event_id in older["event_id"])
+    assert all(after[event_id] != before[event_id] for event_id in newer["event_id"])
+
+
 def test_scores_made_ahead_are_kept_only_for_the_events_that_win(
     sink: DatabaseSink,
     batch: pl.DataFrame,
