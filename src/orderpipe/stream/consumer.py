@@ -198,7 +198,7 @@ class StreamConsumer:
         # out of the cyclic collector, whose full passes over it stalled batches by ~100-200 ms.
         # A batch then allocates ~10^5 short-lived, acyclic containers (records, row tuples)
         # that reference counting frees: young collections every 700 of them were ~8 % of
-        # `stream run`. (The thresholds are restored on return: the process may go on with other work.)
+        # `stream run`. (The thresholds are restored on return: the process may go on.)
         gc.freeze()
         thresholds = gc.get_threshold()
         gc.set_threshold(*SERVICE_GC_THRESHOLDS)
