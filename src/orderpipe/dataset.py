@@ -18,7 +18,7 @@ import polars as pl
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import atomic_path
+from orderpipe.fileio import atomic_path, remove_leftovers
 
 PARTITION = "event_date"  # the UTC date of event_time: one folder per day of events
 TABLE_SCHEMA: dict[str, pl.DataType] = {**schema.CLEAN_SCHEMA, PARTITION: pl.Date()}
@@ -515,6 +515,7 @@ def export_dataset(source: Path, output: Path, fmt: str) -> ExportResult:
     frame = scan_clean_dataset(source)
     if fmt != "parquet":
         frame = frame.with_columns(pl.col("event_time").dt.strftime(schema.EVENT_TIME_FORMAT))
+    remove_leftovers(output.parent, {output.name})  # of exports killed before they could
     try:
         with atomic_path(output) as tmp:
             if fmt == "csv":

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.engine import URL
 
+    from orderpipe.layout import Layout
+
 PACKAGES = (
     "orderpipe",
     "polars",
@@ -40,6 +42,7 @@ class Check:
     ok: bool
     detail: str
     facts: dict[str, object] = field(default_factory=dict)
+    note: bool = False  # worth a look, not a failure (leftovers, a database behind its dataset)
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,16 @@ class DoctorResult:
 
 
 def run_doctor(settings: Settings, *, timeout: float = 5.0) -> DoctorResult:
-    """Check the database and Kafka the settings point at."""
-    checks = [check_database(settings.db_url), check_kafka(settings, timeout)]
+    """Check the database and Kafka the settings point at, and the state runs left behind."""
+    from orderpipe.layout import Layout
+
+    layout = Layout.from_settings(settings)
+    checks = [
+        check_database(settings.db_url),
+        check_kafka(settings, timeout),
+        check_leftovers(layout),
+        check_agreement(layout, settings.db_url),
+    ]
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -111,6 +122,93 @@ def check_database(url: URL | str) -> Check:
         return Check("database", False, f"{shown}: {reason}", facts)
     finally:
         engine.dispose()
+
+
+def check_leftovers(layout: Layout) -> Check:
+    """The temporary files that runs no longer alive (killed, crashed) left where runs write;
+    the next run that writes in that folder removes them."""
+    from orderpipe.fileio import leftovers, size_of
+
+    found = [path for folder in layout.work_dirs() for path in leftovers(folder)]
+    total = sum(size_of(path) for path in found)
+    facts: dict[str, object] = {"leftovers": [str(path) for path in found], "bytes": total}
+    if not found:
+        return Check("leftovers", True, "none (no temporary files of dead runs)", facts)
+    shown = ", ".join(path.name for path in found[:3]) + (", ..." if len(found) > 3 else "")
+    detail = (
+        f"{len(found)} temporary file(s) of runs no longer alive, {total / 1e6:.1f} MB "
+        f"({shown}): the next run writing there removes them"
+    )
+    return Check("leftovers", True, detail, facts, note=True)
+
+
+def check_agreement(layout: Layout, url: URL | str) -> Check:
+    """Whether the database holds the clean table's newest version (ingest watermark) and
+    predictions of it by the current model (predict watermark). Reads only."""
+    from sqlalchemy import inspect, select
+
+    from orderpipe.dataset import is_table, table_files_since
+    from orderpipe.db.engine import make_engine
+    from orderpipe.db.models import IngestWatermark, PredictWatermark
+
+    name = "dataset vs database"
+    if not is_table(layout.table):
+        return Check(name, True, "no clean table yet (`orderpipe etl` makes it)")
+    try:
+        files = table_files_since(layout.table)
+    except Exception as exc:
+        return Check(name, False, f"cannot read the clean table {layout.table}: {exc}")
+    facts: dict[str, object] = {"table_version": files.version}
+    model = _model_version(layout)
+    facts["model_version"] = model
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
+            ingested = predicted = None
+            if IngestWatermark.__tablename__ in present:
+                ingested = conn.execute(
+                    select(IngestWatermark.table_version).where(
+                        IngestWatermark.source_id == files.table_id
+                    )
+                ).scalar()
+            if PredictWatermark.__tablename__ in present:
+                predicted = conn.execute(
+                    select(PredictWatermark.model_version, PredictWatermark.table_version).where(
+                        PredictWatermark.source_id == files.table_id
+                    )
+                ).first()
+    except Exception as exc:  # down (the database check says why) or not allowed to read
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        return Check(name, True, f"not compared: {reason}", facts, note=True)
+    finally:
+        engine.dispose()
+    facts.update(
+        ingested_version=ingested,
+        predicted_version=predicted.table_version if predicted else None,
+        predicted_model=predicted.model_version if predicted else None,
+    )
+    behind = []
+    if ingested != files.version:
+        held = "none of it" if ingested is None else f"version {ingested}"
+        behind.append(f"the database holds {held}: run `orderpipe ingest`")
+    elif model and (predicted is None or tuple(predicted) != (model, files.version)):
+        behind.append(f"predictions are not all by model {model} of it: run `orderpipe predict`")
+    detail = f"clean table at version {files.version}; " + (
+        "; ".join(behind) if behind else "ingested and predicted"
+    )
+    return Check(name, True, detail, facts, note=bool(behind))
+
+
+def _model_version(layout: Layout) -> str | None:
+    """The current classifier's version, from its metadata (the model is not loaded)."""
+    import json
+
+    _, meta = layout.model_files("classification")
+    try:
+        return str(json.loads(meta.read_text(encoding="utf-8"))["model_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def database_tls(conn: Connection) -> dict[str, object]:

@@ -300,6 +300,7 @@ def run_etl(
     began = time.perf_counter()
     for folder in (layout.processed_dir, layout.rejected_dir):
         remove_leftovers(folder)  # of etl runs killed before they could
+    remove_leftovers(layout.reports_dir, {layout.quality_report.name})
     rejected_path = layout.rejected_for(source)
     stage = layout.processed_dir / f".etl-stage-{os.getpid()}"
     counts = _Counts()

@@ -1,6 +1,6 @@
 """Atomic file writes: write beside the target, then rename, so a reader never sees half a file.
 
-Used by the services that write files (generate, etl and its dataset, eco report).
+Used by the services that write files (generate, etl and its dataset, train, eco report).
 """
 
 from __future__ import annotations
@@ -43,20 +43,27 @@ def write_text_atomic(target: Path, text: str) -> Path:
 _LEFTOVER = re.compile(r"^\.(?P<name>.*?)(?:\.tmp|\.truth-parts|etl-stage)-(?P<pid>\d+)$")
 
 
-def remove_leftovers(folder: Path, names: set[str] | None = None) -> list[Path]:
-    """Remove the temporary files and folders that runs no longer alive left in `folder` (a
-    kill -9 or a crash gives them no chance to): those whose pid is not a running process, and,
-    given `names`, only those of these outputs (a folder orderpipe does not own). A pid in use
-    again by another process keeps its leftover, never the other way round."""
-    removed: list[Path] = []
+def leftovers(folder: Path, names: set[str] | None = None) -> list[Path]:
+    """The temporary files and folders that runs no longer alive left in `folder` (a kill -9 or
+    a crash gives them no chance to remove them): those whose pid is not a running process,
+    and, given `names`, only those of these outputs (a folder orderpipe does not own). A pid in
+    use again by another process keeps its leftover, never the other way round."""
     if not folder.is_dir():
-        return removed
-    for path in folder.iterdir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
         match = _LEFTOVER.match(path.name)
         if match is None or (names is not None and match["name"] not in names):
             continue
-        if _alive(int(match["pid"])):
-            continue
+        if not _alive(int(match["pid"])):
+            found.append(path)
+    return found
+
+
+def remove_leftovers(folder: Path, names: set[str] | None = None) -> list[Path]:
+    """Remove the `leftovers` of dead runs in `folder`; returns what was removed."""
+    removed: list[Path] = []
+    for path in leftovers(folder, names):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -64,6 +71,16 @@ def remove_leftovers(folder: Path, names: set[str] | None = None) -> list[Path]:
                 path.unlink()
         removed.append(path)
     return removed
+
+
+def size_of(path: Path) -> int:
+    """Bytes in a file, or in every file under a folder (0 when it is gone meanwhile)."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _alive(pid: int) -> bool:

@@ -122,6 +122,16 @@ class Layout:
     def runs_history(self) -> Path:
         return self.reports_dir / "runs.jsonl"
 
+    def work_dirs(self) -> list[Path]:
+        """The folders where runs write (and where a killed run may leave temporary files)."""
+        return [
+            self.raw.parent,
+            self.processed_dir,
+            self.rejected_dir,
+            self.artifacts_dir,
+            self.reports_dir,
+        ]
+
     def outputs_of_runs(self) -> list[Path]:
         """What `run-all --fresh` removes: the data folders and the models (never anything else)."""
         folders = [self.raw.parent, self.processed_dir, self.rejected_dir]

@@ -64,9 +64,10 @@ def run_all_command(
 
 @app.command()
 def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show the settings in effect (secrets masked) and check the database and Kafka.
+    """Show the settings in effect (secrets masked), check the database and Kafka, and list
+    what runs left behind: temporary files of dead runs, a database behind its clean table.
 
-    Exit code 1 when something is down, with the reason.
+    Exit code 1 when something is down, with the reason (what runs left behind is a note).
 
     Example: [bold]ORDERPIPE_DATABASE_URL=mysql+pymysql://u:p@127.0.0.1/db orderpipe doctor[/]
     """
@@ -76,10 +77,13 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def render(out: Console) -> None:
         out.print(table("settings", list(result.settings.items())))
-        checks = [
-            (check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
-            for check in result.checks
-        ]
+
+        def status(check: Any) -> str:
+            if not check.ok:
+                return "[red]FAIL[/]"
+            return "[yellow]note[/]" if check.note else "[green]ok[/]"
+
+        checks = [(check.name, status(check), check.detail) for check in result.checks]
         out.print(columns_table("checks", ("check", "status", "detail"), checks))
         out.print(table("versions", list(result.versions.items())))
 

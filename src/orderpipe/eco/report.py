@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderpipe.eco.tracking import PHASES_FILE
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import write_text_atomic
+from orderpipe.fileio import remove_leftovers, write_text_atomic
 
 if TYPE_CHECKING:
     from orderpipe.layout import Layout
@@ -291,4 +291,6 @@ def energy_chart(report: EcoReport) -> str:
 
 def run_eco_report(layout: Layout) -> EcoReport:
     """Build the report from every CodeCarbon file of the eco folder and write it."""
+    names = {path.name for path in layout.eco_report_files}
+    remove_leftovers(layout.reports_dir, names)  # of reports killed before they could
     return write_report(build_report(layout.eco_output_dir), layout)

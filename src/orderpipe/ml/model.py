@@ -41,8 +41,11 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     """
     import joblib
 
+    from orderpipe.fileio import remove_leftovers
+
     model_path, meta_path = model_files(artifacts_dir, name)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(artifacts_dir, {model_path.name, meta_path.name})  # of killed trainings
     tmp_model = model_path.with_name(f".{model_path.name}.tmp-{os.getpid()}")
     tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,79 @@ def test_doctor_passes_on_the_embedded_defaults(workdir: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert report["settings"]["database_url"] == "sqlite:///data/orderpipe.db"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has any more
+    return dead.pid
+
+
+def _doctor_check(name: str) -> dict[str, object]:
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 0, result.stderr  # what runs left behind is a note, not a failure
+    return next(c for c in json.loads(result.stdout)["checks"] if c["name"] == name)
+
+
+def test_doctor_lists_what_dead_runs_left_and_the_next_runs_remove_it(workdir: Path) -> None:
+    assert _doctor_check("leftovers")["note"] is False
+    assert invoke("generate", "--events", "1200").exit_code == 0
+    assert invoke("etl").exit_code == 0
+    dead = _dead_pid()
+    left = {
+        workdir / "data" / "raw" / f".orders_events.jsonl.tmp-{dead}": b"x" * 2000,
+        workdir / "reports" / f".etl_quality.json.tmp-{dead}": b"{",
+        workdir / "artifacts" / f".classification_model.joblib.tmp-{dead}": b"j" * 500,
+        workdir / "reports" / f".eco_report.md.tmp-{dead}": b"#",
+        workdir / "data" / "processed" / f".orders_events_cleaned.csv.tmp-{dead}": b"a,b",
+    }
+    for path, content in left.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    alive = workdir / "reports" / f".eco_report.csv.tmp-{os.getppid()}"  # a live process's
+    alive.write_text("writing")
+    check = _doctor_check("leftovers")
+    assert check["note"] is True
+    assert sorted(Path(p).resolve() for p in check["facts"]["leftovers"]) == sorted(left)
+    assert check["facts"]["bytes"] == sum(len(content) for content in left.values())
+    assert "5 temporary file(s) of runs no longer alive" in str(check["detail"])
+    for command in (
+        ("generate", "--events", "1200"),
+        ("etl",),
+        ("train", "classification"),
+        ("export", "--format", "csv"),
+    ):
+        assert invoke(*command).exit_code == 0
+    assert invoke("eco", "report").exit_code in (0, 1)  # no measurements is fine here
+    assert [path for path in left if path.exists()] == []
+    assert alive.exists()
+    assert _doctor_check("leftovers")["note"] is False
+
+
+def test_doctor_says_when_the_database_is_behind_the_clean_table(workdir: Path) -> None:
+    assert "no clean table yet" in str(_doctor_check("dataset vs database")["detail"])
+    assert invoke("generate", "--events", "1200").exit_code == 0
+    assert invoke("etl").exit_code == 0
+    check = _doctor_check("dataset vs database")
+    assert check["note"] is True
+    assert "the database holds none of it: run `orderpipe ingest`" in str(check["detail"])
+    assert invoke("ingest").exit_code == 0
+    assert invoke("train", "classification").exit_code == 0
+    check = _doctor_check("dataset vs database")
+    assert "run `orderpipe predict`" in str(check["detail"])
+    assert invoke("predict").exit_code == 0
+    check = _doctor_check("dataset vs database")
+    assert check["note"] is False, check
+    assert check["facts"]["ingested_version"] == check["facts"]["table_version"]
+    assert check["facts"]["predicted_model"] == check["facts"]["model_version"]
+    assert invoke("generate", "--events", "300", "--seed", "9").exit_code == 0
+    assert invoke("etl").exit_code == 0  # a new version of the table: the database is behind
+    check = _doctor_check("dataset vs database")
+    assert check["note"] is True
+    assert check["facts"]["ingested_version"] < check["facts"]["table_version"]
 
 
 def test_train_and_predict_through_the_cli(workdir: Path) -> None:
