@@ -30,7 +30,9 @@ class TableWriter:
     write. MySQL/MariaDB use LOAD DATA LOCAL INFILE when `local_infile` and the server allow it.
     """
 
-    def __init__(self, url: str | URL, *, local_infile: bool = True) -> None:
+    def __init__(
+        self, url: str | URL, *, local_infile: bool = True, cache_mib: int | None = None
+    ) -> None:
         from orderpipe.db.engine import WalCheckpointer, create_tables, make_engine, sqlite_file
         from orderpipe.db.upsert import local_infile_available
 
@@ -46,6 +48,7 @@ class TableWriter:
             self.engine.dispose()
             raise
         self.method = "load-data" if self.load_data else "executemany"
+        self.cache_mib = cache_mib  # SQLite: this connection's page cache (None: the engine's)
         self._conn: Connection | None = None
 
     def write(
@@ -120,6 +123,8 @@ class TableWriter:
                 # Checkpoints run in the checkpointer's thread, not inside this one's commits.
                 self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
                 self._conn.exec_driver_sql(f"PRAGMA journal_size_limit={self.checkpointer.limit}")
+            if self.cache_mib and self.engine.dialect.name == "sqlite":
+                self._conn.exec_driver_sql(f"PRAGMA cache_size=-{self.cache_mib * 1024}")
             foreign_key_checks(self._conn, enabled=False)  # commits
         return self._conn
 

@@ -27,6 +27,13 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+# SQLite page cache of the consumer's connection. Batch loads keep 256 MiB (their chunks touch
+# pages all over the indexes); a consumer runs for days, and with 256 MiB its memory grew with
+# the tables until the cache was full: 662 MiB peak streaming 200k events, 871 MiB streaming
+# 2M. With 64 MiB: 632 and 651 MiB, for ~6 % less throughput with 2M events already stored.
+STREAM_SQLITE_CACHE_MIB = 64
+
+
 class DatabaseSink:
     """Scores each batch with the saved classifier and upserts it with its predictions."""
 
@@ -35,7 +42,7 @@ class DatabaseSink:
         from orderpipe.ml.model import load_model
 
         self.model = load_model(artifacts_dir, "classification")
-        self.writer = TableWriter(url, local_infile=local_infile)
+        self.writer = TableWriter(url, local_infile=local_infile, cache_mib=STREAM_SQLITE_CACHE_MIB)
 
     @classmethod
     def factory(cls, settings: Settings) -> Callable[[], DatabaseSink]:

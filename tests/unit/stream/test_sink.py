@@ -99,6 +99,22 @@ def test_writing_the_same_batch_again_changes_nothing(
     assert _probabilities(url) == probabilities
 
 
+def test_the_consumers_sqlite_cache_is_bounded_below_the_batch_loads(
+    sink: DatabaseSink, batch: pl.DataFrame
+) -> None:
+    """A consumer's memory grew with its tables until a 256 MiB page cache was full."""
+    from orderpipe.stream.sink import STREAM_SQLITE_CACHE_MIB
+
+    sink.write(batch)
+    conn = sink.writer._connection()
+    assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -STREAM_SQLITE_CACHE_MIB * 1024
+    batch_load = sink.writer.engine.connect()  # ingest's connections keep the engine's 256 MiB
+    try:
+        assert batch_load.exec_driver_sql("PRAGMA cache_size").scalar() == -262144
+    finally:
+        batch_load.close()
+
+
 def test_writing_an_empty_batch_stores_nothing(
     sink: DatabaseSink, batch: pl.DataFrame, tmp_path: Path
 ) -> None:
