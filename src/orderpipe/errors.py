@@ -14,3 +14,7 @@ class ConfigError(OrderpipeError):
 
 class UsageError(OrderpipeError):
     """The command was given something it cannot use (a directory as input...): exit code 2."""
+
+
+class DiskFull(OrderpipeError):
+    """No space was left while writing an output (see `fileio.disk_full_as_error`)."""

@@ -18,9 +18,9 @@ from pathlib import Path
 import polars as pl
 
 from orderpipe import schema
-from orderpipe.dataset import Run, merge_into_table, scan_clean_dataset
+from orderpipe.dataset import Run, is_table, merge_into_table, scan_clean_dataset
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import atomic_path, remove_leftovers, write_text_atomic
+from orderpipe.fileio import atomic_path, disk_full_as_error, remove_leftovers, write_text_atomic
 from orderpipe.layout import Layout
 from orderpipe.lines import REJECTED_SCHEMA, ParsedLines, iter_raw_lines, parse_lines
 
@@ -284,6 +284,7 @@ CHUNK_LINES = 500_000
 # buckets of event_id, each deduplicated alone.
 IN_MEMORY_ROWS = 2_000_000
 STAGE_BUCKETS = 16
+OUTPUT_SHARE = 0.12  # bytes of clean table per byte of JSON Lines input (10.6-11.7 % measured)
 
 
 def run_etl(
@@ -306,8 +307,20 @@ def run_etl(
     counts = _Counts()
     held: list[pl.DataFrame] = []  # clean rows kept in memory while the run is small
     staged = 0  # chunks staged on disk
+
+    def needed() -> int:
+        # the table takes ~11 % of the JSON Lines it comes from; a large run is staged on disk
+        # once more, and a merge writes the days it touches again before the old files go
+        merging = merge and is_table(layout.table)
+        share = OUTPUT_SHARE * (2 if staged else 1) + (OUTPUT_SHARE if merging else 0)
+        return int(_size(source) * share)
+
     try:
-        with atomic_path(rejected_path) as quarantine, quarantine.open("wb") as out:
+        with (
+            disk_full_as_error("etl's clean table and quarantine", layout.processed_dir, needed),
+            atomic_path(rejected_path) as quarantine,
+            quarantine.open("wb") as out,
+        ):
             for chunk in iter_raw_lines(source, chunk_lines):
                 batch = clean_lines(chunk)
                 batch.rejected.write_ndjson(out)
@@ -356,8 +369,17 @@ def run_etl(
             f"{result.duplicates} duplicates + {result.rejected} rejected"
         )
     report = quality_report(result, scan_clean_dataset(layout.table))
-    write_text_atomic(layout.quality_report, json.dumps(report, indent=2))
+    written = f"the clean table (version {result.table_version}) and quarantine were written"
+    with disk_full_as_error("etl's quality report", layout.quality_report, outcome=written):
+        write_text_atomic(layout.quality_report, json.dumps(report, indent=2))
     return result
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @dataclass

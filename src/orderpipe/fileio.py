@@ -6,11 +6,19 @@ Used by the services that write files (generate, etl and its dataset, train, eco
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from orderpipe.errors import DiskFull
+
+# How a full disk shows through the libraries that write for orderpipe: Python's OSError, and
+# the Rust writers' (polars, delta-rs) errors that carry the OS message in their text.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_SIGNS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
 
 
 @contextlib.contextmanager
@@ -41,6 +49,71 @@ def write_text_atomic(target: Path, text: str) -> Path:
 # What a run leaves beside its outputs while it works: `.<name>.tmp-<pid>` (atomic writes),
 # `.etl-stage-<pid>` (etl's staging), `.<name>.truth-parts-<pid>` (generate's truth chunks).
 _LEFTOVER = re.compile(r"^\.(?P<name>.*?)(?:\.tmp|\.truth-parts|etl-stage)-(?P<pid>\d+)$")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when `exc`, or an exception it was raised from, says the disk (or quota) is full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        if any(sign in str(current) for sign in _FULL_SIGNS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_as_error(
+    what: str,
+    target: Path,
+    needed: Callable[[], int | None] | None = None,
+    *,
+    outcome: str = "nothing was changed",
+) -> Iterator[None]:
+    """Turn a full disk inside the block into one line: where, while writing what, about how
+    much more space the run needs (`needed()`: bytes in all, estimated; None when unknown), and
+    what the run left (`outcome`: the block's writes are atomic, so by default nothing)."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        estimate = needed() if needed else None
+        raise DiskFull(_no_space_message(what, target, estimate, outcome)) from exc
+
+
+def _no_space_message(what: str, target: Path, needed: int | None, outcome: str) -> str:
+    device, mount = _filesystem_of(target)
+    if mount == "/" and device == "?":
+        mount = str(target)
+    where = f"{device} ({mount})" if device != mount else mount
+    more = ""
+    if needed is not None:
+        try:
+            free = shutil.disk_usage(mount).free  # once this run's temporary files are gone
+        except OSError:
+            free = 0
+        more = f" (about {max(needed - free, 0) / 1e6:,.0f} MB more needed)"
+    return f"no space left on {where} while writing {what}{more}; {outcome}"
+
+
+def _filesystem_of(path: Path) -> tuple[str, str]:
+    """(device, mount point) of the filesystem holding `path` (or its nearest existing parent)."""
+    resolved = path.resolve()
+    while not resolved.exists() and resolved != resolved.parent:
+        resolved = resolved.parent
+    where = str(resolved)
+    device, best = "?", "/"
+    with contextlib.suppress(OSError), open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            source, mount = (field.replace("\\040", " ") for field in line.split()[:2])
+            inside = where == mount or where.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best):
+                device, best = source, mount
+    return device, best
 
 
 def leftovers(folder: Path, names: set[str] | None = None) -> list[Path]:

@@ -21,10 +21,13 @@ import polars as pl
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import atomic_path, remove_leftovers, write_atomic
+from orderpipe.fileio import atomic_path, disk_full_as_error, remove_leftovers, write_atomic
 from orderpipe.layout import truth_for
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
+# For a full disk's message before a chunk is written: bytes per event of the JSON Lines file
+# (~370 at the default dirt), and the truth file's size beside it (~5 %).
+BYTES_PER_EVENT, TRUTH_SHARE = 400, 0.06
 
 # Shares and effects of the synthetic world. Returns follow a logistic rule on these effects.
 DEVICE_SHARE = {"mobile": 0.55, "desktop": 0.35, "tablet": 0.10}
@@ -212,9 +215,19 @@ def generate_events(
     truth_path = truth_for(output)
     parts = output.with_name(f".{output.name}.truth-parts-{os.getpid()}")
     written = 0
+    done = [0, 0]  # events and bytes written so far: what a full disk's message extrapolates
+
+    def needed() -> int:
+        per_event = done[1] / done[0] if done[0] else BYTES_PER_EVENT
+        return int(per_event * events * (1 + TRUTH_SHARE))
+
     try:
         parts.mkdir(parents=True, exist_ok=True)
-        with atomic_path(output) as tmp, tmp.open("wb") as sink:
+        with (
+            disk_full_as_error("the raw events", output, needed),
+            atomic_path(output) as tmp,
+            tmp.open("wb") as sink,
+        ):
             state = _State()
             for first in range(0, plan.units, units_per_chunk):
                 units = range(first, min(first + units_per_chunk, plan.units))
@@ -222,11 +235,13 @@ def generate_events(
                 lines.to_frame("line").write_csv(sink, include_header=False, quote_style="never")
                 truth.write_parquet(parts / f"{first:08d}.parquet")
                 written += lines.len()
+                done[:] = [int(plan.offsets[units[-1] + 1]), sink.tell()]
                 if progress:
-                    progress(int(plan.offsets[units[-1] + 1]), events)
-        write_atomic(
-            truth_path, lambda path: pl.scan_parquet(parts / "*.parquet").sink_parquet(path)
-        )
+                    progress(done[0], events)
+            # before the events file is renamed into place: a full disk here changes nothing
+            write_atomic(
+                truth_path, lambda path: pl.scan_parquet(parts / "*.parquet").sink_parquet(path)
+            )
     finally:
         shutil.rmtree(parts, ignore_errors=True)
     return GenerateResult(

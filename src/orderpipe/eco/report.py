@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orderpipe.eco.tracking import PHASES_FILE
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import remove_leftovers, write_text_atomic
+from orderpipe.fileio import disk_full_as_error, remove_leftovers, write_text_atomic
 
 if TYPE_CHECKING:
     from orderpipe.layout import Layout
@@ -293,4 +293,7 @@ def run_eco_report(layout: Layout) -> EcoReport:
     """Build the report from every CodeCarbon file of the eco folder and write it."""
     names = {path.name for path in layout.eco_report_files}
     remove_leftovers(layout.reports_dir, names)  # of reports killed before they could
-    return write_report(build_report(layout.eco_output_dir), layout)
+    report = build_report(layout.eco_output_dir)
+    # three files, each written atomically: a full disk can leave the chart newer than the rest
+    with disk_full_as_error("the eco report", layout.reports_dir, outcome="re-run it"):
+        return write_report(report, layout)

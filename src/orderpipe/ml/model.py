@@ -41,7 +41,7 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     """
     import joblib
 
-    from orderpipe.fileio import remove_leftovers
+    from orderpipe.fileio import disk_full_as_error, remove_leftovers
 
     model_path, meta_path = model_files(artifacts_dir, name)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -49,18 +49,20 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     tmp_model = model_path.with_name(f".{model_path.name}.tmp-{os.getpid()}")
     tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
     try:
-        joblib.dump(pipeline, tmp_model, compress=3)
-        digest = hashlib.sha256(tmp_model.read_bytes()).hexdigest()
-        version = digest[:12]
-        full_meta = {
-            **meta,
-            "model_version": version,
-            "model_sha256": digest,
-            "libraries": library_versions(),
-        }
-        tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp_model, model_path)
-        os.replace(tmp_meta, meta_path)
+        kept = f"the {name} model was not changed"
+        with disk_full_as_error(f"the {name} model", model_path, outcome=kept):
+            joblib.dump(pipeline, tmp_model, compress=3)
+            digest = hashlib.sha256(tmp_model.read_bytes()).hexdigest()
+            version = digest[:12]
+            full_meta = {
+                **meta,
+                "model_version": version,
+                "model_sha256": digest,
+                "libraries": library_versions(),
+            }
+            tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str), encoding="utf-8")
+            os.replace(tmp_model, model_path)
+            os.replace(tmp_meta, meta_path)
     finally:
         for leftover in (tmp_model, tmp_meta):
             leftover.unlink(missing_ok=True)
