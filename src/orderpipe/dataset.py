@@ -421,7 +421,8 @@ def _write(
     try:
         return _write_and_commit(path, run, dates, skip, stored, overwrite, progress, written)
     except BaseException:
-        if _committed_version(path) == before:  # it did not commit
+        after = _committed_version(path)
+        if after is not UNREADABLE and after == before:  # it did not commit
             for file in written:
                 file.unlink(missing_ok=True)
             for folder in {file.parent for file in written}:
@@ -432,8 +433,11 @@ def _write(
         raise
 
 
+UNREADABLE = -1  # a table whose log cannot be read now: whether a write committed is unknown
+
+
 def _committed_version(path: Path) -> int | None:
-    """The table's latest committed version; None when there is no table (yet) to read."""
+    """The table's latest committed version; None when there is no table (yet)."""
     from deltalake.exceptions import DeltaError
 
     if not is_table(path):
@@ -441,7 +445,7 @@ def _committed_version(path: Path) -> int | None:
     try:
         return table_version(path)
     except (DeltaError, OSError):
-        return None
+        return UNREADABLE
 
 
 def _write_and_commit(

@@ -1,6 +1,8 @@
-"""doctor: the settings in effect (secrets masked), whether the database and Kafka answer, versions.
+"""doctor: the settings in effect (secrets masked), whether the database and Kafka answer, versions,
+and what runs left behind (temporary files of dead runs, a database behind its clean table).
 
-Each check is independent; one that fails says why, and the CLI exits 1 when any failed.
+Each check is independent; one that fails says why, and the CLI exits 1 when any failed; what
+runs left behind is a note, not a failure.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import asyncio
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orderpipe.settings import Settings
 from orderpipe.stream.broker import find_tansu
@@ -137,7 +139,7 @@ def check_leftovers(layout: Layout) -> Check:
     shown = ", ".join(path.name for path in found[:3]) + (", ..." if len(found) > 3 else "")
     detail = (
         f"{len(found)} temporary file(s) of runs no longer alive, {total / 1e6:.1f} MB "
-        f"({shown}): the next run writing there removes them"
+        f"({shown}): the next run of that output removes them"
     )
     return Check("leftovers", True, detail, facts, note=True)
 
@@ -149,7 +151,7 @@ def check_agreement(layout: Layout, url: URL | str) -> Check:
 
     from orderpipe.dataset import is_table, table_files_since
     from orderpipe.db.engine import make_engine
-    from orderpipe.db.models import IngestWatermark, PredictWatermark
+    from orderpipe.db.models import Event, IngestWatermark, Prediction, PredictWatermark
 
     name = "dataset vs database"
     if not is_table(layout.table):
@@ -165,14 +167,20 @@ def check_agreement(layout: Layout, url: URL | str) -> Check:
     try:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
+
+            def holds(table: Any) -> bool:  # ingest and predict void a watermark beside none
+                name = table.__tablename__
+                query = select(table.event_id).limit(1)
+                return name in present and conn.execute(query).first() is not None
+
             ingested = predicted = None
-            if IngestWatermark.__tablename__ in present:
+            if IngestWatermark.__tablename__ in present and holds(Event):
                 ingested = conn.execute(
                     select(IngestWatermark.table_version).where(
                         IngestWatermark.source_id == files.table_id
                     )
                 ).scalar()
-            if PredictWatermark.__tablename__ in present:
+            if PredictWatermark.__tablename__ in present and holds(Prediction):
                 predicted = conn.execute(
                     select(PredictWatermark.model_version, PredictWatermark.table_version).where(
                         PredictWatermark.source_id == files.table_id

@@ -20,7 +20,13 @@ import polars as pl
 from orderpipe import schema
 from orderpipe.dataset import Run, is_table, merge_into_table, scan_clean_dataset
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import atomic_path, disk_full_as_error, remove_leftovers, write_text_atomic
+from orderpipe.fileio import (
+    atomic_path,
+    disk_full_as_error,
+    remove_leftovers,
+    size_of,
+    write_text_atomic,
+)
 from orderpipe.layout import Layout
 from orderpipe.lines import REJECTED_SCHEMA, ParsedLines, iter_raw_lines, parse_lines
 
@@ -309,39 +315,38 @@ def run_etl(
     staged = 0  # chunks staged on disk
 
     def needed() -> int:
-        # the table takes ~11 % of the JSON Lines it comes from; a large run is staged on disk
-        # once more, and a merge writes the days it touches again before the old files go
-        merging = merge and is_table(layout.table)
-        share = OUTPUT_SHARE * (2 if staged else 1) + (OUTPUT_SHARE if merging else 0)
-        return int(_size(source) * share)
+        # the table takes ~11 % of the JSON Lines it comes from, a large run is staged on disk
+        # once more, and a merge writes the days it touches again (up to the whole table; the
+        # files they replace stay until a vacuum)
+        table = size_of(layout.table) if merge and is_table(layout.table) else 0
+        return int(_size(source) * OUTPUT_SHARE * (2 if staged else 1)) + table
 
-    try:
-        with (
-            disk_full_as_error("etl's clean table and quarantine", layout.processed_dir, needed),
-            atomic_path(rejected_path) as quarantine,
-            quarantine.open("wb") as out,
-        ):
-            for chunk in iter_raw_lines(source, chunk_lines):
-                batch = clean_lines(chunk)
-                batch.rejected.write_ndjson(out)
-                counts.add(chunk.height, batch)
-                if progress:
-                    progress("lines cleaned", counts.lines, None)
-                held.append(batch.clean)
-                if staged or counts.clean > in_memory_rows:
-                    for frame in held:
-                        _stage_buckets(frame, stage, staged)
-                        staged += 1
-                    held = []
-            if staged:
-                run, kept = _dedupe_staged(stage)
-            else:
-                clean = pl.concat([pl.DataFrame(schema=_LINE_SCHEMA), *held])
-                latest = dedupe_latest(clean).drop("line_number")
-                run, kept = Run(latest), latest.height
-            merged = merge_into_table(layout.table, run, replace=not merge, progress=progress)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    # around the cleanup too: the space is measured once the run's own files are gone
+    with disk_full_as_error("etl's clean table and quarantine", layout.processed_dir, needed):
+        try:
+            with atomic_path(rejected_path) as quarantine, quarantine.open("wb") as out:
+                for chunk in iter_raw_lines(source, chunk_lines):
+                    batch = clean_lines(chunk)
+                    batch.rejected.write_ndjson(out)
+                    counts.add(chunk.height, batch)
+                    if progress:
+                        progress("lines cleaned", counts.lines, None)
+                    held.append(batch.clean)
+                    if staged or counts.clean > in_memory_rows:
+                        for frame in held:
+                            _stage_buckets(frame, stage, staged)
+                            staged += 1
+                        held = []
+                if staged:
+                    run, kept = _dedupe_staged(stage)
+                else:
+                    clean = pl.concat([pl.DataFrame(schema=_LINE_SCHEMA), *held])
+                    latest = dedupe_latest(clean).drop("line_number")
+                    run, kept = Run(latest), latest.height
+                out.flush()  # the whole quarantine is written before the table commits
+                merged = merge_into_table(layout.table, run, replace=not merge, progress=progress)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     result = EtlResult(
         input=source,
         lines=counts.lines,

@@ -1,4 +1,5 @@
-"""Atomic file writes: write beside the target, then rename, so a reader never sees half a file.
+"""Atomic file writes: write beside the target, then rename, so a reader never sees half a file;
+the temporary files of runs that died (leftovers); a full disk as one line (`DiskFull`).
 
 Used by the services that write files (generate, etl and its dataset, train, eco report).
 """

@@ -221,29 +221,30 @@ def generate_events(
         per_event = done[1] / done[0] if done[0] else BYTES_PER_EVENT
         return int(per_event * events * (1 + TRUTH_SHARE))
 
-    try:
-        parts.mkdir(parents=True, exist_ok=True)
-        with (
-            disk_full_as_error("the raw events", output, needed),
-            atomic_path(output) as tmp,
-            tmp.open("wb") as sink,
-        ):
-            state = _State()
-            for first in range(0, plan.units, units_per_chunk):
-                units = range(first, min(first + units_per_chunk, plan.units))
-                lines, truth = _chunk(plan, units, state, dirt)
-                lines.to_frame("line").write_csv(sink, include_header=False, quote_style="never")
-                truth.write_parquet(parts / f"{first:08d}.parquet")
-                written += lines.len()
-                done[:] = [int(plan.offsets[units[-1] + 1]), sink.tell()]
-                if progress:
-                    progress(done[0], events)
-            # before the events file is renamed into place: a full disk here changes nothing
-            write_atomic(
-                truth_path, lambda path: pl.scan_parquet(parts / "*.parquet").sink_parquet(path)
-            )
-    finally:
-        shutil.rmtree(parts, ignore_errors=True)
+    # around the cleanup too: the space is measured once the run's own files are gone
+    with disk_full_as_error("the raw events", output, needed):
+        try:
+            parts.mkdir(parents=True, exist_ok=True)
+            with atomic_path(output) as tmp, tmp.open("wb") as sink:
+                state = _State()
+                for first in range(0, plan.units, units_per_chunk):
+                    units = range(first, min(first + units_per_chunk, plan.units))
+                    lines, truth = _chunk(plan, units, state, dirt)
+                    lines.to_frame("line").write_csv(
+                        sink, include_header=False, quote_style="never"
+                    )
+                    truth.write_parquet(parts / f"{first:08d}.parquet")
+                    written += lines.len()
+                    done[:] = [int(plan.offsets[units[-1] + 1]), sink.tell()]
+                    if progress:
+                        progress(done[0], events)
+                sink.flush()  # every event is written before the truth file replaces its own
+                write_atomic(
+                    truth_path,
+                    lambda path: pl.scan_parquet(parts / "*.parquet").sink_parquet(path),
+                )
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
     return GenerateResult(
         output=output,
         truth=truth_path,

@@ -299,32 +299,46 @@ def test_stream_run_stops_on_its_own_events_not_on_a_count(
 
 
 def test_stream_run_whose_consumer_fails_at_start_stops_its_producer(
-    embedded_backend: Backend, data: StreamData
+    embedded_backend: Backend, data: StreamData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unpaced run sends while the consumer starts: a consumer that cannot start (here its
-    sink) ends the run with its own error, the producer cancelled, nothing left running."""
+    sink) ends the run with its own error, the producer still sending is cancelled, and
+    nothing is left running."""
+    from orderpipe.stream import pipeline
+
+    sending = asyncio.Event()
+    cancelled: list[bool] = []
+
+    async def endless_producer(*args: object, **kwargs: object) -> object:
+        sending.set()
+        try:
+            await asyncio.Event().wait()  # a producer that never finishes on its own
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return None
 
     def broken_sink() -> Sink:
-        time.sleep(0.3)  # the producer is sending by now
         raise OrderpipeError("the sink cannot open")
 
-    async def run() -> None:
-        await run_stream(
-            embedded_backend.endpoint,
-            new_topic(),
-            f"g-{uuid.uuid4().hex[:6]}",
-            data.clean_jsonl,
-            broken_sink,
-            timeout=60,
-        )
+    monkeypatch.setattr(pipeline, "produce", endless_producer)
 
     async def run_and_list_tasks() -> set[asyncio.Task[object]]:
         with pytest.raises(OrderpipeError, match="the sink cannot open"):
-            await run()
+            await run_stream(
+                embedded_backend.endpoint,
+                new_topic(),
+                f"g-{uuid.uuid4().hex[:6]}",
+                data.clean_jsonl,
+                broken_sink,
+                timeout=60,
+            )
+        assert sending.is_set()  # it was sending when the consumer failed
         return {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
 
     began = time.monotonic()
     assert asyncio.run(run_and_list_tasks()) == set()
+    assert cancelled == [True]
     assert time.monotonic() - began < 30
 
 

@@ -71,14 +71,14 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: [bold]ORDERPIPE_DATABASE_URL=mysql+pymysql://u:p@127.0.0.1/db orderpipe doctor[/]
     """
-    from orderpipe.doctor import run_doctor
+    from orderpipe.doctor import Check, run_doctor
 
     result = run_service(ctx, lambda: run_doctor(settings_of(ctx)))
 
     def render(out: Console) -> None:
         out.print(table("settings", list(result.settings.items())))
 
-        def status(check: Any) -> str:
+        def status(check: Check) -> str:
             if not check.ok:
                 return "[red]FAIL[/]"
             return "[yellow]note[/]" if check.note else "[green]ok[/]"

@@ -199,7 +199,10 @@ def stream_run(
             ("stored", n(result.stored)),
             ("dead-lettered", n(result.dead_lettered)),
             ("events/s (streaming)", n(result.events_per_second)),
-            ("seconds (start-up)", f"{result.seconds:.2f} ({result.startup_seconds:.2f})"),
+            (
+                "seconds (before the first send)",
+                f"{result.seconds:.2f} ({result.startup_seconds:.2f})",
+            ),
             *[(f"latency {key} (ms)", f"{value:,.1f}") for key, value in result.latency_ms.items()],
         ],
     )

@@ -49,8 +49,8 @@ def upsert(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
     One executemany of the compiled dialect statement, straight to the driver: PyMySQL >= 1.2
     turns it into multi-row statements, sqlite3 runs it in C. Datetimes must be naive UTC.
     On SQLite, `won` is exact: sqlite3 sums the rows each statement changed, and an upsert whose
-    WHERE (as recent) fails changes none. (MySQL's count is not: 2 for an update, 0 for one that
-    stores the same values.)
+    WHERE (as recent) fails changes none. (MySQL's count is not: 2 for an update, and with the
+    found-rows flag SQLAlchemy sets, 1 for a row left as it was.)
     """
     import polars as pl
 

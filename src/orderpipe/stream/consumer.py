@@ -49,6 +49,24 @@ log = logging.getLogger("orderpipe.stream")
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 8.0  # seconds: 0.2, 0.4, 0.8 ... 8, each with jitter
 # The cyclic collector's thresholds while a consumer runs (Python's defaults: 700, 10, 10).
 SERVICE_GC_THRESHOLDS = (100_000, 50, 100)
+# Consumers serving in this process, and the thresholds from before the first one (a process
+# may run several, as the tests do: the last one to finish puts them back).
+_serving: dict[str, Any] = {"count": 0, "thresholds": None}
+
+
+@contextlib.contextmanager
+def _collector_for_serving() -> Iterator[None]:
+    """The service thresholds while the block serves, the process's own before and after."""
+    if _serving["count"] == 0:
+        _serving["thresholds"] = gc.get_threshold()
+        gc.set_threshold(*SERVICE_GC_THRESHOLDS)
+    _serving["count"] += 1
+    try:
+        yield
+    finally:
+        _serving["count"] -= 1
+        if _serving["count"] == 0:
+            gc.set_threshold(*_serving["thresholds"])
 
 
 @contextlib.contextmanager
@@ -194,18 +212,14 @@ class StreamConsumer:
         if sink is None:  # asked to stop while the database was still unreachable
             self._shutdown_threads()
             return self._result(0.0)
-        # Everything loaded so far (libraries, the model) lives as long as the process: keep it
-        # out of the cyclic collector, whose full passes over it stalled batches by ~100-200 ms.
-        # A batch then allocates ~10^5 short-lived, acyclic containers (records, row tuples)
-        # that reference counting frees: young collections every 700 of them were ~8 % of
-        # `stream run`. (The thresholds are restored on return: the process may go on.)
+        # What is loaded so far (libraries, the model; in `stream run`, also the producer's
+        # chunk in flight) is kept out of the cyclic collector, whose full passes over it
+        # stalled batches by ~100-200 ms. A batch then allocates ~10^5 short-lived, acyclic
+        # containers (records, row tuples) that reference counting frees: young collections
+        # every 700 of them were ~8 % of `stream run`.
         gc.freeze()
-        thresholds = gc.get_threshold()
-        gc.set_threshold(*SERVICE_GC_THRESHOLDS)
-        try:
+        with _collector_for_serving():
             return await self._serve(sink)
-        finally:
-            gc.set_threshold(*thresholds)
 
     async def _serve(self, sink: Sink) -> ConsumeResult:
         from orderpipe.stream.kafka import start_client

@@ -68,7 +68,7 @@ class Outgoing:
     keys: list[bytes | None]
     values: list[bytes]
     skipped_by_reason: dict[str, int]
-    # Kafka's murmur2 of each key, positive (-1: no key); made with the messages, in their thread
+    # Kafka's murmur2 of each key, non-negative (-1: no key), made in the messages' thread
     hashes: np.ndarray | None = None
 
 

@@ -78,8 +78,8 @@ class DatabaseSink:
                 winners = events_as_stored(conn, clean)
             if scores is None:
                 return {"table_predictions": self.score(winners)}
-            won = scores.join(winners.select("event_id"), on="event_id", how="semi")
-            return {"table_predictions": won}
+            kept = scores.join(winners.select("event_id"), on="event_id", how="semi")
+            return {"table_predictions": kept}
 
         self.writer.write(table_frames(clean), then=predictions)
         return clean.height

@@ -173,6 +173,13 @@ def test_doctor_says_when_the_database_is_behind_the_clean_table(workdir: Path) 
     assert check["note"] is False, check
     assert check["facts"]["ingested_version"] == check["facts"]["table_version"]
     assert check["facts"]["predicted_model"] == check["facts"]["model_version"]
+    import sqlite3
+
+    with sqlite3.connect(workdir / "data" / "orderpipe.db") as db:  # emptied since
+        db.execute("DELETE FROM table_predictions")
+    check = _doctor_check("dataset vs database")
+    assert "run `orderpipe predict`" in str(check["detail"])  # as predict would: a full pass
+    assert invoke("predict").exit_code == 0
     assert invoke("generate", "--events", "300", "--seed", "9").exit_code == 0
     assert invoke("etl").exit_code == 0  # a new version of the table: the database is behind
     check = _doctor_check("dataset vs database")
