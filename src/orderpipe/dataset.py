@@ -416,10 +416,66 @@ def _write(
     one transaction adds them all and removes the files they replace. A write that fails
     before its commit (a full disk, an error) removes the data files it wrote: the table is as
     it was, and so is the space it takes."""
-    written: list[Path] = []  # data files of this write, listed before each is written
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import create_table_with_add_actions
+
+    with _removed_unless_committed(path) as written:
+        actions = []
+        days = run.days()
+        upcoming = next(days, None)
+        for day in dates:
+            while upcoming is not None and upcoming[0] < day:  # every row of that day skipped
+                upcoming = next(days, None)
+            incoming = _empty().lazy()
+            if upcoming is not None and upcoming[0] == day:
+                incoming = upcoming[1].lazy()
+            if skip is not None:
+                incoming = incoming.join(skip.lazy(), on="event_id", how="anti")
+            parts = [incoming.select(list(TABLE_SCHEMA))]
+            if stored is not None:
+                table, replaced = stored
+                gone = replaced.filter(pl.col(PARTITION) == day).select("event_id").lazy()
+                kept = table.filter(pl.col(PARTITION) == day).join(gone, on="event_id", how="anti")
+                parts.append(kept.select(list(TABLE_SCHEMA)))
+            frame = pl.concat(parts).cast(TABLE_SCHEMA).sort("event_time", "event_id").collect()
+            if frame.height:  # a day left with no row keeps no file
+                actions.append(_data_file(path, day, frame.drop(PARTITION), written))
+            if progress:
+                progress("days written", len(actions), len(dates))
+        schema = _empty().to_arrow().schema
+        if not is_table(path):
+            create_table_with_add_actions(
+                str(path),
+                Schema.from_arrow(schema),
+                actions,
+                mode="error",
+                partition_by=[PARTITION],
+            )
+        else:
+            filters = None
+            if stored is not None:  # replace these days only; without, the whole table (overwrite)
+                filters = [(PARTITION, "in", [day.isoformat() for day in dates])]
+            DeltaTable(str(path)).create_write_transaction(
+                actions,
+                mode="overwrite" if overwrite or stored is not None else "append",
+                schema=schema,
+                partition_by=[PARTITION],
+                partition_filters=filters,
+            )
+        return table_version(path)
+
+
+UNREADABLE = -1  # a table whose log cannot be read now: whether a write committed is unknown
+
+
+@contextlib.contextmanager
+def _removed_unless_committed(path: Path) -> Iterator[list[Path]]:
+    """Yield a list for the data files a write makes (each listed before it is written); if the
+    block fails before its commit, they are removed, with the folders they alone needed."""
+    written: list[Path] = []
     before, existed = _committed_version(path), path.exists()
     try:
-        return _write_and_commit(path, run, dates, skip, stored, overwrite, progress, written)
+        yield written
     except BaseException:
         after = _committed_version(path)
         if after is not UNREADABLE and after == before:  # it did not commit
@@ -433,9 +489,6 @@ def _write(
         raise
 
 
-UNREADABLE = -1  # a table whose log cannot be read now: whether a write committed is unknown
-
-
 def _committed_version(path: Path) -> int | None:
     """The table's latest committed version; None when there is no table (yet)."""
     from deltalake.exceptions import DeltaError
@@ -446,60 +499,6 @@ def _committed_version(path: Path) -> int | None:
         return table_version(path)
     except (DeltaError, OSError):
         return UNREADABLE
-
-
-def _write_and_commit(
-    path: Path,
-    run: Run,
-    dates: list[date],
-    skip: pl.DataFrame | None,
-    stored: tuple[pl.LazyFrame, pl.DataFrame] | None,
-    overwrite: bool,
-    progress: Callable[[str, int, int | None], None] | None,
-    written: list[Path],
-) -> int:
-    from deltalake import DeltaTable, Schema
-    from deltalake.transaction import create_table_with_add_actions
-
-    actions = []
-    days = run.days()
-    upcoming = next(days, None)
-    for day in dates:
-        while upcoming is not None and upcoming[0] < day:  # every row of that day skipped
-            upcoming = next(days, None)
-        incoming = _empty().lazy()
-        if upcoming is not None and upcoming[0] == day:
-            incoming = upcoming[1].lazy()
-        if skip is not None:
-            incoming = incoming.join(skip.lazy(), on="event_id", how="anti")
-        parts = [incoming.select(list(TABLE_SCHEMA))]
-        if stored is not None:
-            table, replaced = stored
-            gone = replaced.filter(pl.col(PARTITION) == day).select("event_id").lazy()
-            kept = table.filter(pl.col(PARTITION) == day).join(gone, on="event_id", how="anti")
-            parts.append(kept.select(list(TABLE_SCHEMA)))
-        frame = pl.concat(parts).cast(TABLE_SCHEMA).sort("event_time", "event_id").collect()
-        if frame.height:  # a day left with no row keeps no file
-            actions.append(_data_file(path, day, frame.drop(PARTITION), written))
-        if progress:
-            progress("days written", len(actions), len(dates))
-    schema = _empty().to_arrow().schema
-    if not is_table(path):
-        create_table_with_add_actions(
-            str(path), Schema.from_arrow(schema), actions, mode="error", partition_by=[PARTITION]
-        )
-    else:
-        filters = None
-        if stored is not None:  # replace these days only; without, the whole table (overwrite)
-            filters = [(PARTITION, "in", [day.isoformat() for day in dates])]
-        DeltaTable(str(path)).create_write_transaction(
-            actions,
-            mode="overwrite" if overwrite or stored is not None else "append",
-            schema=schema,
-            partition_by=[PARTITION],
-            partition_filters=filters,
-        )
-    return table_version(path)
 
 
 def _data_file(table: Path, day: date, frame: pl.DataFrame, written: list[Path]) -> Any:
