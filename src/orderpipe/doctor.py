@@ -11,7 +11,7 @@ import asyncio
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orderpipe.settings import Settings
 from orderpipe.stream.broker import find_tansu
@@ -147,11 +147,13 @@ def check_leftovers(layout: Layout) -> Check:
 def check_agreement(layout: Layout, url: URL | str) -> Check:
     """Whether the database holds the clean table's newest version (ingest watermark) and
     predictions of it by the current model (predict watermark). Reads only."""
-    from sqlalchemy import inspect, select
+    from sqlalchemy import inspect
 
     from orderpipe.dataset import is_table, table_files_since
     from orderpipe.db.engine import make_engine
     from orderpipe.db.models import Event, IngestWatermark, Prediction, PredictWatermark
+    from orderpipe.ingest import ingested_version
+    from orderpipe.ml.predict import predicted_version
 
     name = "dataset vs database"
     if not is_table(layout.table):
@@ -160,32 +162,18 @@ def check_agreement(layout: Layout, url: URL | str) -> Check:
         files = table_files_since(layout.table)
     except Exception as exc:
         return Check(name, False, f"cannot read the clean table {layout.table}: {exc}")
-    facts: dict[str, object] = {"table_version": files.version}
     model = _model_version(layout)
-    facts["model_version"] = model
+    facts: dict[str, object] = {"table_version": files.version, "model_version": model}
+    ingested = predicted = None
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
-
-            def holds(table: Any) -> bool:  # ingest and predict void a watermark beside none
-                name = table.__tablename__
-                query = select(table.event_id).limit(1)
-                return name in present and conn.execute(query).first() is not None
-
-            ingested = predicted = None
-            if IngestWatermark.__tablename__ in present and holds(Event):
-                ingested = conn.execute(
-                    select(IngestWatermark.table_version).where(
-                        IngestWatermark.source_id == files.table_id
-                    )
-                ).scalar()
-            if PredictWatermark.__tablename__ in present and holds(Prediction):
-                predicted = conn.execute(
-                    select(PredictWatermark.model_version, PredictWatermark.table_version).where(
-                        PredictWatermark.source_id == files.table_id
-                    )
-                ).first()
+        # the watermarks as ingest and predict read them (void beside an empty table)
+        if {Event.__tablename__, IngestWatermark.__tablename__} <= present:
+            ingested = ingested_version(engine, files.table_id)
+        if model and {Prediction.__tablename__, PredictWatermark.__tablename__} <= present:
+            predicted = predicted_version(engine, files.table_id, model)
     except Exception as exc:  # down (the database check says why) or not allowed to read
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
         return Check(name, True, f"not compared: {reason}", facts, note=True)
@@ -193,14 +181,14 @@ def check_agreement(layout: Layout, url: URL | str) -> Check:
         engine.dispose()
     facts.update(
         ingested_version=ingested,
-        predicted_version=predicted.table_version if predicted else None,
-        predicted_model=predicted.model_version if predicted else None,
+        predicted_version=predicted,
+        predicted_model=model if predicted is not None else None,
     )
     behind = []
     if ingested != files.version:
         held = "none of it" if ingested is None else f"version {ingested}"
         behind.append(f"the database holds {held}: run `orderpipe ingest`")
-    elif model and (predicted is None or tuple(predicted) != (model, files.version)):
+    elif model and predicted != files.version:
         behind.append(f"predictions are not all by model {model} of it: run `orderpipe predict`")
     detail = f"clean table at version {files.version}; " + (
         "; ".join(behind) if behind else "ingested and predicted"

@@ -319,7 +319,7 @@ def run_etl(
         # once more, and a merge writes the days it touches again (up to the whole table; the
         # files they replace stay until a vacuum)
         table = size_of(layout.table) if merge and is_table(layout.table) else 0
-        return int(_size(source) * OUTPUT_SHARE * (2 if staged else 1)) + table
+        return int(size_of(source) * OUTPUT_SHARE * (2 if staged else 1)) + table
 
     # around the cleanup too: the space is measured once the run's own files are gone
     with disk_full_as_error("etl's clean table and quarantine", layout.processed_dir, needed):
@@ -378,13 +378,6 @@ def run_etl(
     with disk_full_as_error("etl's quality report", layout.quality_report, outcome=written):
         write_text_atomic(layout.quality_report, json.dumps(report, indent=2))
     return result
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 @dataclass

@@ -88,9 +88,7 @@ def disk_full_as_error(
 
 def _no_space_message(what: str, target: Path, needed: int | None, outcome: str) -> str:
     device, mount = _filesystem_of(target)
-    if mount == "/" and device == "?":
-        mount = str(target)
-    where = f"{device} ({mount})" if device != mount else mount
+    where = f"{device} ({mount})" if device != "?" else str(target)
     more = ""
     if needed is not None:
         try:
@@ -153,7 +151,7 @@ def size_of(path: Path) -> int:
         if path.is_dir():
             return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         return path.stat().st_size
-    except FileNotFoundError:
+    except OSError:  # gone meanwhile, or not readable
         return 0
 
 

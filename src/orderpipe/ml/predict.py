@@ -152,7 +152,7 @@ def _table_plan(source: Path, engine: Engine, model_version: str, *, full: bool)
 
     table_id = DeltaTable(str(source)).metadata().id
     ingested = ingested_version(engine, table_id)
-    since = None if full else _predicted_version(engine, table_id, model_version)
+    since = None if full else predicted_version(engine, table_id, model_version)
     changes = table_files_since(source, since, upto=ingested)
     incremental = changes.since is not None
     return _Plan(
@@ -204,7 +204,7 @@ def _score(
         tally.scored += todo.height
 
 
-def _predicted_version(engine: Engine, table_id: str, model_version: str) -> int | None:
+def predicted_version(engine: Engine, table_id: str, model_version: str) -> int | None:
     """The version of etl's table last scored in this database with this model; None when
     there is none, or when table_predictions is empty (dropped or emptied since)."""
     from sqlalchemy import select

@@ -68,8 +68,7 @@ class Outgoing:
     keys: list[bytes | None]
     values: list[bytes]
     skipped_by_reason: dict[str, int]
-    # Kafka's murmur2 of each key, non-negative (-1: no key), made in the messages' thread
-    hashes: np.ndarray | None = None
+    hashes: np.ndarray  # `key_hashes(keys)`, made in the messages' thread
 
 
 MURMUR_SEED, MURMUR_M = 0x9747B28C, 0x5BD1E995
@@ -291,7 +290,7 @@ async def _send_paced(
 async def _send_batched(producer: Any, topic: str, outgoing: Outgoing, ends: dict[int, int]) -> int:
     partitions = sorted(await producer.partitions_for(topic))
     count = len(partitions)
-    hashes = outgoing.hashes if outgoing.hashes is not None else key_hashes(outgoing.keys)
+    hashes = outgoing.hashes
     # a key's partition as Kafka's default partitioner picks it; messages without one go round
     slots = np.where(hashes >= 0, hashes % count, np.arange(len(hashes)) % count)
     by_partition = {
