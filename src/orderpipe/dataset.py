@@ -180,7 +180,7 @@ def table_files_since(path: Path, since: int | None = None, upto: int | None = N
     return TableFiles(table_id, version, since, files, sorted(seen - set(current)))
 
 
-def _file_groups(files: list[tuple[str, int]], rows: int) -> list[list[str]]:
+def file_groups(files: list[tuple[str, int]], rows: int) -> list[list[str]]:
     """Consecutive data files (days) of about `rows` rows together (a larger file alone)."""
     groups: list[list[str]] = []
     held = 0
@@ -232,7 +232,7 @@ def read_changes(
     not given): a day that a run rewrote holds the rows it kept as they were."""
     if unchanged is None:
         unchanged = row_keys(path, changes.replaced)
-    for group in _file_groups(changes.files, rows):
+    for group in file_groups(changes.files, rows):
         yield without_rows_in(read_table_files(path, group), unchanged)
 
 

@@ -1,23 +1,30 @@
 """Ingest: the clean dataset -> table_customers, table_orders, table_events (bulk, idempotent).
 
-Chunked, one transaction per chunk, through the one write path (`db.writer.TableWriter`). From
-etl's table, only the data files added since the version last ingested into that database are
-read (its watermark, `orderpipe_ingest_watermark`), a few days at a time.
+Through the one write path (`db.writer.TableWriter`), customers first, then units of whole days
+(about READ_ROWS events): a unit's orders and events are one transaction, so a reader never
+sees an order without its events. From etl's table, only the data files added since the version
+last ingested into that database are read (its watermark, `orderpipe_ingest_watermark`); each
+unit's transaction also records the last day it stored, so a run cut short (a kill, a database
+that stayed away) is carried on by the next one, and the last unit moves the watermark.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orderpipe.errors import OrderpipeError
 
 if TYPE_CHECKING:
     import polars as pl
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import URL
 
+    from orderpipe.dataset import TableFiles
     from orderpipe.db.writer import Progress, TableWriter
 
 
@@ -51,17 +58,17 @@ def ingest_dataset(
     source: Path = Path("-"),
     progress: Progress | None = None,
 ) -> IngestResult:
-    """Upsert the clean records into the three tables, parents first, a transaction per chunk."""
+    """Upsert the clean records into the three tables: customers first, then each unit of
+    READ_ROWS records' orders and events in one transaction."""
     from orderpipe.db.engine import database_errors, masked
-    from orderpipe.db.models import table_frames
-    from orderpipe.db.writer import TableWriter
+    from orderpipe.db.models import latest_customers
 
     began = time.perf_counter()
-    frames = table_frames(clean)
-    with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
-        w.write_chunked(frames, chunk_size=chunk_size, progress=progress)
+    units = [clean.slice(offset, READ_ROWS) for offset in range(0, clean.height, READ_ROWS)]
+    with database_errors(database_url), _writer(database_url, local_infile) as w:
+        w.write_chunked({"table_customers": latest_customers(units)}, chunk_size=chunk_size)
+        counts = _write_units(w, iter(units), clean.height, chunk_size, progress)
         method, size = w.method, w.chunk_size(chunk_size)
-    counts = {name: frames[f"table_{name}"].height for name in ("events", "customers", "orders")}
     return _result(source, masked(database_url), method, size, counts, began)
 
 
@@ -102,24 +109,32 @@ def run_ingest(
     """Ingest the clean dataset at `source`: from etl's table, what changed since the last
     ingest into this database (everything with `full`); from a file, everything."""
     from orderpipe.dataset import is_table, read_clean_dataset
+    from orderpipe.db.engine import masked
+    from orderpipe.db.writer import DatabaseGone
 
-    if is_table(source):
-        return _ingest_table(
-            source,
+    try:
+        if is_table(source):
+            return _ingest_table(
+                source,
+                database_url,
+                chunk_size=chunk_size,
+                local_infile=local_infile,
+                progress=progress,
+                full=full,
+            )
+        return ingest_dataset(
+            read_clean_dataset(source),
             database_url,
             chunk_size=chunk_size,
             local_infile=local_infile,
+            source=source,
             progress=progress,
-            full=full,
         )
-    return ingest_dataset(
-        read_clean_dataset(source),
-        database_url,
-        chunk_size=chunk_size,
-        local_infile=local_infile,
-        source=source,
-        progress=progress,
-    )
+    except DatabaseGone as exc:
+        raise OrderpipeError(
+            f"ingest stopped: {masked(database_url)}: {exc}; what it stored is whole days, "
+            "and running `orderpipe ingest` again is safe: it carries on from there"
+        ) from exc
 
 
 def _ingest_table(
@@ -133,41 +148,27 @@ def _ingest_table(
 ) -> IngestResult:
     from deltalake import DeltaTable
 
-    from orderpipe.dataset import read_changes, row_keys, table_files_since
+    from orderpipe.dataset import table_files_since
     from orderpipe.db.engine import database_errors, deferred_indexes, masked
-    from orderpipe.db.models import latest_customers, table_frames
-    from orderpipe.db.writer import TableWriter
 
     began = time.perf_counter()
     counts = {"events": 0, "customers": 0, "orders": 0}
-    with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
+    with database_errors(database_url), _writer(database_url, local_infile) as w:
         table_id = DeltaTable(str(source)).metadata().id
         since = None if full else ingested_version(w.engine, table_id)
-        changes = table_files_since(source, since)
-        unchanged = row_keys(source, changes.replaced)  # read once, for both passes
-
-        # Parents first. A customer orders on many days: its latest state over all the groups
-        # is written once (a write per group was 3.9M customer rows for 1.3M at 10M events).
-        def read_all() -> Iterator[pl.DataFrame]:
-            seen = 0
-            for rows in read_changes(source, changes, READ_ROWS, unchanged):
-                seen += rows.height
-                if progress:
-                    progress("customers", seen, changes.rows)
-                yield rows
-
-        customers = latest_customers(read_all())
-        with deferred_indexes(w.engine), _EventsBehind(w, database_url, local_infile) as behind:
-            w.write_chunked({"table_customers": customers}, chunk_size=chunk_size)
-            counts["customers"] = customers.height
-            for rows in read_changes(source, changes, READ_ROWS, unchanged):
-                frames = table_frames(rows, ("table_orders", "table_events"))
-                w.write_chunked({"table_orders": frames["table_orders"]}, chunk_size=chunk_size)
-                on_events = _events_progress(progress, counts["events"], changes.rows)
-                behind.write(frames["table_events"], chunk_size=chunk_size, progress=on_events)
-                counts["orders"] += frames["table_orders"].height
-                counts["events"] += frames["table_events"].height
-        _set_watermark(w.engine, table_id, source, changes.version)
+        watermark = _Watermark(table_id, source)
+        resume = None if full else watermark.resume(w.engine, since)
+        changes = table_files_since(source, since, upto=resume.version if resume else None)
+        first_since = changes.since
+        with deferred_indexes(w.engine):
+            while True:
+                done = _ingest_changes(w, source, changes, watermark, resume, chunk_size, progress)
+                for name in counts:
+                    counts[name] += done[name]
+                latest = table_files_since(source, changes.version)  # etl committed meanwhile?
+                if resume is None or latest.version == changes.version:
+                    break
+                changes, resume = latest, None  # a resumed run goes on to the latest version
         method, size = w.method, w.chunk_size(chunk_size)
     return _result(
         source,
@@ -177,66 +178,172 @@ def _ingest_table(
         counts,
         began,
         table_version=changes.version,
-        since_version=changes.since,
+        since_version=first_since,
     )
 
 
-class _EventsBehind:
-    """Writes a group's events once its orders are in, parents first. On MySQL/MariaDB they go
-    through a second connection while the next group's orders go through the first: the server
-    runs one statement per connection on one core, and the two tables' loads then use two (2M
-    events into MariaDB: 54 -> 39 s; 10M: 400 -> 316 s). SQLite has one writer at a time: there,
-    in line."""
+def _writer(database_url: str | URL, local_infile: bool) -> TableWriter:
+    from orderpipe.db.writer import BATCH_RETRY, TableWriter
 
-    def __init__(self, writer: TableWriter, url: str | URL, local_infile: bool) -> None:
-        from concurrent.futures import Future, ThreadPoolExecutor
+    return TableWriter(database_url, local_infile=local_infile, retry=BATCH_RETRY)
 
-        from orderpipe.db.writer import TableWriter
 
-        self.writer = writer
+def _ingest_changes(
+    w: TableWriter,
+    source: Path,
+    changes: TableFiles,
+    watermark: _Watermark,
+    resume: Resume | None,
+    chunk_size: int | None,
+    progress: Progress | None,
+) -> dict[str, int]:
+    """Write what `changes` holds: customers first (each once, its latest state over every
+    day read), then whole days of orders and events a transaction at a time, each with the
+    watermark's progress; the last one moves the watermark to the changes' version."""
+    from orderpipe.dataset import file_groups, read_table_files, row_keys, without_rows_in
+    from orderpipe.db.models import latest_customers
+
+    files = changes.files
+    if resume is not None and resume.since == changes.since and resume.version == changes.version:
+        names = [name for name, _ in files]
+        if resume.through in names:  # the days up to it are in the database already
+            files = files[names.index(resume.through) + 1 :]
+    groups = file_groups(files, READ_ROWS)
+    total = sum(rows for _, rows in files)
+    unchanged = row_keys(source, changes.replaced)  # read once, for both passes
+
+    def read(group: list[str]) -> pl.DataFrame:
+        return without_rows_in(read_table_files(source, group), unchanged)
+
+    def read_all() -> Iterator[pl.DataFrame]:
+        seen = 0
+        for group in groups:
+            rows = read(group)
+            seen += rows.height
+            if progress:
+                progress("customers", seen, total)
+            yield rows
+
+    # Parents first. A customer orders on many days: its latest state over all the groups is
+    # written once (a write per group was 3.9M customer rows for 1.3M at 10M events).
+    customers = latest_customers(read_all())
+    w.write_chunked({"table_customers": customers}, chunk_size=chunk_size)
+    units = (read(group) for group in groups)
+    marks = [watermark.through(changes, group[-1]) for group in groups[:-1]]
+    counts = _write_units(
+        w, units, total, chunk_size, progress, [*marks, watermark.complete(changes)]
+    )
+    if not groups:  # nothing new: the watermark moves on all the same
+        w.write({}, before_commit=watermark.complete(changes))
+    return {**counts, "customers": customers.height}
+
+
+def _write_units(
+    w: TableWriter,
+    units: Iterator[pl.DataFrame],
+    total: int,
+    chunk_size: int | None,
+    progress: Progress | None,
+    marks: list[Callable[[Connection], None]] | None = None,
+) -> dict[str, int]:
+    """Each unit's orders and events in one transaction (with its mark, when given): a reader
+    never sees an order without its events, nor an event without its order."""
+    with _Units(w) as writing:
+        return writing.write_all(units, total, chunk_size, progress, marks or [])
+
+
+class _Units:
+    """Writes units in order, each in one transaction. On MySQL/MariaDB, two at a time on two
+    connections: the server runs one statement per connection on one core, so two units use
+    two (1M events into MariaDB: 25.6 s on one connection, 21 s on two). SQLite has one writer
+    at a time: there, in line.
+
+    A unit's mark (the run's progress: "stored through this day") goes into its transaction
+    only when every unit before it has committed; otherwise it records nothing, and a run cut
+    short redoes that unit (upserts are idempotent). The last mark (the watermark) is written
+    on its own at the end when the last unit could not carry it.
+    """
+
+    def __init__(self, w: TableWriter) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writers = [w]
         self.pool: ThreadPoolExecutor | None = None
-        self.pending: Future[int] | None = None
-        if writer.engine.dialect.name != "sqlite":
-            self.writer = TableWriter(url, local_infile=local_infile)
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="orderpipe-events")
+        if w.engine.dialect.name != "sqlite":
+            self.writers.append(_writer(w.engine.url, w.load_data))
+            self.pool = ThreadPoolExecutor(2, thread_name_prefix="orderpipe-unit")
+        self.lock = threading.Lock()
+        self.committed: set[int] = set()
+        self.marked: set[int] = set()
 
-    def __enter__(self) -> _EventsBehind:
+    def __enter__(self) -> _Units:
         return self
 
-    def write(self, events: pl.DataFrame, **options: Any) -> None:
-        """Write these events (after those of the previous call are in)."""
-        self.wait()
-        frames = {"table_events": events}
-        if self.pool is None:
-            self.writer.write_chunked(frames, **options)
-        else:
-            self.pending = self.pool.submit(self.writer.write_chunked, frames, **options)
+    def __exit__(self, *_exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.writers[1].close()
 
-    def wait(self) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.result()
+    def write_all(
+        self,
+        units: Iterator[pl.DataFrame],
+        total: int,
+        chunk_size: int | None,
+        progress: Progress | None,
+        marks: list[Callable[[Connection], None]],
+    ) -> dict[str, int]:
+        from collections import deque
+        from concurrent.futures import Future
 
-    def __exit__(self, exc_type: object, *_exc: object) -> None:
-        try:
-            if exc_type is None:
-                self.wait()
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
-                self.writer.close()
+        from orderpipe.db.models import table_frames
 
+        counts = {"events": 0, "customers": 0, "orders": 0}
+        size = self.writers[0].chunk_size(chunk_size)
+        in_flight: deque[Future[None]] = deque()
+        written = 0
+        for index, rows in enumerate(units):
+            frames = table_frames(rows, ("table_orders", "table_events"))
+            on_progress = _events_progress(progress, counts["events"], total)
+            counts["orders"] += frames["table_orders"].height
+            counts["events"] += frames["table_events"].height
+            mark = marks[index] if index < len(marks) else None
+            args = (self.writers[index % len(self.writers)], index, frames, size, mark, on_progress)
+            if self.pool is None:
+                self._write(*args)
+            else:
+                if len(in_flight) == len(self.writers):
+                    in_flight.popleft().result()
+                in_flight.append(self.pool.submit(self._write, *args))
+            written += 1
+        while in_flight:
+            in_flight.popleft().result()
+        if written and written - 1 not in self.marked and len(marks) >= written:
+            self.writers[0].write({}, before_commit=marks[written - 1])
+        return counts
 
-def _events_progress(progress: Progress | None, before: int, total: int) -> Progress | None:
-    """The writer's progress of table_events in one group, as progress over all of them."""
-    if progress is None:
-        return None
+    def _write(
+        self,
+        writer: TableWriter,
+        index: int,
+        frames: dict[str, pl.DataFrame],
+        size: int,
+        mark: Callable[[Connection], None] | None,
+        progress: Progress | None,
+    ) -> None:
+        from orderpipe.faults import crash_point
 
-    def on_progress(name: str, done: int, _total: int) -> None:
-        if name == "table_events":
-            progress("events", before + done, total)
+        def before_commit(conn: Connection) -> None:
+            with self.lock:
+                ready = all(earlier in self.committed for earlier in range(index))
+            if mark is not None and ready:
+                mark(conn)
+                self.marked.add(index)
 
-    return on_progress
+        writer.write(frames, chunk_size=size, before_commit=before_commit, progress=progress)
+        with self.lock:
+            self.committed.add(index)
+        crash_point("ingest.unit-committed")
 
 
 def ingested_version(engine: Engine, table_id: str) -> int | None:
@@ -254,18 +361,88 @@ def ingested_version(engine: Engine, table_id: str) -> int | None:
         ).scalar()
 
 
-def _set_watermark(engine: Engine, table_id: str, source: Path, version: int) -> None:
-    """Record `version` as ingested."""
-    from datetime import UTC, datetime
+def _events_progress(progress: Progress | None, before: int, total: int) -> Progress | None:
+    """The writer's progress of table_events in one unit, as progress over all of them."""
+    if progress is None:
+        return None
 
-    from orderpipe.db.models import IngestWatermark
-    from orderpipe.db.upsert import set_row
+    def on_progress(name: str, done: int, _total: int) -> None:
+        if name == "table_events":
+            progress("events", before + done, total)
 
-    row = {
-        "source_id": table_id,
-        "source_path": str(source.resolve())[:1024],
-        "table_version": version,
-        "ingested_at": datetime.now(UTC).replace(tzinfo=None),
-    }
-    with engine.begin() as conn:
+    return on_progress
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run that was cut short stopped: its changes (`since` -> `version`) are stored
+    up to the data file `through` (in the order ingest reads them)."""
+
+    since: int | None
+    version: int
+    through: str
+
+
+class _Watermark:
+    """The ingest watermark of one etl table, and the progress of a run towards a version.
+
+    The watermark row (source_id = the table's id) holds the version fully ingested. A second
+    row of the same table (source_id = id + "+run") holds the run in progress: the version it
+    writes, and the last data file stored, as JSON in `source_path`; empty once it is done.
+    Both change only inside the transaction of the unit they describe.
+    """
+
+    def __init__(self, table_id: str, source: Path) -> None:
+        self.table_id = table_id
+        self.run_id = f"{table_id}+run"
+        self.path = str(source.resolve())[:1024]
+
+    def resume(self, engine: Engine, since: int | None) -> Resume | None:
+        """The progress a run cut short left for these changes (since `since`), if any."""
+        from sqlalchemy import select
+
+        from orderpipe.db.models import IngestWatermark
+
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(IngestWatermark.table_version, IngestWatermark.source_path).where(
+                    IngestWatermark.source_id == self.run_id
+                )
+            ).first()
+        if row is None or not row.source_path:
+            return None
+        try:
+            state = json.loads(row.source_path)
+            resume = Resume(state["since"], int(row.table_version), str(state["through"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # not ours to read: start from the watermark
+        return resume if resume.since == since else None
+
+    def through(self, changes: TableFiles, file: str) -> Callable[[Connection], None]:
+        """Record that the changes are stored up to `file` (run in the unit's transaction)."""
+        state = json.dumps({"since": changes.since, "through": file})
+        return lambda conn: self._set(conn, self.run_id, state, changes.version)
+
+    def complete(self, changes: TableFiles) -> Callable[[Connection], None]:
+        """Move the watermark to the changes' version, and clear the run's progress."""
+
+        def mark(conn: Connection) -> None:
+            self._set(conn, self.table_id, self.path, changes.version)
+            self._set(conn, self.run_id, "", changes.version)
+
+        return mark
+
+    @staticmethod
+    def _set(conn: Connection, source_id: str, path: str, version: int) -> None:
+        from datetime import UTC, datetime
+
+        from orderpipe.db.models import IngestWatermark
+        from orderpipe.db.upsert import set_row
+
+        row = {
+            "source_id": source_id,
+            "source_path": path,
+            "table_version": version,
+            "ingested_at": datetime.now(UTC).replace(tzinfo=None),
+        }
         set_row(conn, IngestWatermark.__table__, row)

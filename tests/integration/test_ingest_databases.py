@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -438,7 +440,8 @@ def test_predict_scores_only_what_has_no_current_prediction(
 def test_a_load_in_many_groups_writes_each_customer_once_and_equals_one_group(
     database_url: str, generated_clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Customers recur across days: their latest state is written once, before the orders."""
+    """Customers recur across days: their latest state is written once, before the orders;
+    then each group's orders and events go in one transaction."""
     from orderpipe import ingest
 
     in_one = f"sqlite:///{tmp_path}/one.db"
@@ -446,19 +449,21 @@ def test_a_load_in_many_groups_writes_each_customer_once_and_equals_one_group(
     monkeypatch.setattr(ingest, "READ_ROWS", 300)
     from orderpipe.db.writer import TableWriter
 
-    written: list[str] = []
-    original = TableWriter.write_chunked
+    transactions: list[list[str]] = []
+    original = TableWriter.write
 
-    def spy(self: Any, frames: dict[str, pl.DataFrame], **kwargs: Any) -> int:
-        written.extend(name for name, frame in frames.items() if frame.height)
-        return original(self, frames, **kwargs)
+    def spy(self: Any, frames: dict[str, pl.DataFrame], *args: Any, **kwargs: Any) -> int:
+        transactions.append([name for name, frame in frames.items() if frame.height])
+        return original(self, frames, *args, **kwargs)
 
-    monkeypatch.setattr(TableWriter, "write_chunked", spy)
+    monkeypatch.setattr(TableWriter, "write", spy)
     result = run_ingest(generated_clean, database_url)
     clean = read_clean_dataset(generated_clean)
     assert result.customers == clean["customer_id"].n_unique()
-    assert written.count("table_customers") == 1 and written[0] == "table_customers"
-    assert written.count("table_orders") > 5  # many groups
+    assert transactions[0] == ["table_customers"]
+    units = transactions[1:]
+    assert len(units) > 5  # many groups
+    assert all(unit == ["table_orders", "table_events"] for unit in units)
     assert dump(database_url) == dump(in_one)
 
 
@@ -503,43 +508,61 @@ def test_sqlite_builds_the_customer_index_after_a_first_load(
     assert "ix_table_orders_customer_id" in str(plan)
 
 
-@pytest.mark.mysql
-def test_mysql_loads_events_on_a_second_connection_and_stops_when_it_fails(
-    mysql_url: str, generated_clean: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_failed_unit_leaves_whole_days_and_the_next_run_carries_on(
+    database_url: str, generated_clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each group's events go through a second connection, after the group's orders; when that
-    load fails, the ingest fails with its error and records no watermark."""
-    import threading
-
+    """A group's orders and events are one transaction: when its events fail, none of its
+    orders stay, the units before it stay whole, the watermark does not move, and the next
+    run writes only the groups after the last one stored."""
     from orderpipe import ingest
-    from orderpipe.db.writer import TableWriter
+    from orderpipe.db import upsert as upserts
 
+    in_one = f"sqlite:///{tmp_path}/one.db"
+    run_ingest(generated_clean, in_one)
     monkeypatch.setattr(ingest, "READ_ROWS", 1_000)
-    original = TableWriter.write_chunked
-    calls: list[tuple[str, str]] = []
+    events_loads = 0
 
-    def failing(self: Any, frames: dict[str, pl.DataFrame], **kwargs: Any) -> int:
-        if "table_events" in frames:
-            raise RuntimeError("the events load failed")
-        return original(self, frames, **kwargs)
+    def failing(write: Any) -> Any:
+        def upsert(conn: Any, table: Any, frame: pl.DataFrame) -> Any:
+            nonlocal events_loads
+            result = write(conn, table, frame)
+            if table.name == "table_events":
+                events_loads += 1
+                if events_loads == 3:
+                    raise RuntimeError("the events load failed")
+            return result
 
-    monkeypatch.setattr(TableWriter, "write_chunked", failing)
-    with pytest.raises(RuntimeError, match="the events load failed"):
-        run_ingest(generated_clean, mysql_url)
-    engine = make_engine(mysql_url)
+        return upsert
+
+    with monkeypatch.context() as patch:
+        patch.setattr(upserts, "upsert", failing(upserts.upsert))
+        patch.setattr(upserts, "upsert_via_load_data", failing(upserts.upsert_via_load_data))
+        with pytest.raises(RuntimeError, match="the events load failed"):
+            run_ingest(generated_clean, database_url)
+    stored = dump(database_url)
+    orders = {row[0] for row in stored["table_orders"]}
+    events_orders = {row[6] for row in stored["table_events"]}  # event's order_id
+    assert orders and orders == events_orders  # no order without events, no event without order
+    engine = make_engine(database_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM orderpipe_ingest_watermark")).scalar() == 0
+        query = text("SELECT source_id, source_path FROM orderpipe_ingest_watermark")
+        marks = {row.source_id: row.source_path for row in conn.execute(query)}
     engine.dispose()
+    assert len(marks) == 1  # the run's progress only, not the watermark
+    (progress,) = marks.values()
+    assert json.loads(progress)["since"] is None and "through" in json.loads(progress)
 
-    def spy(self: Any, frames: dict[str, pl.DataFrame], **kwargs: Any) -> int:
-        calls.extend((name, threading.current_thread().name) for name in frames)
-        return original(self, frames, **kwargs)
+    written: list[int] = []
+    original = ingest._write_units
 
-    monkeypatch.setattr(TableWriter, "write_chunked", spy)
-    assert run_ingest(generated_clean, mysql_url).since_version is None
-    events = [thread for name, thread in calls if name == "table_events"]
-    assert len(events) > 3 and all(t.startswith("orderpipe-events") for t in events)
-    orders = [i for i, (name, _) in enumerate(calls) if name == "table_orders"]
-    firsts = [i for i, (name, _) in enumerate(calls) if name == "table_events"]
-    assert all(order < event for order, event in zip(orders, firsts, strict=True))
-    assert len(dump(mysql_url)["table_events"]) == read_clean_dataset(generated_clean).height
+    def spy(w: Any, units: Any, *args: Any, **kwargs: Any) -> dict[str, int]:
+        kept = list(units)
+        written.append(sum(unit.height for unit in kept))
+        return original(w, iter(kept), *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_write_units", spy)
+    again = run_ingest(generated_clean, database_url)
+    total = read_clean_dataset(generated_clean).height
+    assert again.since_version is None and 0 < written[0] < total - 1_000  # the rest only
+    assert dump(database_url) == dump(in_one)
+    assert run_ingest(generated_clean, database_url).events == 0  # watermark moved, at last

@@ -8,8 +8,14 @@ the next write instead of inside each commit (stream into 2M stored events: +11-
 from __future__ import annotations
 
 import contextlib
+import logging
+import random
+import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from orderpipe.errors import OrderpipeError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -19,6 +25,63 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]  # (table, rows done, rows in all)
 # (connection, rows each table's upsert inserted or updated, where known) -> more frames
 Then = Callable[["Connection", Mapping[str, int | None]], Mapping[str, "pl.DataFrame"]]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a batch write meets a database that goes away: a transaction that fails on a
+    transient fault (connection lost, server restarting, deadlock, lock timeout: the taxonomy
+    of `stream.errors`) is rolled back and run again, after a capped, jittered backoff."""
+
+    attempts: int = 8  # tries in all: 0.5 + 1 + 2 + 4 + 8 + 8 + 8 = ~32 s of waiting
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try `attempt` (1, 2, ...): doubling, capped, +-25 %."""
+        base = min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
+        return base * random.uniform(0.75, 1.25)
+
+
+BATCH_RETRY = Retry()
+
+
+class DatabaseGone(OrderpipeError):
+    """A transaction still failed on a transient fault after every retry: nothing of it was
+    committed; what earlier transactions committed stays."""
+
+
+def retrying(call: Callable[[], T], retry: Retry | None) -> T:
+    """`call()`, run again after a transient database fault as `retry` says (once when None);
+    DatabaseGone when the fault outlasts the tries. `call` must be safe to run again: one
+    transaction, or a read."""
+    from orderpipe.stream.errors import Fault, classify, reason_of
+
+    attempt, began = 1, time.monotonic()
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if retry is None or classify(exc) is not Fault.transient:
+                raise
+            if attempt >= retry.attempts:
+                raise DatabaseGone(
+                    f"the database kept failing ({reason_of(exc)}) for "
+                    f"{time.monotonic() - began:.0f} s over {attempt} tries"
+                ) from exc
+            wait = retry.delay(attempt)
+            log.warning(
+                "database failed (%s); trying again in %.1f s (try %d of %d)",
+                reason_of(exc),
+                wait,
+                attempt + 1,
+                retry.attempts,
+            )
+            time.sleep(wait)
+            attempt += 1
 
 
 class TableWriter:
@@ -31,7 +94,12 @@ class TableWriter:
     """
 
     def __init__(
-        self, url: str | URL, *, local_infile: bool = True, cache_mib: int | None = None
+        self,
+        url: str | URL,
+        *,
+        local_infile: bool = True,
+        cache_mib: int | None = None,
+        retry: Retry | None = None,
     ) -> None:
         from orderpipe.db.engine import WalCheckpointer, create_tables, make_engine, sqlite_file
         from orderpipe.db.upsert import local_infile_available
@@ -49,29 +117,52 @@ class TableWriter:
             raise
         self.method = "load-data" if self.load_data else "executemany"
         self.cache_mib = cache_mib  # SQLite: this connection's page cache (None: the engine's)
+        self.retry = retry  # None: a failed transaction is raised at once (the stream's sink)
         self._conn: Connection | None = None
 
     def write(
         self,
         frames: Mapping[str, pl.DataFrame],
         then: Then | None = None,
+        *,
+        chunk_size: int | None = None,
+        before_commit: Callable[[Connection], None] | None = None,
+        progress: Progress | None = None,
     ) -> int:
         """Upsert every frame into the table of its name, in order, in one transaction.
 
         `then(connection, won)`, when given, sees the tables as written so far and returns more
         frames for the same transaction (the stream's predictions follow the events that won);
         `won` maps each table to the rows its upsert inserted or updated, where the database
-        says so exactly (`db.upsert.Upserted`).
+        says so exactly (`db.upsert.Upserted`). `chunk_size` splits each frame into statements
+        of that many rows (still one transaction, `progress` after each); `before_commit
+        (connection)` runs last in it (ingest's watermark). With a `retry`, a transient fault
+        runs the whole transaction again.
         """
+        return retrying(
+            lambda: self._write_once(frames, then, chunk_size, before_commit, progress),
+            self.retry,
+        )
+
+    def _write_once(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        then: Then | None,
+        chunk_size: int | None,
+        before_commit: Callable[[Connection], None] | None,
+        progress: Progress | None,
+    ) -> int:
         try:
             conn = self._connection()
             if self.checkpointer:
                 self.checkpointer.before_write()
             with conn.begin():
                 won: dict[str, int | None] = {}
-                written = self._upsert_all(conn, frames, won)
+                written = self._upsert_all(conn, frames, won, chunk_size, progress)
                 if then is not None:
-                    written += self._upsert_all(conn, then(conn, won), won)
+                    written += self._upsert_all(conn, then(conn, won), won, chunk_size)
+                if before_commit is not None:
+                    before_commit(conn)
         except BaseException:
             self._drop_connection()
             raise
@@ -80,7 +171,12 @@ class TableWriter:
         return written
 
     def _upsert_all(
-        self, conn: Connection, frames: Mapping[str, pl.DataFrame], won: dict[str, int | None]
+        self,
+        conn: Connection,
+        frames: Mapping[str, pl.DataFrame],
+        won: dict[str, int | None],
+        chunk_size: int | None = None,
+        progress: Progress | None = None,
     ) -> int:
         from orderpipe.db.models import Base
         from orderpipe.db.upsert import upsert, upsert_via_load_data
@@ -88,8 +184,17 @@ class TableWriter:
         write_table = upsert_via_load_data if self.load_data else upsert
         written = 0
         for name, frame in frames.items():
-            rows, won[name] = write_table(conn, Base.metadata.tables[name], frame)
-            written += rows
+            size = chunk_size or max(frame.height, 1)
+            total: int | None = 0
+            for offset in range(0, max(frame.height, 1), size):
+                rows, part_won = write_table(
+                    conn, Base.metadata.tables[name], frame.slice(offset, size)
+                )
+                written += rows
+                total = None if total is None or part_won is None else total + part_won
+                if progress:
+                    progress(name, min(offset + size, frame.height), frame.height)
+            won[name] = total
         return written
 
     def write_chunked(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from orderpipe.errors import OrderpipeError
 from orderpipe.ml.model import LoadedModel, load_model
 
 if TYPE_CHECKING:
@@ -98,23 +99,36 @@ def run_predict(
     and that have no prediction of this model (every one with `full`); upsert them."""
     from orderpipe.dataset import is_table
     from orderpipe.db.engine import database_errors, masked
-    from orderpipe.db.writer import TableWriter
+    from orderpipe.db.writer import BATCH_RETRY, DatabaseGone, TableWriter, retrying
 
     began = time.perf_counter()
     model = load_model(artifacts_dir, "classification")
     tally = _Tally()
-    with database_errors(database_url), TableWriter(database_url, local_infile=local_infile) as w:
-        plan = (
-            _table_plan(source, w.engine, model.version, full=full)
-            if is_table(source)
-            else _file_plan(source, full=full)
-        )
-        for rows in plan.parts:
-            _score(model, w, rows, rescore=plan.rescore, tally=tally, chunk_size=chunk_size)
-            if progress:
-                progress("events", tally.events, plan.rows)
-        if plan.record and plan.table_id is not None and plan.table_version is not None:
-            _set_predicted(w.engine, plan.table_id, model.version, plan.table_version)
+    with (
+        database_errors(database_url),
+        TableWriter(database_url, local_infile=local_infile, retry=BATCH_RETRY) as w,
+    ):
+        try:
+            plan = (
+                _table_plan(source, w.engine, model.version, full=full)
+                if is_table(source)
+                else _file_plan(source, full=full)
+            )
+            for rows in plan.parts:
+                _score(model, w, rows, rescore=plan.rescore, tally=tally, chunk_size=chunk_size)
+                if progress:
+                    progress("events", tally.events, plan.rows)
+            if plan.record and plan.table_id is not None and plan.table_version is not None:
+                table_id, version = plan.table_id, plan.table_version
+                retrying(
+                    lambda: _set_predicted(w.engine, table_id, model.version, version),
+                    BATCH_RETRY,
+                )
+        except DatabaseGone as exc:
+            raise OrderpipeError(
+                f"predict stopped: {masked(database_url)}: {exc}; the predictions stored so "
+                "far stay, and running `orderpipe predict` again is safe: it scores the rest"
+            ) from exc
     return PredictResult(
         source=source,
         database=masked(database_url),
@@ -180,10 +194,14 @@ def _score(
     """Score the rows whose event the database holds as they are (and, unless `rescore`, that
     have no prediction of this model), and upsert their predictions."""
     from orderpipe.db.queries import scoring_state
+    from orderpipe.db.writer import retrying
 
+    def read_state() -> pl.DataFrame:
+        with writer.engine.connect() as conn:
+            return scoring_state(conn, rows, model.version)
+
+    state = retrying(read_state, writer.retry)
     tally.events += rows.height
-    with writer.engine.connect() as conn:
-        state = scoring_state(conn, rows, model.version)
     present = rows.join(
         state,
         left_on=["event_id", pl.col("event_time").dt.replace_time_zone(None)],

@@ -220,3 +220,77 @@ def test_a_writer_killed_while_checkpointing_loses_no_committed_write(url: str) 
         events = conn.execute("SELECT COUNT(*) FROM table_events").fetchone()[0]
     assert committed == [1, 2, 3, 4, 5]
     assert events >= 5 * 500
+
+
+def _locked() -> Exception:
+    """What SQLAlchemy raises when SQLite stays busy (SQLITE_BUSY: a transient fault)."""
+    from sqlalchemy.exc import OperationalError
+
+    cause = sqlite3.OperationalError("database is locked")
+    cause.sqlite_errorcode = 5  # type: ignore[attr-defined]
+    return OperationalError("INSERT ...", {}, cause)
+
+
+def test_a_transient_fault_runs_the_whole_transaction_again(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a retry policy, a transaction that fails on a transient fault (here SQLite busy
+    after its events were written) is rolled back and run again, whole: nothing twice."""
+    from orderpipe.db import upsert as upserts
+    from orderpipe.db.writer import Retry
+
+    original, failures = upserts.upsert, []
+
+    def flaky(conn: Any, table: Any, frame: pl.DataFrame) -> Any:
+        result = original(conn, table, frame)
+        if table.name == "table_events" and len(failures) < 2:
+            failures.append(table.name)
+            raise _locked()
+        return result
+
+    monkeypatch.setattr(upserts, "upsert", flaky)
+    with TableWriter(url, retry=Retry(attempts=3, first_delay=0.01)) as writer:
+        assert writer.write(frames_of(5)) == 15
+    assert len(failures) == 2
+    assert (_count(url, "table_orders"), _count(url, "table_events")) == (5, 5)
+
+
+def test_a_fault_that_outlasts_the_retries_says_so_and_commits_nothing(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orderpipe.db import upsert as upserts
+    from orderpipe.db.writer import DatabaseGone, Retry
+
+    original, tries = upserts.upsert, []
+
+    def busy(conn: Any, table: Any, frame: pl.DataFrame) -> Any:
+        if table.name == "table_events":
+            tries.append(1)
+            raise _locked()
+        return original(conn, table, frame)
+
+    monkeypatch.setattr(upserts, "upsert", busy)
+    with TableWriter(url, retry=Retry(attempts=3, first_delay=0.01)) as writer:
+        with pytest.raises(DatabaseGone, match=r"kept failing \(database is locked\).*3 tries"):
+            writer.write(frames_of(5))
+    assert len(tries) == 3 and _count(url, "table_orders") == 0
+
+
+def test_a_fault_that_is_not_transient_is_never_retried(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (or a content error) fails at once: retrying cannot fix it."""
+    from orderpipe.db import upsert as upserts
+    from orderpipe.db.writer import Retry
+
+    tries = []
+
+    def bug(conn: Any, table: Any, frame: pl.DataFrame) -> Any:
+        tries.append(1)
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(upserts, "upsert", bug)
+    with TableWriter(url, retry=Retry(attempts=5, first_delay=0.01)) as writer:
+        with pytest.raises(ZeroDivisionError):
+            writer.write(frames_of(1))
+    assert len(tries) == 1
