@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := docker/services.sh
 EVENTS ?= 4000
 
-.PHONY: install run test lint fuzz services-up services-down bench clean
+.PHONY: install run test lint fuzz chaos services-up services-down bench clean
 
 install: $(BIN)/orderpipe
 
@@ -42,6 +42,14 @@ test: install
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider \
 	  tests/unit/test_hostile_input.py --hypothesis-show-statistics
+
+# Kills and outages for longer: every phase killed at its crash points and at CHAOS_ROUNDS timed
+# moments (CI: 2), the stream's consumers killed and MariaDB stopped, the disk filled.
+chaos: install
+	$(SERVICES) up
+	eval "$$($(SERVICES) env)"; CI=true ORDERPIPE_CRASH_ROUNDS=$${CHAOS_ROUNDS:-20} \
+	  $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_crash.py \
+	  tests/integration/test_chaos.py tests/integration/test_disk_full.py
 
 bench: install
 	eval "$$($(SERVICES) env)"; $(BIN)/orderpipe bench --events $${BENCH_EVENTS:-1000000} \

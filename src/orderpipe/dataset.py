@@ -8,6 +8,9 @@ only where a table is written or its log is read.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ import polars as pl
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import atomic_path, disk_full_as_error, remove_leftovers
+from orderpipe.fileio import alive, atomic_path, disk_full_as_error, remove_leftovers
 
 PARTITION = "event_date"  # the UTC date of event_time: one folder per day of events
 TABLE_SCHEMA: dict[str, pl.DataType] = {**schema.CLEAN_SCHEMA, PARTITION: pl.Date()}
@@ -329,17 +332,29 @@ def merge_into_table(
     *,
     replace: bool = False,
     progress: Callable[[str, int, int | None], None] | None = None,
+    commit_info: dict[str, Any] | None = None,
 ) -> MergeResult:
     """Merge a deduplicated run into the table at `path`.
 
     Latest event_time wins; on a tie the run wins, and a row identical to the stored one changes
     nothing. Only the partitions that gain or lose a row are rewritten, in one commit; a run that
     changes nothing commits nothing. `replace` rebuilds the table from the run alone.
+    `commit_info` is kept in the commit (`last_commit_info`), with the merge's own figures
+    (`MERGE_INFO`): what the caller must finish after the commit, if it dies first.
     """
+    info = dict(commit_info or {})
     if replace or not is_table(path):
         dates = run.dates()
+        info[MERGE_INFO] = json.dumps({"rows_before": 0, "changed_events": 0})
         version = _write(
-            path, run, dates, skip=None, stored=None, overwrite=is_table(path), progress=progress
+            path,
+            run,
+            dates,
+            skip=None,
+            stored=None,
+            overwrite=is_table(path),
+            progress=progress,
+            info=info,
         )
         rows = _rows(path)
         return MergeResult(version, True, rows, rows, 0, len(dates))
@@ -382,8 +397,16 @@ def merge_into_table(
     if not dates:
         return MergeResult(table_version(path), False, _rows(path), 0, 0, 0)
     rows_before = _rows(path)
+    info[MERGE_INFO] = json.dumps({"rows_before": rows_before, "changed_events": replaced.height})
     version = _write(
-        path, run, dates, skip=skip, stored=(stored, replaced), overwrite=True, progress=progress
+        path,
+        run,
+        dates,
+        skip=skip,
+        stored=(stored, replaced),
+        overwrite=True,
+        progress=progress,
+        info=info,
     )
     rows = _rows(path)
     return MergeResult(version, True, rows, rows - rows_before, replaced.height, len(dates))
@@ -407,6 +430,7 @@ def _write(
     stored: tuple[pl.LazyFrame, pl.DataFrame] | None,
     overwrite: bool,
     progress: Callable[[str, int, int | None], None] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> int:
     """One commit: each partition of `dates` becomes its stored rows (minus the `replaced` ones)
     plus the run's rows of that date (minus `skip`), in event_time order.
@@ -417,8 +441,11 @@ def _write(
     before its commit (a full disk, an error) removes the data files it wrote: the table is as
     it was, and so is the space it takes."""
     from deltalake import DeltaTable, Schema
-    from deltalake.transaction import create_table_with_add_actions
+    from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
+    from orderpipe.faults import crash_point
+
+    commit = CommitProperties(custom_metadata=info) if info else None
     with _removed_unless_committed(path) as written:
         actions = []
         days = run.days()
@@ -442,6 +469,7 @@ def _write(
                 actions.append(_data_file(path, day, frame.drop(PARTITION), written))
             if progress:
                 progress("days written", len(actions), len(dates))
+            crash_point("etl.day-written")
         schema = _empty().to_arrow().schema
         if not is_table(path):
             create_table_with_add_actions(
@@ -450,6 +478,7 @@ def _write(
                 actions,
                 mode="error",
                 partition_by=[PARTITION],
+                commit_properties=commit,
             )
         else:
             filters = None
@@ -461,6 +490,7 @@ def _write(
                 schema=schema,
                 partition_by=[PARTITION],
                 partition_filters=filters,
+                commit_properties=commit,
             )
         return table_version(path)
 
@@ -504,13 +534,14 @@ def _committed_version(path: Path) -> int | None:
 def _data_file(table: Path, day: date, frame: pl.DataFrame, written: list[Path]) -> Any:
     """Write one partition's rows as a new data file of the table; its add action (with the
     row count and event_time range readers use to skip files)."""
-    import json
     import time
     import uuid
 
     from deltalake.transaction import AddAction
 
-    relative = f"{PARTITION}={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+    # the writer's pid in the name: a file no commit took, of a process no longer alive, is an
+    # orphan (`orphan_files`)
+    relative = f"{PARTITION}={day.isoformat()}/part-p{os.getpid()}-{uuid.uuid4().hex}.parquet"
     file = table / relative
     file.parent.mkdir(parents=True, exist_ok=True)
     written.append(file)  # before the write: a failed write leaves part of a file
@@ -534,6 +565,67 @@ def _data_file(table: Path, day: date, frame: pl.DataFrame, written: list[Path])
         data_change=True,
         stats=json.dumps(stats),
     )
+
+
+MERGE_INFO = "orderpipe.merge"  # commit info: the table's rows before, events replaced
+_DATA_FILE = re.compile(r"^part-p(?P<pid>\d+)-[0-9a-f]+\.parquet$")
+
+
+def last_commit_info(path: Path) -> tuple[int, dict[str, Any]]:
+    """(version, the commit's information: its custom metadata among it) of the table's last
+    commit."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path))
+    (last,) = table.history(1)
+    return table.version(), last
+
+
+def orphan_files(path: Path) -> list[Path]:
+    """Data files that a write killed before its commit left in the table: named by a process
+    that is no longer alive, and in no version of the table's log (so no reader can see them).
+    Files of a running write, and files orderpipe did not name, are never listed."""
+    if not is_table(path):
+        return []
+    candidates = [
+        file
+        for file in path.glob(f"{PARTITION}=*/part-p*.parquet")
+        if (match := _DATA_FILE.match(file.name)) and not alive(int(match["pid"]))
+    ]
+    if not candidates:
+        return []
+    referenced = _referenced_files(path)
+    return sorted(f for f in candidates if f.relative_to(path).as_posix() not in referenced)
+
+
+def _referenced_files(path: Path) -> set[str]:
+    """Every data file a version still in the log adds or removes, and the current ones."""
+    from urllib.parse import unquote
+
+    from deltalake import DeltaTable
+
+    referenced = set(_files(DeltaTable(str(path))))
+    for log in (path / "_delta_log").glob("*.json"):
+        with contextlib.suppress(OSError), log.open(encoding="utf-8") as lines:
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    action = json.loads(line)
+                    for kind in ("add", "remove"):
+                        if kind in action:
+                            referenced.add(unquote(action[kind]["path"]))
+    return referenced
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Remove the `orphan_files` of the table; returns what was removed."""
+    removed = []
+    for file in orphan_files(path):
+        with contextlib.suppress(FileNotFoundError):
+            file.unlink()
+        removed.append(file)
+        with contextlib.suppress(OSError):
+            file.parent.rmdir()  # a partition folder that only the orphan needed
+    return removed
 
 
 # ---------------------------------------------------------------- exports

@@ -129,19 +129,34 @@ def check_database(url: URL | str) -> Check:
 def check_leftovers(layout: Layout) -> Check:
     """The temporary files that runs no longer alive (killed, crashed) left where runs write;
     the next run that writes in that folder removes them."""
+    from orderpipe.dataset import orphan_files
+    from orderpipe.etl import interrupted_run
     from orderpipe.fileio import leftovers, size_of
 
     found = [path for folder in layout.work_dirs() for path in leftovers(folder)]
+    found += orphan_files(layout.table)  # data files of merges killed before their commit
     total = sum(size_of(path) for path in found)
-    facts: dict[str, object] = {"leftovers": [str(path) for path in found], "bytes": total}
-    if not found:
+    unfinished = interrupted_run(layout)
+    facts: dict[str, object] = {
+        "leftovers": [str(path) for path in found],
+        "bytes": total,
+        "etl_unfinished_version": unfinished,
+    }
+    parts = []
+    if found:
+        shown = ", ".join(path.name for path in found[:3]) + (", ..." if len(found) > 3 else "")
+        parts.append(
+            f"{len(found)} temporary file(s) of runs no longer alive, {total / 1e6:.1f} MB "
+            f"({shown}): the next run of that output removes them"
+        )
+    if unfinished is not None:
+        parts.append(
+            f"the etl run that committed version {unfinished} of the clean table was killed "
+            "before its quality report: the next etl run writes it (and its quarantine)"
+        )
+    if not parts:
         return Check("leftovers", True, "none (no temporary files of dead runs)", facts)
-    shown = ", ".join(path.name for path in found[:3]) + (", ..." if len(found) > 3 else "")
-    detail = (
-        f"{len(found)} temporary file(s) of runs no longer alive, {total / 1e6:.1f} MB "
-        f"({shown}): the next run of that output removes them"
-    )
-    return Check("leftovers", True, detail, facts, note=True)
+    return Check("leftovers", True, "; ".join(parts), facts, note=True)
 
 
 def check_agreement(layout: Layout, url: URL | str) -> Check:

@@ -6,6 +6,7 @@ so a Kafka message and a file line are validated and cleaned by the same code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -18,10 +19,17 @@ from pathlib import Path
 import polars as pl
 
 from orderpipe import schema
-from orderpipe.dataset import Run, is_table, merge_into_table, scan_clean_dataset
+from orderpipe.dataset import (
+    MergeResult,
+    Run,
+    is_table,
+    merge_into_table,
+    remove_orphans,
+    scan_clean_dataset,
+)
 from orderpipe.errors import OrderpipeError
+from orderpipe.faults import crash_point
 from orderpipe.fileio import (
-    atomic_path,
     disk_full_as_error,
     remove_leftovers,
     size_of,
@@ -305,14 +313,19 @@ def run_etl(
     """Clean `source` chunk by chunk, quarantine its bad lines, and merge its clean events into
     the processed table (latest event_time wins; `merge=False` rebuilds it from this input)."""
     began = time.perf_counter()
+    # First the run a kill cut short after its commit: its quarantine is one of the leftovers.
+    finish_interrupted_run(layout)
     for folder in (layout.processed_dir, layout.rejected_dir):
         remove_leftovers(folder)  # of etl runs killed before they could
     remove_leftovers(layout.reports_dir, {layout.quality_report.name})
+    remove_orphans(layout.table)  # data files of merges killed before their commit
     rejected_path = layout.rejected_for(source)
+    pending = _pending(rejected_path)  # the quarantine, until the table commits
     stage = layout.processed_dir / f".etl-stage-{os.getpid()}"
     counts = _Counts()
     held: list[pl.DataFrame] = []  # clean rows kept in memory while the run is small
     staged = 0  # chunks staged on disk
+    committed = False  # once the table has committed, the pending quarantine is the run's
 
     def needed() -> int:
         # the table takes ~11 % of the JSON Lines it comes from, a large run is staged on disk
@@ -324,7 +337,8 @@ def run_etl(
     # around the cleanup too: the space is measured once the run's own files are gone
     with disk_full_as_error("etl's clean table and quarantine", layout.processed_dir, needed):
         try:
-            with atomic_path(rejected_path) as quarantine, quarantine.open("wb") as out:
+            pending.parent.mkdir(parents=True, exist_ok=True)
+            with pending.open("wb") as out:
                 for chunk in iter_raw_lines(source, chunk_lines):
                     batch = clean_lines(chunk)
                     batch.rejected.write_ndjson(out)
@@ -337,47 +351,164 @@ def run_etl(
                             _stage_buckets(frame, stage, staged)
                             staged += 1
                         held = []
+                    crash_point("etl.chunk-cleaned")
                 if staged:
                     run, kept = _dedupe_staged(stage)
                 else:
                     clean = pl.concat([pl.DataFrame(schema=_LINE_SCHEMA), *held])
                     latest = dedupe_latest(clean).drop("line_number")
                     run, kept = Run(latest), latest.height
-                out.flush()  # the whole quarantine is written before the table commits
-                merged = merge_into_table(layout.table, run, replace=not merge, progress=progress)
+                out.flush()  # the whole quarantine is on disk before the table commits
+                os.fsync(out.fileno())
+            figures = _RunFigures.of(source, counts, kept, layout, rejected_path, began)
+            merged = merge_into_table(
+                layout.table,
+                run,
+                replace=not merge,
+                progress=progress,
+                commit_info={RUN_INFO: figures.to_json(pending.name)},
+            )
+            committed = merged.committed
+            crash_point("etl.committed")
+            os.replace(pending, rejected_path)  # see finish_interrupted_run
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-    result = EtlResult(
-        input=source,
-        lines=counts.lines,
-        clean=kept,
-        duplicates=counts.clean - kept,
-        rejected=counts.rejected,
-        rejected_by_reason=dict(sorted(counts.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
-        imputed=counts.imputed,
-        normalised=counts.normalised,
-        dataset_rows=merged.rows,
-        new_events=merged.new_events,
-        changed_events=merged.changed_events,
-        table_version=merged.version,
-        committed=merged.committed,
-        outputs={
-            "table": layout.table,
-            "rejected": rejected_path,
-            "quality": layout.quality_report,
-        },
-        seconds=time.perf_counter() - began,
-    )
+            if not committed:
+                pending.unlink(missing_ok=True)
+    figures = dataclasses.replace(figures, seconds=time.perf_counter() - began)
+    result = figures.result(merged.rows, merged.new_events, merged.changed_events, merged)
     if result.lines != result.clean + result.duplicates + result.rejected:
         raise OrderpipeError(  # an internal invariant: never lose a line silently
             f"etl accounting mismatch: {result.lines} lines != {result.clean} clean + "
             f"{result.duplicates} duplicates + {result.rejected} rejected"
         )
+    crash_point("etl.quarantine-moved")
+    _write_quality_report(layout, result)
+    return result
+
+
+RUN_INFO = "orderpipe.etl"  # commit info: the run's figures and its quarantine, until moved
+
+
+def _pending(rejected_path: Path) -> Path:
+    return rejected_path.with_name(f".{rejected_path.name}.tmp-{os.getpid()}")
+
+
+@dataclass(frozen=True)
+class _RunFigures:
+    """What a run counted before its commit: kept in the commit, so that a run killed after it
+    can be finished by the next one (`finish_interrupted_run`)."""
+
+    input: str
+    lines: int
+    clean: int
+    duplicates: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    imputed: dict[str, int]
+    normalised: dict[str, int]
+    outputs: dict[str, str]
+    seconds: float
+
+    @classmethod
+    def of(
+        cls,
+        source: Path,
+        counts: _Counts,
+        kept: int,
+        layout: Layout,
+        rejected_path: Path,
+        began: float,
+    ) -> _RunFigures:
+        return cls(
+            input=str(source),
+            lines=counts.lines,
+            clean=kept,
+            duplicates=counts.clean - kept,
+            rejected=counts.rejected,
+            rejected_by_reason=dict(
+                sorted(counts.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
+            imputed=counts.imputed,
+            normalised=counts.normalised,
+            outputs={
+                "table": str(layout.table),
+                "rejected": str(rejected_path),
+                "quality": str(layout.quality_report),
+            },
+            seconds=time.perf_counter() - began,
+        )
+
+    def to_json(self, pending: str) -> str:
+        return json.dumps({**self.__dict__, "pending_quarantine": pending})
+
+    def result(
+        self, rows: int, new_events: int, changed_events: int, merged: MergeResult | None
+    ) -> EtlResult:
+        figures = {k: v for k, v in self.__dict__.items() if k not in ("input", "outputs")}
+        return EtlResult(
+            input=Path(self.input),
+            **figures,
+            dataset_rows=rows,
+            new_events=new_events,
+            changed_events=changed_events,
+            table_version=merged.version if merged else 0,
+            committed=merged.committed if merged else True,
+            outputs={name: Path(path) for name, path in self.outputs.items()},
+        )
+
+
+def _write_quality_report(layout: Layout, result: EtlResult) -> None:
     report = quality_report(result, scan_clean_dataset(layout.table))
     written = f"the clean table (version {result.table_version}) and quarantine were written"
     with disk_full_as_error("etl's quality report", layout.quality_report, outcome=written):
         write_text_atomic(layout.quality_report, json.dumps(report, indent=2))
-    return result
+
+
+def interrupted_run(layout: Layout) -> int | None:
+    """The table version of an etl run that committed and was killed before its quality report
+    (and maybe its quarantine) was written; None when the last run finished."""
+    from orderpipe.dataset import last_commit_info
+
+    if not is_table(layout.table):
+        return None
+    try:
+        version, info = last_commit_info(layout.table)
+    except Exception:  # an unreadable log: nothing to finish, doctor says what is wrong
+        return None
+    if RUN_INFO not in info:
+        return None
+    try:
+        report = json.loads(layout.quality_report.read_text(encoding="utf-8"))
+        reported = report["dataset"]["table_version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        reported = None
+    return None if reported == version else version
+
+
+def finish_interrupted_run(layout: Layout) -> int | None:
+    """Finish the etl run that committed version N of the table and was killed before its last
+    steps: move its quarantine into place (if it is still pending) and write its quality report,
+    both from what its commit recorded. Returns N, or None when there was nothing to finish."""
+    from orderpipe.dataset import MERGE_INFO, last_commit_info
+
+    version = interrupted_run(layout)
+    if version is None:
+        return None
+    _, info = last_commit_info(layout.table)
+    run = json.loads(info[RUN_INFO])
+    merge = json.loads(info.get(MERGE_INFO, "{}"))
+    pending = Path(run["outputs"]["rejected"]).with_name(run.pop("pending_quarantine"))
+    if pending.is_file():
+        os.replace(pending, run["outputs"]["rejected"])
+    figures = _RunFigures(**run)
+    rows = scan_clean_dataset(layout.table).select(pl.len()).collect().item()
+    merged = MergeResult(version, True, rows, 0, 0, 0)
+    result = figures.result(
+        rows, rows - merge.get("rows_before", 0), merge.get("changed_events", 0), merged
+    )
+    _write_quality_report(layout, result)
+    return version
 
 
 @dataclass

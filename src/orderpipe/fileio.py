@@ -127,7 +127,7 @@ def leftovers(folder: Path, names: set[str] | None = None) -> list[Path]:
         match = _LEFTOVER.match(path.name)
         if match is None or (names is not None and match["name"] not in names):
             continue
-        if not _alive(int(match["pid"])):
+        if not alive(int(match["pid"])):
             found.append(path)
     return found
 
@@ -155,7 +155,8 @@ def size_of(path: Path) -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True when `pid` is a running process (this one included)."""
     if pid == os.getpid():
         return True
     try:

@@ -21,6 +21,7 @@ import polars as pl
 
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
+from orderpipe.faults import crash_point
 from orderpipe.fileio import atomic_path, disk_full_as_error, remove_leftovers, write_atomic
 from orderpipe.layout import truth_for
 
@@ -238,11 +239,13 @@ def generate_events(
                     done[:] = [int(plan.offsets[units[-1] + 1]), sink.tell()]
                     if progress:
                         progress(done[0], events)
+                    crash_point("generate.chunk-written")
                 sink.flush()  # every event is written before the truth file replaces its own
                 write_atomic(
                     truth_path,
                     lambda path: pl.scan_parquet(parts / "*.parquet").sink_parquet(path),
                 )
+                crash_point("generate.truth-written")
         finally:
             shutil.rmtree(parts, ignore_errors=True)
     return GenerateResult(

@@ -423,7 +423,8 @@ def test_etl_memory_does_not_grow_with_the_input(tmp_path: Path) -> None:
     """Peak RSS of whole etl processes, 1,000,000 events vs 200,000, with 50,000-line chunks and
     staging from 100,000 rows (the defaults, 500,000 and 2,000,000, scale the same way; the old
     etl held everything: 5.6 GB at 4M). What still grows is the quality report's count of order
-    ids shared by several customers, over the whole table: ~60 MB per million rows."""
+    ids shared by several customers, over the whole table: ~60 MB per million rows, and the
+    allocator's spread: the ratio measured 1.29-1.52 over 6 runs (1.4 was too tight a bound)."""
     import subprocess
     import sys
 
@@ -446,7 +447,7 @@ def test_etl_memory_does_not_grow_with_the_input(tmp_path: Path) -> None:
         return int(out.stdout.split()[-1])
 
     small, large = peak(200_000), peak(1_000_000)
-    assert large <= 1.4 * small, (small, large)
+    assert large <= 1.6 * small, (small, large)
 
 
 def test_etl_removes_what_killed_runs_left_behind_and_only_that(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from html import escape
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from orderpipe.eco.tracking import PHASES_FILE
 from orderpipe.errors import OrderpipeError
-from orderpipe.fileio import disk_full_as_error, remove_leftovers, write_text_atomic
+from orderpipe.faults import crash_point
+from orderpipe.fileio import disk_full_as_error, remove_leftovers
 
 if TYPE_CHECKING:
     from orderpipe.layout import Layout
@@ -186,9 +188,13 @@ def build_report(folder: Path) -> EcoReport:
 
 
 def write_report(report: EcoReport, layout: Layout) -> EcoReport:
-    """Write the Markdown, CSV and SVG files; returns the report with their paths."""
+    """Write the Markdown, CSV and SVG files; returns the report with their paths.
+
+    All three are written beside their targets first, then renamed into place back to back:
+    a full disk changes none of them; only a kill between the renames (`eco.chart-moved`)
+    leaves the chart newer than the tables, until the next `eco report` writes all three.
+    """
     md, csv_path, svg = layout.eco_report_files
-    write_text_atomic(svg, energy_chart(report))
     lines = [
         "phase,runs,duration_s,energy_kwh,emissions_kg,share,events,"
         "energy_kwh_per_1000_events,emissions_kg_per_1000_events"
@@ -210,8 +216,22 @@ def write_report(report: EcoReport, layout: Layout) -> EcoReport:
                 )
             )
         )
-    write_text_atomic(csv_path, "\n".join(lines) + "\n")
-    write_text_atomic(md, markdown(report, svg.name))
+    texts = {
+        svg: energy_chart(report),
+        csv_path: "\n".join(lines) + "\n",
+        md: markdown(report, svg.name),
+    }
+    staged = {path: path.with_name(f".{path.name}.tmp-{os.getpid()}") for path in texts}
+    md.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for path, text in texts.items():
+            staged[path].write_text(text, encoding="utf-8")
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+            crash_point(f"eco.{'chart' if path == svg else path.suffix[1:]}-moved")
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
     return EcoReport(
         **{**report.__dict__, "outputs": {"markdown": md, "csv": csv_path, "chart": svg}}
     )
@@ -294,6 +314,5 @@ def run_eco_report(layout: Layout) -> EcoReport:
     names = {path.name for path in layout.eco_report_files}
     remove_leftovers(layout.reports_dir, names)  # of reports killed before they could
     report = build_report(layout.eco_output_dir)
-    # three files, each written atomically: a full disk can leave the chart newer than the rest
-    with disk_full_as_error("the eco report", layout.reports_dir, outcome="re-run it"):
+    with disk_full_as_error("the eco report", layout.reports_dir):
         return write_report(report, layout)

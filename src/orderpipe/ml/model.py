@@ -36,15 +36,18 @@ def library_versions() -> dict[str, str]:
 def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: str) -> str:
     """Write the Pipeline and its metadata; returns model_version. Nothing half-written is left.
 
-    The joblib file is renamed into place first, then the metadata that names its hash: a reader
-    that sees a new model with old metadata notices the hash mismatch (see `load_model`).
+    The joblib file is renamed into place first (the commit), then the metadata that names its
+    hash. A training killed between the two leaves its metadata pending: the next reader or
+    training finds it by the hash and moves it into place (`finish_pending_metadata`).
     """
     import joblib
 
+    from orderpipe.faults import crash_point
     from orderpipe.fileio import disk_full_as_error, remove_leftovers
 
     model_path, meta_path = model_files(artifacts_dir, name)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
+    finish_pending_metadata(artifacts_dir, name)
     remove_leftovers(artifacts_dir, {model_path.name, meta_path.name})  # of killed trainings
     tmp_model = model_path.with_name(f".{model_path.name}.tmp-{os.getpid()}")
     tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
@@ -62,11 +65,33 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
             }
             tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str), encoding="utf-8")
             os.replace(tmp_model, model_path)
+            crash_point("train.model-moved")
             os.replace(tmp_meta, meta_path)
     finally:
         for leftover in (tmp_model, tmp_meta):
             leftover.unlink(missing_ok=True)
     return version
+
+
+def finish_pending_metadata(artifacts_dir: Path, name: str) -> bool:
+    """Move into place the metadata that a training killed after its model's rename left
+    pending (a leftover that names the hash of the model in place); True when it did."""
+    from orderpipe.fileio import leftovers
+
+    model_path, meta_path = model_files(artifacts_dir, name)
+    pending = leftovers(artifacts_dir, {meta_path.name})
+    if not pending or not model_path.is_file():
+        return False
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    for candidate in pending:
+        try:
+            meta = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("model_sha256") == digest:
+            os.replace(candidate, meta_path)
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,8 @@ def load_model(artifacts_dir: Path, name: str) -> LoadedModel:
         )
     data = model_path.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("model_sha256"):
+        if finish_pending_metadata(artifacts_dir, name):  # a training killed between renames
+            return load_model(artifacts_dir, name)
         raise OrderpipeError(f"{model_path} does not match its metadata {meta_path}: {fix}")
     try:
         pipeline = joblib.load(model_path)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from orderpipe.errors import OrderpipeError
+from orderpipe.faults import crash_point
 from orderpipe.ml.model import LoadedModel, load_model
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def run_predict(
                 _score(model, w, rows, rescore=plan.rescore, tally=tally, chunk_size=chunk_size)
                 if progress:
                     progress("events", tally.events, plan.rows)
+                crash_point("predict.part-stored")
             if plan.record and plan.table_id is not None and plan.table_version is not None:
                 table_id, version = plan.table_id, plan.table_version
                 retrying(

@@ -270,9 +270,9 @@ def test_a_fault_that_outlasts_the_retries_says_so_and_commits_nothing(
         return original(conn, table, frame)
 
     monkeypatch.setattr(upserts, "upsert", busy)
-    with TableWriter(url, retry=Retry(attempts=3, first_delay=0.01)) as writer:
-        with pytest.raises(DatabaseGone, match=r"kept failing \(database is locked\).*3 tries"):
-            writer.write(frames_of(5))
+    gone = pytest.raises(DatabaseGone, match=r"kept failing \(database is locked\).*3 tries")
+    with TableWriter(url, retry=Retry(attempts=3, first_delay=0.01)) as writer, gone:
+        writer.write(frames_of(5))
     assert len(tries) == 3 and _count(url, "table_orders") == 0
 
 
@@ -290,7 +290,7 @@ def test_a_fault_that_is_not_transient_is_never_retried(
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(upserts, "upsert", bug)
-    with TableWriter(url, retry=Retry(attempts=5, first_delay=0.01)) as writer:
-        with pytest.raises(ZeroDivisionError):
-            writer.write(frames_of(1))
+    retry = Retry(attempts=5, first_delay=0.01)
+    with TableWriter(url, retry=retry) as writer, pytest.raises(ZeroDivisionError):
+        writer.write(frames_of(1))
     assert len(tries) == 1

@@ -1,0 +1,412 @@
+"""The crash harness: each batch phase killed with SIGKILL at its crash points
+(`ORDERPIPE_CRASH_AT`, see `orderpipe.faults`) and at timed moments, then run again.
+
+After each kill, every output a reader can open is as the last completed run left it, or, for
+a kill after a phase's commit, as the killed run made it; the next run finishes or redoes the
+work, and the end state is what an uninterrupted run gives (same rows, same counts, same model).
+No temporary file survives the re-run. `CRASH_ROUNDS` timed kills per phase (CI: 2;
+`make chaos`: more). The full disk is in test_disk_full.py, the stream's kills and outages in
+test_chaos.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from sqlalchemy import text
+
+from orderpipe.dataset import is_table, orphan_files, read_clean_dataset, table_version
+from orderpipe.db.engine import make_engine
+from orderpipe.fileio import leftovers
+from orderpipe.layout import Layout
+from tests.integration.test_ingest_databases import dump
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CRASH_ROUNDS = int(os.environ.get("ORDERPIPE_CRASH_ROUNDS", "2"))
+KILLED = -signal.SIGKILL
+# Runs the CLI with small units, so a few thousand events make several of them.
+SMALL = (
+    "import sys, orderpipe.ingest as i, orderpipe.ml.predict as p, orderpipe.generate as g; "
+    "i.READ_ROWS = p.READ_ROWS = 4_000; "
+    "g.generate_events.__kwdefaults__['chunk_size'] = g.UNIT; "
+    "from orderpipe.cli import app; app(prog_name='orderpipe')"
+)
+
+
+@dataclass
+class Work:
+    """A working folder of its own, and the CLI run in it as a separate process."""
+
+    root: Path
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(
+            self.root / "data", self.root / "artifacts", self.root / "reports", self.root / "eco"
+        )
+
+    def env(self, crash: str | None = None) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "ORDERPIPE_DATA_DIR": str(self.root / "data"),
+            "ORDERPIPE_ARTIFACTS_DIR": str(self.root / "artifacts"),
+            "ORDERPIPE_REPORTS_DIR": str(self.root / "reports"),
+            "ORDERPIPE_ECO_ENABLED": "false",
+            "ORDERPIPE_ECO_OUTPUT_DIR": str(self.root / "eco"),
+        }
+        env.pop("ORDERPIPE_CRASH_AT", None)
+        if crash:
+            env["ORDERPIPE_CRASH_AT"] = crash
+        return env
+
+    def start(self, *args: str, crash: str | None = None) -> subprocess.Popen[bytes]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", SMALL, *args],
+            env=self.env(crash),
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def run(self, *args: str, crash: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        process = self.start(*args, crash=crash)
+        out, err = process.communicate(timeout=300)
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+    def ok(self, *args: str) -> None:
+        done = self.run(*args)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+    def killed_at(self, point: str, *args: str) -> None:
+        done = self.run(*args, crash=point)
+        assert done.returncode == KILLED, (point, done.returncode, done.stderr.decode()[-2000:])
+
+    def killed_after(self, seconds: float, *args: str) -> int:
+        """Start the command and kill -9 it after `seconds` (its exit code if it ended first)."""
+        process = self.start(*args)
+        try:
+            process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+        return process.returncode
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Work:
+    return Work(tmp_path)
+
+
+def digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def no_leftovers(layout: Layout) -> None:
+    found = [p for folder in layout.work_dirs() for p in leftovers(folder)]
+    found += orphan_files(layout.table)
+    assert found == [], found
+
+
+# ---------------------------------------------------------------- generate
+def test_generate_killed_leaves_the_previous_file_and_a_rerun_gives_the_same_bytes(
+    work: Work,
+) -> None:
+    layout = work.layout
+    work.ok("generate", "--events", "3000", "--seed", "1")
+    before = digest(layout.raw), digest(layout.truth)
+    reference = Work(work.root / "reference")
+    reference.ok("generate", "--events", "200000", "--seed", "2")
+    after = digest(reference.layout.raw), digest(reference.layout.truth)
+
+    args = ("generate", "--events", "200000", "--seed", "2")
+    kills = ["generate.chunk-written:2", "generate.truth-written"]
+    for point in kills:
+        work.killed_at(point, *args)
+        raw, truth = digest(layout.raw), digest(layout.truth)
+        assert raw == before[0], point  # the events file is the unit: old until renamed
+        # the truth goes first; a truth that does not cover the data is not used by train
+        assert truth in (before[1], after[1]), point
+    for _ in range(CRASH_ROUNDS):
+        work.killed_after(random.uniform(0.5, 2.5), *args)
+        assert digest(layout.raw) in (before[0], after[0])
+    work.ok(*args)
+    assert (digest(layout.raw), digest(layout.truth)) == after
+    no_leftovers(layout)
+
+
+# ---------------------------------------------------------------- etl
+@dataclass(frozen=True)
+class EtlState:
+    version: int | None
+    rows: int
+    rows_hash: int
+    quarantine: dict[str, str | None]
+    report: dict[str, Any] | None
+
+
+def etl_state(layout: Layout) -> EtlState:
+    table = layout.table
+    if is_table(table):
+        clean = read_clean_dataset(table).sort("event_id")
+        version, rows = table_version(table), clean.height
+        rows_hash = int(clean.hash_rows(seed=0).sum()) if rows else 0
+    else:
+        version, rows, rows_hash = None, 0, 0
+    quarantine = {p.name: digest(p) for p in sorted(layout.rejected_dir.glob("*.rejected.jsonl"))}
+    report = None
+    if layout.quality_report.is_file():
+        report = json.loads(layout.quality_report.read_text())
+        report.pop("seconds")
+        report.pop("outputs")  # paths of this working folder
+        for name in ("committed", "new_events", "changed_events"):  # this run's, not the data's
+            report["dataset"].pop(name)
+    return EtlState(version, rows, rows_hash, quarantine, report)
+
+
+def test_etl_merge_killed_anywhere_is_before_or_after_and_a_rerun_finishes_it(
+    work: Work,
+) -> None:
+    """Day 2 merged into day 1: killed while cleaning, while writing days, after the commit,
+    after the quarantine; the table is day 1's or day 1 + 2's, never a mix; the data files a
+    killed merge wrote are orphans no reader sees, removed by the next run; a run killed after
+    its commit is finished by the next (its quarantine and quality report)."""
+    layout = work.layout
+    days = work.root / "days"
+    day1, day2 = days / "day1.jsonl", days / "day2.jsonl"
+    work.ok("generate", "--events", "20000", "--seed", "1", "--output", str(day1))
+    day2_args = ("--seed", "2", "--start", "2025-02-15", "--bad-lines", "40")
+    work.ok("generate", "--events", "20000", *day2_args, "--output", str(day2))
+    work.ok("etl", "--input", str(day1))
+    before = etl_state(layout)
+
+    reference = Work(work.root / "reference")
+    reference.ok("etl", "--input", str(day1))
+    reference.ok("etl", "--input", str(day2))
+    reference.ok("etl", "--input", str(day2))  # a re-run of a finished run changes nothing
+    after = etl_state(reference.layout)
+    assert after.rows > before.rows
+
+    def check(point: str) -> None:
+        now = etl_state(layout)
+        assert (now.version, now.rows, now.rows_hash) in (
+            (before.version, before.rows, before.rows_hash),
+            (after.version, after.rows, after.rows_hash),
+        ), point
+        if now.version == before.version:  # not committed: nothing else changed either
+            assert now.report == before.report and now.quarantine == before.quarantine, point
+
+    for point in ["etl.chunk-cleaned", "etl.day-written:3"]:
+        work.killed_at(point, "etl", "--input", str(day2))
+        check(point)
+        assert orphan_files(layout.table) or point == "etl.chunk-cleaned"
+        assert etl_state(layout).version == before.version
+    for _ in range(CRASH_ROUNDS):
+        work.killed_after(random.uniform(0.3, 2.0), "etl", "--input", str(day2))
+        check("timed")
+    for point in ["etl.committed", "etl.quarantine-moved"]:
+        killed = Work(work.root / point)
+        killed.ok("etl", "--input", str(day1))
+        killed.killed_at(point, "etl", "--input", str(day2))
+        now = etl_state(killed.layout)
+        assert (now.version, now.rows, now.rows_hash) == (
+            after.version,
+            after.rows,
+            after.rows_hash,
+        )
+        doctor = killed.run("doctor", "--json")
+        leftover = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "leftovers")
+        assert leftover["facts"]["etl_unfinished_version"] == after.version, leftover
+        killed.ok("etl", "--input", str(day2))  # finishes the killed run, then changes nothing
+        assert etl_state(killed.layout) == after, point
+        no_leftovers(killed.layout)
+    work.ok("etl", "--input", str(day2))
+    final = etl_state(layout)
+    assert (final.rows, final.rows_hash, final.quarantine) == (
+        after.rows,
+        after.rows_hash,
+        after.quarantine,
+    )
+    assert final.report is not None and after.report is not None
+    figures = ("lines", "clean", "duplicates", "rejected", "rejected_by_reason")
+    assert {k: final.report[k] for k in figures} == {k: after.report[k] for k in figures}
+    no_leftovers(layout)
+
+
+# ---------------------------------------------------------------- ingest
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def ingest_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/crash.db"
+    else:
+        yield request.getfixturevalue("mysql_url")
+
+
+def whole_units(url: str) -> tuple[int, dict[str, str]]:
+    """(events stored, watermark rows); asserts no order without events, no event without
+    its order."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        lonely_orders = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM table_orders o WHERE NOT EXISTS "
+                "(SELECT 1 FROM table_events e WHERE e.order_id = o.order_id)"
+            )
+        ).scalar()
+        orphan_events = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM table_events e WHERE NOT EXISTS "
+                "(SELECT 1 FROM table_orders o WHERE o.order_id = e.order_id)"
+            )
+        ).scalar()
+        events = conn.execute(text("SELECT COUNT(*) FROM table_events")).scalar()
+        marks = {
+            row.source_id: row.source_path
+            for row in conn.execute(
+                text("SELECT source_id, source_path FROM orderpipe_ingest_watermark")
+            )
+        }
+    engine.dispose()
+    assert (lonely_orders, orphan_events) == (0, 0)
+    return int(events or 0), marks
+
+
+def test_ingest_killed_leaves_whole_days_and_a_rerun_gives_the_uninterrupted_tables(
+    work: Work, ingest_url: str
+) -> None:
+    layout = work.layout
+    work.ok("generate", "--events", "30000", "--seed", "3")
+    work.ok("etl")
+    clean = read_clean_dataset(layout.table).height
+    reference = f"sqlite:///{work.root}/reference.db"
+    work.ok("ingest", "--database-url", reference)
+    expected = dump(reference)
+
+    work.killed_at("ingest.unit-committed:2", "ingest", "--database-url", ingest_url)
+    events, marks = whole_units(ingest_url)
+    assert 0 < events < clean
+    assert all(path != str(layout.table.resolve()) for path in marks.values())  # not moved
+    for _ in range(CRASH_ROUNDS):
+        work.killed_after(random.uniform(1.0, 3.0), "ingest", "--database-url", ingest_url)
+        whole_units(ingest_url)
+    work.ok("ingest", "--database-url", ingest_url)
+    events, _ = whole_units(ingest_url)
+    assert events == clean
+    assert dump(ingest_url) == expected
+
+
+@pytest.mark.mysql
+def test_ingest_rides_out_a_mariadb_restart(work: Work, mysql_url: str) -> None:
+    """MariaDB stopped and started again mid-ingest: the writes wait and retry (transient
+    faults), the run ends with exit 0 and every event stored once."""
+    from tests.integration.test_chaos import database_outage
+
+    layout = work.layout
+    work.ok("generate", "--events", "150000", "--seed", "4")
+    work.ok("etl")
+    clean = read_clean_dataset(layout.table).height
+    process = work.start("ingest", "--database-url", mysql_url)
+    time.sleep(2.5)
+    log: list[tuple[str, float]] = []
+    database_outage(mysql_url, 4.0, log)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, (log, err.decode()[-2000:])
+    assert log[1][0] == "down", log
+    events, _ = whole_units(mysql_url)
+    assert events == clean
+    assert b"trying again" in err  # it did meet the outage
+
+
+# ---------------------------------------------------------------- train and predict
+def test_train_killed_between_its_renames_is_finished_by_the_next_reader(work: Work) -> None:
+    layout = work.layout
+    work.ok("generate", "--events", "20000", "--seed", "5")
+    work.ok("etl")
+    work.ok("train", "classification", "--seed", "1")
+    meta = layout.model_files("classification")[1]
+    old = json.loads(meta.read_text())["model_version"]
+    work.killed_at("train.model-moved", "train", "classification", "--seed", "2")
+    assert json.loads(meta.read_text())["model_version"] == old  # metadata still the old one
+    from orderpipe.ml.model import load_model
+
+    loaded = load_model(layout.artifacts_dir, "classification")  # finishes the killed training
+    assert loaded.version != old
+    assert json.loads(meta.read_text())["model_version"] == loaded.version
+    reference = Work(work.root / "reference")
+    reference.ok("etl", "--input", str(layout.raw))
+    reference.ok("train", "classification", "--seed", "2")
+    reference_meta = reference.layout.model_files("classification")[1]
+    assert json.loads(reference_meta.read_text())["model_version"] == loaded.version
+    no_leftovers(layout)
+
+
+def test_predict_killed_keeps_what_it_stored_and_a_rerun_scores_the_rest(work: Work) -> None:
+    layout = work.layout
+    url = f"sqlite:///{work.root}/p.db"
+    work.ok("generate", "--events", "20000", "--seed", "6")
+    work.ok("etl")
+    work.ok("ingest", "--database-url", url)
+    work.ok("train", "classification")
+    work.killed_at("predict.part-stored:2", "predict", "--database-url", url)
+    work.ok("predict", "--database-url", url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT event_id, return_proba FROM table_predictions")).all()
+    engine.dispose()
+    clean = read_clean_dataset(layout.table)
+    assert sorted(r.event_id for r in rows) == sorted(clean["event_id"].to_list())
+    reference = f"sqlite:///{work.root}/reference.db"
+    work.ok("ingest", "--database-url", reference)
+    work.ok("predict", "--database-url", reference)
+    engine = make_engine(reference)
+    with engine.connect() as conn:
+        expected = conn.execute(text("SELECT event_id, return_proba FROM table_predictions")).all()
+    engine.dispose()
+    frame = pl.DataFrame([tuple(r) for r in rows], schema=["event_id", "p"], orient="row")
+    other = pl.DataFrame([tuple(r) for r in expected], schema=["event_id", "p"], orient="row")
+    assert frame.sort("event_id").equals(other.sort("event_id"))
+
+
+# ---------------------------------------------------------------- eco report
+def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(work: Work) -> None:
+    """The three files are written first, then renamed back to back: a kill after the chart's
+    rename leaves the tables as they were; the next report writes all three."""
+    from tests.unit.eco.test_report import HEADER, phases_file, task_row, write_csv
+
+    def measured(folder: Path, runs: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for run in range(1, runs + 1):
+            row = task_row("etl", f"r{run}", f"t{run}", run, 0.5 / run)
+            write_csv(folder / f"emissions_base_r{run}.csv", HEADER, [row])
+        phases_file(folder, [(f"r{run}", "etl", 500 * run) for run in range(1, runs + 1)])
+
+    def report(layout: Layout) -> list[str | None]:
+        return [digest(path) for path in layout.eco_report_files]
+
+    measured(work.layout.eco_output_dir, 1)
+    work.ok("eco", "report")
+    before = report(work.layout)
+    measured(work.layout.eco_output_dir, 2)
+    work.killed_at("eco.chart-moved", "eco", "report")
+    md, csv, _chart = report(work.layout)
+    assert [md, csv] == before[:2]
+    work.ok("eco", "report")
+    reference = Work(work.root / "reference")
+    measured(reference.layout.eco_output_dir, 2)
+    reference.ok("eco", "report")
+    assert report(work.layout) == report(reference.layout) != before
+    no_leftovers(work.layout)
