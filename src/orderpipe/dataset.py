@@ -41,11 +41,11 @@ def table_version(path: Path) -> int:
     return DeltaTable(str(path)).version()
 
 
-def scan_clean_dataset(path: Path) -> pl.LazyFrame:
-    """The clean records of etl's table, or of a Parquet, CSV or JSON Lines file, typed as the
-    contract (lazy: nothing is read until collected)."""
+def scan_clean_dataset(path: Path, version: int | None = None) -> pl.LazyFrame:
+    """The clean records of etl's table (its latest version, or `version`), or of a Parquet,
+    CSV or JSON Lines file, typed as the contract (lazy: nothing is read until collected)."""
     if is_table(path):
-        frame = pl.scan_delta(str(path))
+        frame = pl.scan_delta(str(path), version=version)
     elif not path.is_file():
         raise OrderpipeError(f"clean dataset not found: {path} (run `orderpipe etl` first)")
     elif path.suffix == ".parquet":
@@ -653,7 +653,7 @@ def export_dataset(source: Path, output: Path, fmt: str) -> ExportResult:
         raise OrderpipeError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
     began = time.perf_counter()
     version = table_version(source) if is_table(source) else None
-    frame = scan_clean_dataset(source)
+    frame = scan_clean_dataset(source, version)  # one version, whatever etl commits meanwhile
     if fmt != "parquet":
         frame = frame.with_columns(pl.col("event_time").dt.strftime(schema.EVENT_TIME_FORMAT))
     remove_leftovers(output.parent, {output.name})  # of exports killed before they could
@@ -673,5 +673,5 @@ def export_dataset(source: Path, output: Path, fmt: str) -> ExportResult:
                 frame.sink_parquet(tmp, statistics=True)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise OrderpipeError(f"cannot export to {output}: {str(exc).splitlines()[0]}") from None
-    rows = scan_clean_dataset(source).select(pl.len()).collect().item()
+    rows = scan_clean_dataset(source, version).select(pl.len()).collect().item()
     return ExportResult(output, fmt, rows, version, time.perf_counter() - began)

@@ -130,3 +130,21 @@ def test_a_capped_read_is_a_stratified_sample_and_the_same_every_time(tmp_path: 
     assert part.sort("event_id").equals(again.sort("event_id"))
     assert not part.sort("event_id").equals(other.sort("event_id"))
     assert set(part["event_id"]) <= set(full["event_id"])
+
+
+def test_an_export_is_of_the_one_version_it_names(
+    tmp_path: Path, clean: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version read first is the version written, even if etl commits one meanwhile (here:
+    the table is at version 1 while the export asked for 0)."""
+    from orderpipe import dataset
+    from orderpipe.dataset import Run, export_dataset, merge_into_table
+
+    table = tmp_path / "table"
+    merge_into_table(table, Run(clean.filter(pl.col("event_id") != "e3")))
+    merge_into_table(table, Run(clean))
+    assert dataset.table_version(table) == 1
+    monkeypatch.setattr(dataset, "table_version", lambda _path: 0)
+    result = export_dataset(table, tmp_path / "out.parquet", "parquet")
+    assert (result.table_version, result.rows) == (0, 2)
+    assert pl.read_parquet(tmp_path / "out.parquet")["event_id"].sort().to_list() == ["e1", "e2"]
