@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,13 @@ class Work:
             env["ORDERPIPE_CRASH_AT"] = crash
         return env
 
-    def start(self, *args: str, crash: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, crash: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self.root.mkdir(parents=True, exist_ok=True)
         return subprocess.Popen(
             [sys.executable, "-c", SMALL, *args],
-            env=self.env(crash),
+            env={**self.env(crash), **(env or {})},
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -410,3 +413,46 @@ def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(work
     reference.ok("eco", "report")
     assert report(work.layout) == report(reference.layout) != before
     no_leftovers(work.layout)
+
+
+# ---------------------------------------------------------------- a Kafka restart
+@pytest.mark.kafka
+def test_stream_run_rides_out_an_apache_kafka_restart(work: Work, kafka_bootstrap: str) -> None:
+    """Apache Kafka stopped and started again mid-stream: the producer and the consumer carry
+    on, and every event is stored once, with one prediction."""
+    from tests.integration.test_chaos import SERVICES
+    from tests.integration.test_stream import counts, new_topic
+
+    layout = work.layout
+    url = f"sqlite:///{work.root}/stream.db"
+    work.ok("generate", "--events", "40000", "--seed", "8")
+    work.ok("etl")
+    work.ok("train", "classification")
+    clean = read_clean_dataset(layout.table).height
+    stream_env = {
+        "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ORDERPIPE_KAFKA_TOPIC": new_topic(),
+        "ORDERPIPE_KAFKA_GROUP_ID": f"crash-{uuid.uuid4().hex[:8]}",
+    }
+    os.environ.update(stream_env)  # read by Work.env for the process below
+    try:
+        process = work.start("stream", "run", "--rate", "2000", "--database-url", url, "--json")
+    finally:
+        for name in stream_env:
+            os.environ.pop(name)
+
+    def kafka(action: str) -> None:
+        subprocess.run(
+            [str(SERVICES), action, "kafka"], check=True, timeout=180, capture_output=True
+        )
+
+    time.sleep(6)
+    try:
+        kafka("down")
+        time.sleep(5)
+    finally:
+        kafka("up")
+    _, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err.decode()[-3000:]
+    stored = counts(url)
+    assert (stored["table_events"], stored["table_predictions"]) == (clean, clean), stored
