@@ -594,7 +594,12 @@ def orphan_files(path: Path) -> list[Path]:
     ]
     if not candidates:
         return []
-    referenced = _referenced_files(path)
+    from deltalake.exceptions import DeltaError
+
+    try:
+        referenced = _referenced_files(path)
+    except (DeltaError, OSError):  # a log that cannot be read now: no file is known to be unused
+        return []
     return sorted(f for f in candidates if f.relative_to(path).as_posix() not in referenced)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -33,6 +34,7 @@ from orderpipe.fileio import (
     disk_full_as_error,
     remove_leftovers,
     size_of,
+    temporary_path,
     write_text_atomic,
 )
 from orderpipe.layout import Layout
@@ -373,8 +375,8 @@ def run_etl(
             os.replace(pending, rejected_path)  # see finish_interrupted_run
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-            if not committed:
-                pending.unlink(missing_ok=True)
+            if not committed and _unfinished(layout, pending.name) is None:
+                pending.unlink(missing_ok=True)  # no commit names it (else the next run needs it)
     figures = dataclasses.replace(figures, seconds=time.perf_counter() - began)
     result = figures.result(merged.rows, merged.new_events, merged.changed_events, merged)
     if result.lines != result.clean + result.duplicates + result.rejected:
@@ -391,7 +393,7 @@ RUN_INFO = "orderpipe.etl"  # commit info: the run's figures and its quarantine,
 
 
 def _pending(rejected_path: Path) -> Path:
-    return rejected_path.with_name(f".{rejected_path.name}.tmp-{os.getpid()}")
+    return temporary_path(rejected_path)
 
 
 @dataclass(frozen=True)
@@ -443,7 +445,7 @@ class _RunFigures:
         return json.dumps({**self.__dict__, "pending_quarantine": pending})
 
     def result(
-        self, rows: int, new_events: int, changed_events: int, merged: MergeResult | None
+        self, rows: int, new_events: int, changed_events: int, merged: MergeResult
     ) -> EtlResult:
         figures = {k: v for k, v in self.__dict__.items() if k not in ("input", "outputs")}
         return EtlResult(
@@ -452,8 +454,8 @@ class _RunFigures:
             dataset_rows=rows,
             new_events=new_events,
             changed_events=changed_events,
-            table_version=merged.version if merged else 0,
-            committed=merged.committed if merged else True,
+            table_version=merged.version,
+            committed=merged.committed,
             outputs={name: Path(path) for name, path in self.outputs.items()},
         )
 
@@ -468,39 +470,49 @@ def _write_quality_report(layout: Layout, result: EtlResult) -> None:
 def interrupted_run(layout: Layout) -> int | None:
     """The table version of an etl run that committed and was killed before its quality report
     (and maybe its quarantine) was written; None when the last run finished."""
+    unfinished = _unfinished(layout)
+    return None if unfinished is None else unfinished[0]
+
+
+def _unfinished(layout: Layout, pending: str | None = None) -> tuple[int, dict[str, Any]] | None:
+    """(version, commit information) of the last commit when it is an etl run's whose quality
+    report is not written (and, given `pending`, whose pending quarantine has that name)."""
     from orderpipe.dataset import last_commit_info
 
     if not is_table(layout.table):
         return None
     try:
         version, info = last_commit_info(layout.table)
+        run = json.loads(info[RUN_INFO]) if RUN_INFO in info else None
     except Exception:  # an unreadable log: nothing to finish, doctor says what is wrong
         return None
-    if RUN_INFO not in info:
+    if run is None or (pending is not None and run.get("pending_quarantine") != pending):
         return None
     try:
         report = json.loads(layout.quality_report.read_text(encoding="utf-8"))
         reported = report["dataset"]["table_version"]
     except (OSError, ValueError, KeyError, TypeError):
         reported = None
-    return None if reported == version else version
+    return None if reported == version else (version, info)
 
 
 def finish_interrupted_run(layout: Layout) -> int | None:
     """Finish the etl run that committed version N of the table and was killed before its last
     steps: move its quarantine into place (if it is still pending) and write its quality report,
     both from what its commit recorded. Returns N, or None when there was nothing to finish."""
-    from orderpipe.dataset import MERGE_INFO, last_commit_info
+    from orderpipe.dataset import MERGE_INFO
 
-    version = interrupted_run(layout)
-    if version is None:
+    unfinished = _unfinished(layout)
+    if unfinished is None:
         return None
-    _, info = last_commit_info(layout.table)
+    version, info = unfinished
     run = json.loads(info[RUN_INFO])
     merge = json.loads(info.get(MERGE_INFO, "{}"))
-    pending = Path(run["outputs"]["rejected"]).with_name(run.pop("pending_quarantine"))
+    # in this layout's folder, whatever the folder the killed run was started from
+    target = layout.rejected_dir / Path(run["outputs"]["rejected"]).name
+    pending = layout.rejected_dir / run.pop("pending_quarantine")
     if pending.is_file():
-        os.replace(pending, run["outputs"]["rejected"])
+        os.replace(pending, target)
     figures = _RunFigures(**run)
     rows = scan_clean_dataset(layout.table).select(pl.len()).collect().item()
     merged = MergeResult(version, True, rows, 0, 0, 0)

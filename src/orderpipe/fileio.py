@@ -22,11 +22,17 @@ _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _FULL_SIGNS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
 
 
+def temporary_path(target: Path) -> Path:
+    """Where this process writes `target` before renaming it into place: `.<name>.tmp-<pid>`
+    beside it (a leftover once the process is gone, see `leftovers`)."""
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; on success it replaces `target` in one rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(target)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -156,9 +162,11 @@ def size_of(path: Path) -> int:
 
 
 def alive(pid: int) -> bool:
-    """True when `pid` is a running process (this one included)."""
+    """True when `pid` is another running process. This process's own pid counts as dead:
+    orderpipe looks for leftovers before it writes, so a file named by this pid was left by an
+    earlier process that had it (in a container, every command runs as pid 1)."""
     if pid == os.getpid():
-        return True
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

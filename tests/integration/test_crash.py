@@ -291,25 +291,41 @@ def whole_units(url: str) -> tuple[int, dict[str, str]]:
 def test_ingest_killed_leaves_whole_days_and_a_rerun_gives_the_uninterrupted_tables(
     work: Work, ingest_url: str
 ) -> None:
+    """Killed after its second unit: whole days only, the watermark not moved. etl then
+    commits a second day; the next ingest writes only the first version's remaining days, then
+    the second day's, and the tables equal an uninterrupted ingest of both. Then timed kills."""
+    from orderpipe.db.engine import drop_tables
+
     layout = work.layout
+    day2 = work.root / "day2.jsonl"
     work.ok("generate", "--events", "30000", "--seed", "3")
+    work.ok("generate", "--events", "6000", "--seed", "13", "--start", "2025-03-20",
+            "--output", str(day2))  # fmt: skip
     work.ok("etl")
-    clean = read_clean_dataset(layout.table).height
+    first = read_clean_dataset(layout.table).height
+
+    work.killed_at("ingest.unit-committed:2", "ingest", "--database-url", ingest_url)
+    stored, marks = whole_units(ingest_url)
+    assert 0 < stored < first
+    assert all(path != str(layout.table.resolve()) for path in marks.values())  # not moved
+    work.ok("etl", "--input", str(day2))
+    both = read_clean_dataset(layout.table).height
+    resumed = work.run("ingest", "--database-url", ingest_url, "--json")
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert json.loads(resumed.stdout)["events"] == both - stored  # nothing written twice
     reference = f"sqlite:///{work.root}/reference.db"
     work.ok("ingest", "--database-url", reference)
     expected = dump(reference)
+    assert whole_units(ingest_url)[0] == both and dump(ingest_url) == expected
 
-    work.killed_at("ingest.unit-committed:2", "ingest", "--database-url", ingest_url)
-    events, marks = whole_units(ingest_url)
-    assert 0 < events < clean
-    assert all(path != str(layout.table.resolve()) for path in marks.values())  # not moved
+    engine = make_engine(ingest_url)
+    drop_tables(engine)
+    engine.dispose()
     for _ in range(CRASH_ROUNDS):
         work.killed_after(random.uniform(1.0, 3.0), "ingest", "--database-url", ingest_url)
         whole_units(ingest_url)
     work.ok("ingest", "--database-url", ingest_url)
-    events, _ = whole_units(ingest_url)
-    assert events == clean
-    assert dump(ingest_url) == expected
+    assert whole_units(ingest_url)[0] == both and dump(ingest_url) == expected
 
 
 @pytest.mark.mysql
@@ -323,7 +339,16 @@ def test_ingest_rides_out_a_mariadb_restart(work: Work, mysql_url: str) -> None:
     work.ok("etl")
     clean = read_clean_dataset(layout.table).height
     process = work.start("ingest", "--database-url", mysql_url)
-    time.sleep(2.5)
+    engine = make_engine(mysql_url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:  # until the first unit is in
+        with engine.connect() as conn:
+            tables = conn.execute(text("SHOW TABLES LIKE 'table_events'")).first()
+            if tables and conn.execute(text("SELECT COUNT(*) FROM table_events")).scalar():
+                break
+        time.sleep(0.2)
+    engine.dispose()
+    assert process.poll() is None, "the ingest ended before the outage"
     log: list[tuple[str, float]] = []
     database_outage(mysql_url, 4.0, log)
     _, err = process.communicate(timeout=300)
@@ -349,6 +374,11 @@ def test_train_killed_between_its_renames_is_finished_by_the_next_reader(work: W
     loaded = load_model(layout.artifacts_dir, "classification")  # finishes the killed training
     assert loaded.version != old
     assert json.loads(meta.read_text())["model_version"] == loaded.version
+    first = Work(work.root / "first")  # no model before: no metadata at all
+    first.ok("etl", "--input", str(layout.raw))
+    first.killed_at("train.model-moved", "train", "classification", "--seed", "2")
+    assert not first.layout.model_files("classification")[1].exists()
+    assert load_model(first.layout.artifacts_dir, "classification").version == loaded.version
     reference = Work(work.root / "reference")
     reference.ok("etl", "--input", str(layout.raw))
     reference.ok("train", "classification", "--seed", "2")
@@ -365,7 +395,13 @@ def test_predict_killed_keeps_what_it_stored_and_a_rerun_scores_the_rest(work: W
     work.ok("ingest", "--database-url", url)
     work.ok("train", "classification")
     work.killed_at("predict.part-stored:2", "predict", "--database-url", url)
-    work.ok("predict", "--database-url", url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT COUNT(*) FROM table_predictions")).scalar()
+    engine.dispose()
+    again = work.run("predict", "--database-url", url, "--json")
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    assert kept > 0 and json.loads(again.stdout)["scored"] == 20_000 - kept  # only the rest
     engine = make_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT event_id, return_proba FROM table_predictions")).all()

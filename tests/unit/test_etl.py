@@ -471,3 +471,44 @@ def test_etl_removes_what_killed_runs_left_behind_and_only_that(
     run_etl(write_lines(tmp_path / "raw.jsonl", [raw_event()]), layout)
     assert not stage.exists() and not half_written.exists()
     assert alive.exists() and other.exists()
+
+
+def test_a_run_interrupted_after_its_commit_keeps_its_quarantine_for_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or an error) after the table's commit, before the quarantine's rename: the
+    pending quarantine stays, and the next run, started from another folder with another
+    absolute path to the same data (relative folders, as the defaults are), moves it into place
+    and writes the quality report of the committed version."""
+    import orderpipe.etl as etl_module
+    from orderpipe.etl import interrupted_run
+
+    raw = write_lines(tmp_path / "raw.jsonl", [raw_event(event_id="a"), raw_event(event_id="b")])
+    with raw.open("a") as out:
+        out.write("{not json\n")
+    (tmp_path / "cron").mkdir()
+    relative = Layout(Path("out/data"), Path("out/artifacts"), Path("out/reports"), Path("eco"))
+    real_merge = etl_module.merge_into_table
+
+    def merge_then_interrupt(*args: object, **kwargs: object) -> object:
+        real_merge(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(etl_module, "merge_into_table", merge_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_etl(raw, relative)
+    monkeypatch.setattr(etl_module, "merge_into_table", real_merge)
+    assert not relative.rejected_for(raw).exists() and interrupted_run(relative) == 0
+    monkeypatch.chdir(tmp_path / "cron")  # the same data, seen through other paths
+    again = Layout(Path("../out/data"), Path("../out/artifacts"), Path("../out/reports"), Path("e"))
+    day2 = write_lines(tmp_path / "day2.jsonl", [raw_event(event_id="c")])
+    run_etl(day2, again)  # finishes version 0 first, then commits version 1
+    quarantine = again.rejected_for(raw)
+    assert quarantine.read_text().count("\n") == 1  # the first run's, moved into place
+    assert sorted(p.name for p in again.rejected_dir.iterdir()) == sorted(
+        [quarantine.name, again.rejected_for(day2).name]
+    )
+    assert interrupted_run(again) is None
+    report = json.loads(again.quality_report.read_text())
+    assert report["dataset"]["table_version"] == 1 and report["input"].endswith("day2.jsonl")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orderpipe.eco.tracking import PHASES_FILE
 from orderpipe.errors import OrderpipeError
 from orderpipe.faults import crash_point
-from orderpipe.fileio import disk_full_as_error, remove_leftovers
+from orderpipe.fileio import disk_full_as_error, remove_leftovers, temporary_path
 
 if TYPE_CHECKING:
     from orderpipe.layout import Layout
@@ -191,8 +191,8 @@ def write_report(report: EcoReport, layout: Layout) -> EcoReport:
     """Write the Markdown, CSV and SVG files; returns the report with their paths.
 
     All three are written beside their targets first, then renamed into place back to back:
-    a full disk changes none of them; only a kill between the renames (`eco.chart-moved`)
-    leaves the chart newer than the tables, until the next `eco report` writes all three.
+    a full disk changes none of them; only a kill between the renames (`eco.chart-moved`,
+    `eco.csv-moved`) leaves some newer than the others, until the next `eco report`.
     """
     md, csv_path, svg = layout.eco_report_files
     lines = [
@@ -221,7 +221,7 @@ def write_report(report: EcoReport, layout: Layout) -> EcoReport:
         csv_path: "\n".join(lines) + "\n",
         md: markdown(report, svg.name),
     }
-    staged = {path: path.with_name(f".{path.name}.tmp-{os.getpid()}") for path in texts}
+    staged = {path: temporary_path(path) for path in texts}
     md.parent.mkdir(parents=True, exist_ok=True)
     try:
         for path, text in texts.items():

@@ -43,14 +43,13 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     import joblib
 
     from orderpipe.faults import crash_point
-    from orderpipe.fileio import disk_full_as_error, remove_leftovers
+    from orderpipe.fileio import disk_full_as_error, remove_leftovers, temporary_path
 
     model_path, meta_path = model_files(artifacts_dir, name)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     finish_pending_metadata(artifacts_dir, name)
     remove_leftovers(artifacts_dir, {model_path.name, meta_path.name})  # of killed trainings
-    tmp_model = model_path.with_name(f".{model_path.name}.tmp-{os.getpid()}")
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
+    tmp_model, tmp_meta = temporary_path(model_path), temporary_path(meta_path)
     try:
         kept = f"the {name} model was not changed"
         with disk_full_as_error(f"the {name} model", model_path, outcome=kept):
@@ -122,6 +121,7 @@ def load_model(artifacts_dir: Path, name: str) -> LoadedModel:
 
     fix = f"run `orderpipe train {name}`"
     model_path, meta_path = model_files(artifacts_dir, name)
+    finish_pending_metadata(artifacts_dir, name)  # of a training killed between its renames
     if not model_path.is_file() or not meta_path.is_file():
         raise OrderpipeError(f"no {name} model in {artifacts_dir}: {fix}")
     try:
@@ -142,8 +142,6 @@ def load_model(artifacts_dir: Path, name: str) -> LoadedModel:
         )
     data = model_path.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("model_sha256"):
-        if finish_pending_metadata(artifacts_dir, name):  # a training killed between renames
-            return load_model(artifacts_dir, name)
         raise OrderpipeError(f"{model_path} does not match its metadata {meta_path}: {fix}")
     try:
         pipeline = joblib.load(model_path)

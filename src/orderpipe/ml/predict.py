@@ -111,7 +111,7 @@ def run_predict(
     ):
         try:
             plan = (
-                _table_plan(source, w.engine, model.version, full=full)
+                retrying(lambda: _table_plan(source, w.engine, model.version, full=full), w.retry)
                 if is_table(source)
                 else _file_plan(source, full=full)
             )
@@ -129,7 +129,7 @@ def run_predict(
         except DatabaseGone as exc:
             raise OrderpipeError(
                 f"predict stopped: {masked(database_url)}: {exc}; the predictions stored so "
-                "far stay, and running `orderpipe predict` again is safe: it scores the rest"
+                "far stay, and running `orderpipe predict` again is safe"
             ) from exc
     return PredictResult(
         source=source,
