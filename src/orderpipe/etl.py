@@ -362,13 +362,32 @@ def run_etl(
                     run, kept = Run(latest), latest.height
                 out.flush()  # the whole quarantine is on disk before the table commits
                 os.fsync(out.fileno())
-            figures = _RunFigures.of(source, counts, kept, layout, rejected_path, began)
+            counted = EtlResult(  # the table's figures come with the merge
+                input=source,
+                lines=counts.lines,
+                clean=kept,
+                duplicates=counts.clean - kept,
+                rejected=counts.rejected,
+                rejected_by_reason=dict(
+                    sorted(counts.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+                ),
+                imputed=counts.imputed,
+                normalised=counts.normalised,
+                dataset_rows=0,
+                new_events=0,
+                changed_events=0,
+                outputs={
+                    "table": layout.table,
+                    "rejected": rejected_path,
+                    "quality": layout.quality_report,
+                },
+            )
             merged = merge_into_table(
                 layout.table,
                 run,
                 replace=not merge,
                 progress=progress,
-                commit_info={RUN_INFO: figures.to_json(pending.name)},
+                commit_info={RUN_INFO: _run_info(counted, pending.name)},
             )
             committed = merged.committed
             crash_point("etl.committed")
@@ -377,8 +396,7 @@ def run_etl(
             shutil.rmtree(stage, ignore_errors=True)
             if not committed and _unfinished(layout, pending.name) is None:
                 pending.unlink(missing_ok=True)  # no commit names it (else the next run needs it)
-    figures = dataclasses.replace(figures, seconds=time.perf_counter() - began)
-    result = figures.result(merged.rows, merged.new_events, merged.changed_events, merged)
+    result = _with_merge(counted, merged, time.perf_counter() - began)
     if result.lines != result.clean + result.duplicates + result.rejected:
         raise OrderpipeError(  # an internal invariant: never lose a line silently
             f"etl accounting mismatch: {result.lines} lines != {result.clean} clean + "
@@ -396,68 +414,47 @@ def _pending(rejected_path: Path) -> Path:
     return temporary_path(rejected_path)
 
 
-@dataclass(frozen=True)
-class _RunFigures:
-    """What a run counted before its commit: kept in the commit, so that a run killed after it
-    can be finished by the next one (`finish_interrupted_run`)."""
+def _run_info(counted: EtlResult, pending: str) -> str:
+    """What a run counted, as its commit keeps it: a run killed after the commit is finished
+    by the next one from it (`finish_interrupted_run`)."""
+    info = {name: value for name, value in counted.__dict__.items() if name in _COUNTED}
+    info["input"] = str(counted.input)
+    info["outputs"] = {name: str(path) for name, path in counted.outputs.items()}
+    return json.dumps({**info, "pending_quarantine": pending})
 
-    input: str
-    lines: int
-    clean: int
-    duplicates: int
-    rejected: int
-    rejected_by_reason: dict[str, int]
-    imputed: dict[str, int]
-    normalised: dict[str, int]
-    outputs: dict[str, str]
-    seconds: float
 
-    @classmethod
-    def of(
-        cls,
-        source: Path,
-        counts: _Counts,
-        kept: int,
-        layout: Layout,
-        rejected_path: Path,
-        began: float,
-    ) -> _RunFigures:
-        return cls(
-            input=str(source),
-            lines=counts.lines,
-            clean=kept,
-            duplicates=counts.clean - kept,
-            rejected=counts.rejected,
-            rejected_by_reason=dict(
-                sorted(counts.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
-            ),
-            imputed=counts.imputed,
-            normalised=counts.normalised,
-            outputs={
-                "table": str(layout.table),
-                "rejected": str(rejected_path),
-                "quality": str(layout.quality_report),
-            },
-            seconds=time.perf_counter() - began,
-        )
+_COUNTED = (
+    "lines",
+    "clean",
+    "duplicates",
+    "rejected",
+    "rejected_by_reason",
+    "imputed",
+    "normalised",
+)
 
-    def to_json(self, pending: str) -> str:
-        return json.dumps({**self.__dict__, "pending_quarantine": pending})
 
-    def result(
-        self, rows: int, new_events: int, changed_events: int, merged: MergeResult
-    ) -> EtlResult:
-        figures = {k: v for k, v in self.__dict__.items() if k not in ("input", "outputs")}
-        return EtlResult(
-            input=Path(self.input),
-            **figures,
-            dataset_rows=rows,
-            new_events=new_events,
-            changed_events=changed_events,
-            table_version=merged.version,
-            committed=merged.committed,
-            outputs={name: Path(path) for name, path in self.outputs.items()},
-        )
+def _counted_from(info: dict[str, Any]) -> EtlResult:
+    return EtlResult(
+        input=Path(info["input"]),
+        **{name: info[name] for name in _COUNTED},
+        dataset_rows=0,
+        new_events=0,
+        changed_events=0,
+        outputs={name: Path(path) for name, path in info["outputs"].items()},
+    )
+
+
+def _with_merge(counted: EtlResult, merged: MergeResult, seconds: float) -> EtlResult:
+    return dataclasses.replace(
+        counted,
+        dataset_rows=merged.rows,
+        new_events=merged.new_events,
+        changed_events=merged.changed_events,
+        table_version=merged.version,
+        committed=merged.committed,
+        seconds=seconds,
+    )
 
 
 def _write_quality_report(layout: Layout, result: EtlResult) -> None:
@@ -513,12 +510,10 @@ def finish_interrupted_run(layout: Layout) -> int | None:
     pending = layout.rejected_dir / run.pop("pending_quarantine")
     if pending.is_file():
         os.replace(pending, target)
-    figures = _RunFigures(**run)
     rows = scan_clean_dataset(layout.table).select(pl.len()).collect().item()
-    merged = MergeResult(version, True, rows, 0, 0, 0)
-    result = figures.result(
-        rows, rows - merge.get("rows_before", 0), merge.get("changed_events", 0), merged
-    )
+    added = rows - merge.get("rows_before", 0)
+    merged = MergeResult(version, True, rows, added, merge.get("changed_events", 0), 0)
+    result = _with_merge(_counted_from(run), merged, 0.0)
     _write_quality_report(layout, result)
     return version
 
