@@ -6,8 +6,11 @@ probability from clear rules (the truth is saved beside the file), and optional 
 
 from __future__ import annotations
 
+import glob
+import itertools
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -22,7 +25,13 @@ import polars as pl
 from orderpipe import schema
 from orderpipe.errors import OrderpipeError
 from orderpipe.faults import crash_point
-from orderpipe.fileio import atomic_path, disk_full_as_error, remove_leftovers, write_atomic
+from orderpipe.fileio import (
+    atomic_path,
+    disk_full_as_error,
+    leftovers,
+    remove_leftovers,
+    temporary_path,
+)
 from orderpipe.layout import truth_for
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -209,6 +218,7 @@ def generate_events(
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
     dirt = dirt or Dirt()
     began = time.perf_counter()
+    finish_pending_truth(truth_for(output))  # of a run killed after its events' rename
     # of generate runs killed before they could (only this output's: the folder is the user's)
     remove_leftovers(output.parent, {output.name, truth_for(output).name})
     plan = _Plan.make(events, seed, start, days, dirt)
@@ -222,6 +232,10 @@ def generate_events(
         per_event = done[1] / done[0] if done[0] else BYTES_PER_EVENT
         return int(per_event * events * (1 + TRUTH_SHARE))
 
+    # The events file's rename is the commit; the truth is written before it and renamed after
+    # it (a run killed in between leaves it pending: `finish_pending_truth`).
+    pending_truth = temporary_path(truth_path)
+    committed = False
     # around the cleanup too: the space is measured once the run's own files are gone
     with disk_full_as_error("the raw events", output, needed):
         try:
@@ -240,14 +254,15 @@ def generate_events(
                     if progress:
                         progress(done[0], events)
                     crash_point("generate.chunk-written")
-                sink.flush()  # every event is written before the truth file replaces its own
-                write_atomic(
-                    truth_path,
-                    lambda path: pl.scan_parquet(parts / "*.parquet").sink_parquet(path),
-                )
-                crash_point("generate.truth-written")
+                sink.flush()
+                pl.scan_parquet(parts / "*.parquet").sink_parquet(pending_truth)
+            committed = True  # the events file is in place
+            crash_point("generate.events-moved")
+            os.replace(pending_truth, truth_path)
         finally:
             shutil.rmtree(parts, ignore_errors=True)
+            if not committed:
+                pending_truth.unlink(missing_ok=True)
     return GenerateResult(
         output=output,
         truth=truth_path,
@@ -260,6 +275,41 @@ def generate_events(
         start=start,
         days=days,
     )
+
+
+_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"]{1,64})"')
+
+
+def finish_pending_truth(truth: Path) -> bool:
+    """Move into place the truth file that a generate run killed after its events file's rename
+    left pending: a leftover whose first event ids are among the first lines of the events file
+    it sits beside. True when it did (train calls this before it reads the truth)."""
+    pending = leftovers(truth.parent, {truth.name})
+    if not pending:
+        return False
+    stem = truth.name.removesuffix(".truth.parquet")
+    raws = [
+        path
+        for path in truth.parent.glob(f"{glob.escape(stem)}.*")
+        if path.is_file() and path != truth and truth_for(path) == truth
+    ]
+    if not raws:
+        return False
+    with raws[0].open("rb") as lines:
+        ids = {
+            match[1].decode("utf-8", "replace")
+            for line in itertools.islice(lines, 5_000)
+            if (match := _EVENT_ID.search(line))
+        }
+    for candidate in pending:
+        try:
+            first = pl.read_parquet(candidate, n_rows=100, columns=["event_id"])["event_id"]
+        except (pl.exceptions.PolarsError, OSError):
+            continue
+        if ids.intersection(first.to_list()):
+            os.replace(candidate, truth)
+            return True
+    return False
 
 
 @dataclass(frozen=True)

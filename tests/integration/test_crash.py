@@ -137,16 +137,19 @@ def test_generate_killed_leaves_the_previous_file_and_a_rerun_gives_the_same_byt
     after = digest(reference.layout.raw), digest(reference.layout.truth)
 
     args = ("generate", "--events", "200000", "--seed", "2")
-    kills = ["generate.chunk-written:2", "generate.truth-written"]
-    for point in kills:
-        work.killed_at(point, *args)
-        raw, truth = digest(layout.raw), digest(layout.truth)
-        assert raw == before[0], point  # the events file is the unit: old until renamed
-        # the truth goes first; a truth that does not cover the data is not used by train
-        assert truth in (before[1], after[1]), point
+    work.killed_at("generate.chunk-written:2", *args)
+    assert (digest(layout.raw), digest(layout.truth)) == before
+    work.killed_at("generate.events-moved", *args)  # after the commit, before the truth's rename
+    assert (digest(layout.raw), digest(layout.truth)) == (after[0], before[1])
+    from orderpipe.generate import finish_pending_truth
+
+    assert finish_pending_truth(layout.truth)  # what train (the truth's reader) does first
+    assert (digest(layout.raw), digest(layout.truth)) == after
+    work.ok("generate", "--events", "3000", "--seed", "1")  # back to the first file
     for _ in range(CRASH_ROUNDS):
         work.killed_after(random.uniform(0.5, 2.5), *args)
-        assert digest(layout.raw) in (before[0], after[0])
+        finish_pending_truth(layout.truth)
+        assert (digest(layout.raw), digest(layout.truth)) in (before, after)
     work.ok(*args)
     assert (digest(layout.raw), digest(layout.truth)) == after
     no_leftovers(layout)

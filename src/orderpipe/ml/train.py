@@ -450,6 +450,10 @@ def run_train(
         raise OrderpipeError(f"unknown model {kind!r}: choose classification, regression or all")
     clean, sample = read_sample(dataset, max_rows, seed=seed)
     sampling = {"rows_seen": sample.rows_seen, "rows_used": sample.rows_used, "how": sample.method}
+    if truth_path is not None:
+        from orderpipe.generate import finish_pending_truth
+
+        finish_pending_truth(truth_path)  # of a generate run killed between its renames
     truth = pl.read_parquet(truth_path) if truth_path and truth_path.is_file() else None
     results = []
     if kind in ("classification", "all"):
