@@ -282,8 +282,8 @@ _EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"]{1,64})"')
 
 def finish_pending_truth(truth: Path) -> bool:
     """Move into place the truth file that a generate run killed after its events file's rename
-    left pending: a leftover whose first event ids are among the first lines of the events file
-    it sits beside. True when it did (train calls this before it reads the truth)."""
+    left pending: a leftover that holds event ids of the first lines of the events file it sits
+    beside (ids are random per run). True when it did (train calls this before it reads it)."""
     pending = leftovers(truth.parent, {truth.name})
     if not pending:
         return False
@@ -303,10 +303,16 @@ def finish_pending_truth(truth: Path) -> bool:
         }
     for candidate in pending:
         try:
-            first = pl.read_parquet(candidate, n_rows=100, columns=["event_id"])["event_id"]
+            met = (
+                pl.scan_parquet(candidate)
+                .filter(pl.col("event_id").is_in(sorted(ids)))
+                .select(pl.len())
+                .collect()
+                .item()
+            )
         except (pl.exceptions.PolarsError, OSError):
             continue
-        if ids.intersection(first.to_list()):
+        if ids and met:
             os.replace(candidate, truth)
             return True
     return False

@@ -237,3 +237,27 @@ def test_generate_removes_its_own_leftovers_of_killed_runs_only(tmp_path: Path) 
     generate_events(tmp_path / "raw.jsonl", 50)
     assert not mine.exists() and not parts.exists()
     assert someone_elses.exists()
+
+
+def test_a_pending_truth_is_moved_only_beside_its_own_events(tmp_path: Path) -> None:
+    """A truth file that a kill left pending goes into place only when it holds ids of the
+    events file beside it; another run's pending truth stays a leftover."""
+    import shutil
+    import subprocess
+    import sys
+
+    from orderpipe.generate import finish_pending_truth
+    from orderpipe.layout import truth_for
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    raw = generate_events(tmp_path / "raw.jsonl", 500, seed=1).output
+    truth = truth_for(raw)
+    other = generate_events(tmp_path / "other.jsonl", 500, seed=2).truth
+    pending = tmp_path / f".{truth.name}.tmp-{dead.pid}"
+    shutil.copy(other, pending)  # another run's truth
+    kept = truth.read_bytes()
+    assert not finish_pending_truth(truth) and truth.read_bytes() == kept and pending.exists()
+    shutil.copy(truth, pending)  # this events file's truth, left pending
+    truth.unlink()
+    assert finish_pending_truth(truth) and truth.read_bytes() == kept and not pending.exists()
