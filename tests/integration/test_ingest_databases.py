@@ -565,3 +565,20 @@ def test_a_failed_unit_leaves_whole_days_and_the_next_run_carries_on(
     assert again.since_version is None and 0 < written[0] < total - 1_000  # the rest only
     assert dump(database_url) == dump(in_one)
     assert run_ingest(generated_clean, database_url).events == 0  # watermark moved, at last
+
+
+def test_an_ingest_from_a_file_counts_customers_and_each_order_once(
+    generated_clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a file, in several units (an order may fall in two): the counts are the tables'."""
+    from orderpipe import ingest
+    from orderpipe.dataset import export_dataset
+
+    monkeypatch.setattr(ingest, "READ_ROWS", 700)
+    exported = export_dataset(generated_clean, tmp_path / "clean.parquet", "parquet").output
+    url = f"sqlite:///{tmp_path}/file.db"
+    result = run_ingest(exported, url)
+    tables = dump(url)
+    assert result.customers == len(tables["table_customers"]) > 0
+    assert result.orders == len(tables["table_orders"])
+    assert result.events == len(tables["table_events"])
