@@ -471,6 +471,17 @@ def interrupted_run(layout: Layout) -> int | None:
     return None if unfinished is None else unfinished[0]
 
 
+def pending_quarantine(layout: Layout) -> Path | None:
+    """The quarantine that the unfinished etl run (`interrupted_run`) left pending, if it is
+    still there: the next etl run moves it into place (it is not a leftover)."""
+    unfinished = _unfinished(layout)
+    if unfinished is None:
+        return None
+    name = json.loads(unfinished[1][RUN_INFO]).get("pending_quarantine")
+    pending = layout.rejected_dir / str(name)
+    return pending if name and pending.is_file() else None
+
+
 def _unfinished(layout: Layout, pending: str | None = None) -> tuple[int, dict[str, Any]] | None:
     """(version, commit information) of the last commit when it is an etl run's whose quality
     report is not written (and, given `pending`, whose pending quarantine has that name)."""

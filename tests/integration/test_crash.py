@@ -237,6 +237,7 @@ def test_etl_merge_killed_anywhere_is_before_or_after_and_a_rerun_finishes_it(
         doctor = killed.run("doctor", "--json")
         leftover = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "leftovers")
         assert leftover["facts"]["etl_unfinished_version"] == after.version, leftover
+        assert leftover["facts"]["leftovers"] == [], leftover  # a pending quarantine is not one
         killed.ok("etl", "--input", str(day2))  # finishes the killed run, then changes nothing
         assert etl_state(killed.layout) == after, point
         no_leftovers(killed.layout)
