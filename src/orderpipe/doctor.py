@@ -130,14 +130,14 @@ def check_leftovers(layout: Layout) -> Check:
     """The temporary files that runs no longer alive (killed, crashed) left where runs write;
     the next run that writes in that folder removes them."""
     from orderpipe.dataset import orphan_files
-    from orderpipe.etl import interrupted_run, pending_quarantine
+    from orderpipe.etl import unfinished_run
     from orderpipe.fileio import leftovers, size_of
 
-    kept = pending_quarantine(layout)  # the next etl moves it into place: not a leftover
+    run = unfinished_run(layout)
+    unfinished, kept = run if run is not None else (None, None)  # kept: the next etl moves it
     found = [path for folder in layout.work_dirs() for path in leftovers(folder) if path != kept]
     found += orphan_files(layout.table)  # data files of merges killed before their commit
     total = sum(size_of(path) for path in found)
-    unfinished = interrupted_run(layout)
     facts: dict[str, object] = {
         "leftovers": [str(path) for path in found],
         "bytes": total,

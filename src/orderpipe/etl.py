@@ -322,7 +322,7 @@ def run_etl(
     remove_leftovers(layout.reports_dir, {layout.quality_report.name})
     remove_orphans(layout.table)  # data files of merges killed before their commit
     rejected_path = layout.rejected_for(source)
-    pending = _pending(rejected_path)  # the quarantine, until the table commits
+    pending = temporary_path(rejected_path)  # the quarantine, until the table commits
     stage = layout.processed_dir / f".etl-stage-{os.getpid()}"
     counts = _Counts()
     held: list[pl.DataFrame] = []  # clean rows kept in memory while the run is small
@@ -410,14 +410,10 @@ def run_etl(
 RUN_INFO = "orderpipe.etl"  # commit info: the run's figures and its quarantine, until moved
 
 
-def _pending(rejected_path: Path) -> Path:
-    return temporary_path(rejected_path)
-
-
 def _run_info(counted: EtlResult, pending: str) -> str:
     """What a run counted, as its commit keeps it: a run killed after the commit is finished
     by the next one from it (`finish_interrupted_run`)."""
-    info = {name: value for name, value in counted.__dict__.items() if name in _COUNTED}
+    info: dict[str, Any] = {name: getattr(counted, name) for name in _COUNTED}
     info["input"] = str(counted.input)
     info["outputs"] = {name: str(path) for name, path in counted.outputs.items()}
     return json.dumps({**info, "pending_quarantine": pending})
@@ -467,19 +463,25 @@ def _write_quality_report(layout: Layout, result: EtlResult) -> None:
 def interrupted_run(layout: Layout) -> int | None:
     """The table version of an etl run that committed and was killed before its quality report
     (and maybe its quarantine) was written; None when the last run finished."""
-    unfinished = _unfinished(layout)
+    unfinished = unfinished_run(layout)
     return None if unfinished is None else unfinished[0]
 
 
-def pending_quarantine(layout: Layout) -> Path | None:
-    """The quarantine that the unfinished etl run (`interrupted_run`) left pending, if it is
-    still there: the next etl run moves it into place (it is not a leftover)."""
+def unfinished_run(layout: Layout) -> tuple[int, Path | None] | None:
+    """(table version, its pending quarantine if still there) of the etl run `interrupted_run`
+    names: the next etl run moves that quarantine into place (it is not a leftover)."""
     unfinished = _unfinished(layout)
     if unfinished is None:
         return None
-    name = json.loads(unfinished[1][RUN_INFO]).get("pending_quarantine")
-    pending = layout.rejected_dir / str(name)
-    return pending if name and pending.is_file() else None
+    version, info = unfinished
+    pending = _pending_quarantine(layout, json.loads(info[RUN_INFO]))
+    return version, pending if pending.is_file() else None
+
+
+def _pending_quarantine(layout: Layout, run: dict[str, Any]) -> Path:
+    """Where the run's pending quarantine is: in this layout's folder, whatever the folder the
+    run was started from."""
+    return layout.rejected_dir / str(run["pending_quarantine"])
 
 
 def _unfinished(layout: Layout, pending: str | None = None) -> tuple[int, dict[str, Any]] | None:
@@ -516,9 +518,8 @@ def finish_interrupted_run(layout: Layout) -> int | None:
     version, info = unfinished
     run = json.loads(info[RUN_INFO])
     merge = json.loads(info.get(MERGE_INFO, "{}"))
-    # in this layout's folder, whatever the folder the killed run was started from
     target = layout.rejected_dir / Path(run["outputs"]["rejected"]).name
-    pending = layout.rejected_dir / run.pop("pending_quarantine")
+    pending = _pending_quarantine(layout, run)
     if pending.is_file():
         os.replace(pending, target)
     rows = scan_clean_dataset(layout.table).select(pl.len()).collect().item()

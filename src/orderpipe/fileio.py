@@ -31,14 +31,33 @@ def temporary_path(target: Path) -> Path:
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; on success it replaces `target` in one rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(target)
-    try:
+    with staged_paths(target) as (tmp,):
         yield tmp
-        os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def staged_paths(
+    *targets: Path, moved: Callable[[Path], None] | None = None
+) -> Iterator[list[Path]]:
+    """Yield a temporary path beside each target; once the block has written them all, each
+    replaces its target in turn (`moved(target)` after each rename). A block that fails changes
+    no target. The first rename is the commit: if the renames are cut short after it, the
+    temporaries left stay, for the next reader to finish (else they are removed)."""
+    tmps = [temporary_path(target) for target in targets]
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    renamed = 0
+    try:
+        yield tmps
+        for target, tmp in zip(targets, tmps, strict=True):
+            os.replace(tmp, target)
+            renamed += 1
+            if moved:
+                moved(target)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if not renamed:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
 
 
 def write_atomic(target: Path, write: Callable[[Path], object]) -> Path:

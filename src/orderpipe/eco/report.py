@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from html import escape
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from orderpipe.eco.tracking import PHASES_FILE
 from orderpipe.errors import OrderpipeError
 from orderpipe.faults import crash_point
-from orderpipe.fileio import disk_full_as_error, remove_leftovers, temporary_path
+from orderpipe.fileio import disk_full_as_error, remove_leftovers, staged_paths
 
 if TYPE_CHECKING:
     from orderpipe.layout import Layout
@@ -221,17 +220,13 @@ def write_report(report: EcoReport, layout: Layout) -> EcoReport:
         csv_path: "\n".join(lines) + "\n",
         md: markdown(report, svg.name),
     }
-    staged = {path: temporary_path(path) for path in texts}
-    md.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        for path, text in texts.items():
-            staged[path].write_text(text, encoding="utf-8")
-        for path, tmp in staged.items():
-            os.replace(tmp, path)
-            crash_point(f"eco.{'chart' if path == svg else path.suffix[1:]}-moved")
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+
+    def moved(target: Path) -> None:
+        crash_point(f"eco.{'chart' if target == svg else target.suffix[1:]}-moved")
+
+    with staged_paths(*texts, moved=moved) as staged:
+        for tmp, text in zip(staged, texts.values(), strict=True):
+            tmp.write_text(text, encoding="utf-8")
     return EcoReport(
         **{**report.__dict__, "outputs": {"markdown": md, "csv": csv_path, "chart": svg}}
     )

@@ -43,32 +43,32 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     import joblib
 
     from orderpipe.faults import crash_point
-    from orderpipe.fileio import disk_full_as_error, remove_leftovers, temporary_path
+    from orderpipe.fileio import disk_full_as_error, remove_leftovers, staged_paths
 
     model_path, meta_path = model_files(artifacts_dir, name)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     finish_pending_metadata(artifacts_dir, name)
     remove_leftovers(artifacts_dir, {model_path.name, meta_path.name})  # of killed trainings
-    tmp_model, tmp_meta = temporary_path(model_path), temporary_path(meta_path)
-    try:
-        kept = f"the {name} model was not changed"
-        with disk_full_as_error(f"the {name} model", model_path, outcome=kept):
-            joblib.dump(pipeline, tmp_model, compress=3)
-            digest = hashlib.sha256(tmp_model.read_bytes()).hexdigest()
-            version = digest[:12]
-            full_meta = {
-                **meta,
-                "model_version": version,
-                "model_sha256": digest,
-                "libraries": library_versions(),
-            }
-            tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str), encoding="utf-8")
-            os.replace(tmp_model, model_path)
+
+    def moved(target: Path) -> None:
+        if target == model_path:
             crash_point("train.model-moved")
-            os.replace(tmp_meta, meta_path)
-    finally:
-        for leftover in (tmp_model, tmp_meta):
-            leftover.unlink(missing_ok=True)
+
+    kept = f"the {name} model was not changed"
+    with (
+        disk_full_as_error(f"the {name} model", model_path, outcome=kept),
+        staged_paths(model_path, meta_path, moved=moved) as (tmp_model, tmp_meta),
+    ):
+        joblib.dump(pipeline, tmp_model, compress=3)
+        digest = hashlib.sha256(tmp_model.read_bytes()).hexdigest()
+        version = digest[:12]
+        full_meta = {
+            **meta,
+            "model_version": version,
+            "model_sha256": digest,
+            "libraries": library_versions(),
+        }
+        tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str), encoding="utf-8")
     return version
 
 
