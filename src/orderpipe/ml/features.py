@@ -1,8 +1,9 @@
 """The model inputs, defined once for training, batch scoring and the stream consumer.
 
-Identifiers and anything that leaks the target are out; so are calendar parts that cannot
-generalise (year, day of month). Every source (raw event, clean CSV row, Kafka message) is
-cleaned into the clean record first, then `model_inputs` builds the same columns from it.
+A saved Pipeline reads clean records (the columns in `FeatureSpec.inputs`) and derives what it
+needs from them itself: `has_discount` from `discount`, `day_of_week` from the event's date
+parts. Identifiers and anything that leaks the target are out; so are calendar parts that cannot
+generalise (year, day of month).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from dataclasses import dataclass
 import polars as pl
 
 CATEGORICAL = ("country", "device", "channel", "main_category")
+DATE_PARTS = ("event_year", "event_month", "event_day")
+# Features the Pipeline derives, and the clean columns each is derived from.
+DERIVED: dict[str, tuple[str, ...]] = {"has_discount": ("discount",), "day_of_week": DATE_PARTS}
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What one model reads and predicts."""
+    """What one model reads, derives and predicts."""
 
     name: str
     target: str
@@ -25,10 +29,29 @@ class FeatureSpec:
 
     @property
     def columns(self) -> list[str]:
+        """The features the model's estimator sees (derived ones included)."""
         return [*self.categorical, *self.numeric]
 
+    @property
+    def plain_numeric(self) -> list[str]:
+        """Numeric features read as they are from the clean record."""
+        return [name for name in self.numeric if name not in DERIVED]
+
+    @property
+    def derived(self) -> list[str]:
+        return [name for name in self.numeric if name in DERIVED]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The clean-record columns the saved Pipeline reads (any other column is ignored)."""
+        names = [*self.categorical, *self.plain_numeric]
+        for feature in self.derived:
+            names += [source for source in DERIVED[feature] if source not in names]
+        return names
+
     def dtypes(self) -> dict[str, str]:
-        return {**dict.fromkeys(self.categorical, "string"), **dict.fromkeys(self.numeric, "float")}
+        """The inputs' kinds: text for categories, numbers for the rest."""
+        return {name: "string" if name in self.categorical else "float" for name in self.inputs}
 
 
 # Return probability: everything known when the order is placed.
@@ -61,20 +84,5 @@ SPECS = {spec.name: spec for spec in (CLASSIFICATION, REGRESSION)}
 
 
 def model_inputs(clean: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
-    """The spec's input columns, in order, from clean records (missing values stay missing)."""
-    derived = {
-        "has_discount": (pl.col("discount").fill_null(0.0) > 0).cast(pl.Float64),
-        "day_of_week": pl.col("event_time").dt.weekday().cast(pl.Float64),
-    }
-    return clean.select(
-        *[pl.col(name).cast(pl.String) for name in spec.categorical],
-        *[
-            (derived[name] if name in derived else pl.col(name)).cast(pl.Float64).alias(name)
-            for name in spec.numeric
-        ],
-    )
-
-
-def target(clean: pl.DataFrame, spec: FeatureSpec) -> pl.Series:
-    """The column the model learns."""
-    return clean[spec.target]
+    """The clean columns a model is fitted on, in order (what the saved Pipeline reads)."""
+    return clean.select(spec.inputs)

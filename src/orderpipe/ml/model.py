@@ -18,7 +18,7 @@ import polars as pl
 
 from orderpipe.errors import OrderpipeError
 from orderpipe.layout import model_files
-from orderpipe.ml.features import SPECS, FeatureSpec, model_inputs
+from orderpipe.ml.features import SPECS, FeatureSpec
 
 
 def library_versions() -> dict[str, str]:
@@ -107,11 +107,12 @@ class LoadedModel:
         return str(self.meta["model_version"])
 
     def predict_proba(self, clean: pl.DataFrame) -> np.ndarray:
-        """Probability of the positive class for each clean record, in one vectorised call."""
-        return self.pipeline.predict_proba(model_inputs(clean, self.spec))[:, 1]
+        """Probability of the positive class for each clean record, in one vectorised call: the
+        saved Pipeline is given the clean records as they are (it derives its own features)."""
+        return self.pipeline.predict_proba(clean)[:, 1]
 
     def predict(self, clean: pl.DataFrame) -> np.ndarray:
-        return self.pipeline.predict(model_inputs(clean, self.spec))
+        return self.pipeline.predict(clean)
 
 
 def load_model(artifacts_dir: Path, name: str) -> LoadedModel:
@@ -135,10 +136,15 @@ def load_model(artifacts_dir: Path, name: str) -> LoadedModel:
             f"{model_path} was trained with scikit-learn {trained_with}, this is "
             f"{sklearn.__version__}: {fix}"
         )
-    if meta.get("features") != spec.columns:
+    if "inputs" not in meta:
         raise OrderpipeError(
-            f"{model_path} expects features {meta.get('features')}, orderpipe "
-            f"provides {spec.columns}: {fix}"
+            f"{model_path} was trained by an older orderpipe whose model needs features built "
+            f"outside it: {fix}"
+        )
+    if meta["inputs"] != spec.inputs or meta.get("features") != spec.columns:
+        raise OrderpipeError(
+            f"{model_path} reads {meta['inputs']} for features {meta.get('features')}; orderpipe "
+            f"provides {spec.inputs} for {spec.columns}: {fix}"
         )
     data = model_path.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("model_sha256"):

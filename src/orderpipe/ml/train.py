@@ -52,6 +52,37 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- pipelines
+def _derived(spec: FeatureSpec, *, one_hot: bool) -> list[tuple[str, Any, list[str]]]:
+    """ColumnTransformer entries that derive the spec's features from clean columns, so the
+    saved Pipeline scores clean records with no step outside it. One-hot (linear models) makes
+    the weekday seven flags; trees read it as a number (NaN when the date is missing)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import Binarizer, OneHotEncoder
+
+    from orderpipe.ml.features import DERIVED
+    from orderpipe.ml.transformers import DayOfWeek
+
+    entries: list[tuple[str, Any, list[str]]] = []
+    if "has_discount" in spec.derived:  # no discount (missing or 0) -> 0, any discount -> 1
+        flag = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="constant", fill_value=0.0)),
+                ("flag", Binarizer(threshold=0.0)),
+            ]
+        )
+        entries.append(("has_discount", flag, list(DERIVED["has_discount"])))
+    if "day_of_week" in spec.derived:
+        steps: list[tuple[str, Any]] = [("weekday", DayOfWeek())]
+        if one_hot:
+            steps += [
+                ("impute", SimpleImputer(strategy="most_frequent")),
+                ("encode", OneHotEncoder(handle_unknown="ignore")),
+            ]
+        entries.append(("day_of_week", Pipeline(steps), list(DERIVED["day_of_week"])))
+    return entries
+
+
 def _preprocessor(spec: FeatureSpec, *, one_hot: bool) -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -76,17 +107,18 @@ def _preprocessor(spec: FeatureSpec, *, one_hot: bool) -> Any:
     return ColumnTransformer(
         [
             ("categorical", categorical, list(spec.categorical)),
-            ("numeric", numeric, list(spec.numeric)),
+            ("numeric", numeric, spec.plain_numeric),
+            *_derived(spec, one_hot=one_hot),
         ],
         verbose_feature_names_out=False,
     )
 
 
 def binned_logistic_regression(spec: FeatureSpec) -> Any:
-    """One-hot categories, quantile-binned numbers with a missing flag each, logistic regression.
+    """One-hot categories, quantile-binned numbers with a missing flag each, derived features,
+    logistic regression.
 
-    Numbers with few distinct values (a flag, a weekday) get fewer bins: the empty ones are
-    dropped at fit time.
+    Numbers with few distinct values get fewer bins: the empty ones are dropped at fit time.
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import MissingIndicator, SimpleImputer
@@ -94,7 +126,7 @@ def binned_logistic_regression(spec: FeatureSpec) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder
 
-    numbers = list(spec.numeric)
+    numbers = spec.plain_numeric
     features = ColumnTransformer(
         [
             (
@@ -127,6 +159,7 @@ def binned_logistic_regression(spec: FeatureSpec) -> Any:
                 ),
                 numbers,
             ),
+            *_derived(spec, one_hot=True),
             ("missing", MissingIndicator(features="all"), numbers),
         ],
         verbose_feature_names_out=False,
@@ -147,7 +180,7 @@ def _regressors(spec: FeatureSpec, seed: int) -> dict[str, Any]:
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline
 
-    categorical = list(range(len(spec.categorical)))
+    categorical = list(range(len(spec.categorical)))  # the preprocessor's first columns
     return {
         "ridge": Pipeline(
             [("features", _preprocessor(spec, one_hot=True)), ("model", Ridge(alpha=1.0))]
@@ -279,8 +312,9 @@ def _base_meta(
         "name": spec.name,
         "target": spec.target,
         "estimator": estimator,
+        "inputs": spec.inputs,
+        "input_dtypes": spec.dtypes(),
         "features": spec.columns,
-        "feature_dtypes": spec.dtypes(),
         "training_rows": clean.height,
         "sampling": sampling
         or {"rows_seen": clean.height, "rows_used": clean.height, "how": "every row"},

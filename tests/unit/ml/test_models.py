@@ -114,8 +114,9 @@ def test_metadata_has_every_field(trained: dict[str, Path]) -> None:
     meta = json.loads(meta_path.read_text())
     for key in (
         "model_version",
+        "inputs",
+        "input_dtypes",
         "features",
-        "feature_dtypes",
         "data_hash",
         "training_rows",
         "libraries",
@@ -185,7 +186,9 @@ def _copy_artifacts(trained: dict[str, Path], tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("tamper", "message"),
     [
-        (lambda meta: meta.update(features=["n_items"]), "expects features"),
+        (lambda meta: meta.update(features=["n_items"]), "provides"),
+        (lambda meta: meta["inputs"].remove("event_day"), "provides"),
+        (lambda meta: meta.pop("inputs"), "older orderpipe whose model needs features built"),
         (
             lambda meta: meta["libraries"].update({"scikit-learn": "0.24.2"}),
             "trained with scikit-learn 0.24.2",
@@ -239,10 +242,14 @@ def test_too_little_data_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "artifacts" / "classification_model.joblib").exists()
 
 
-def test_model_inputs_derive_the_same_columns_as_the_spec(trained: dict[str, Path]) -> None:
+def test_models_read_clean_columns_and_derive_the_rest(trained: dict[str, Path]) -> None:
     clean = read_clean_dataset(trained["table"]).head(10)
-    assert model_inputs(clean, CLASSIFICATION).columns == CLASSIFICATION.columns
-    assert model_inputs(clean, REGRESSION).columns == REGRESSION.columns
+    for spec in (CLASSIFICATION, REGRESSION):
+        assert model_inputs(clean, spec).columns == spec.inputs
+        assert set(spec.inputs) <= set(clean.columns)
+        assert {"has_discount", "day_of_week"} & set(spec.columns) == set(spec.derived)
+    pipeline = load_model(trained["artifacts"], "classification").pipeline
+    assert list(pipeline.feature_names_in_) == CLASSIFICATION.inputs
 
 
 def test_classifier_never_says_certain(tmp_path: Path) -> None:
