@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := docker/services.sh
 EVENTS ?= 4000
 
-.PHONY: install run test lint fuzz chaos services-up services-down bench clean
+.PHONY: install browser run test lint fuzz chaos services-up services-down bench clean
 
 install: $(BIN)/orderpipe
 
@@ -29,8 +29,17 @@ services-up:
 services-down:
 	$(SERVICES) down
 
-# install + services (required under CI: see `docker/services.sh ci-requires`) + lint + pytest.
-test: install
+# Debian's Chromium: the test that renders reports/report.html headless (CI requires it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }; } || \
+	  echo "make browser: Chromium could not be installed (root and apt needed)" >&2
+
+# install + browser + services (required under CI: see `docker/services.sh ci-requires`) + lint
+# + pytest.
+test: install browser
 	@if ! $(SERVICES) up; then \
 	  if $(SERVICES) ci-requires; then echo "make test: a service did not start and CI=$$CI requires every service" >&2; exit 1; fi; \
 	  echo "make test: some services are down; their suites will be skipped (see the skip reasons below)" >&2; \
@@ -57,4 +66,5 @@ bench: install
 	  $${ORDERPIPE_TEST_KAFKA_BOOTSTRAP:+--kafka-bootstrap $$ORDERPIPE_TEST_KAFKA_BOOTSTRAP}
 
 clean:
-	rm -rf data/raw data/processed data/rejected data/*.db* artifacts/*.joblib artifacts/*.json reports/*.json
+	rm -rf data/raw data/processed data/rejected data/*.db* artifacts/*.joblib artifacts/*.json \
+	  artifacts/*.parquet reports/*.json reports/report.html

@@ -51,6 +51,21 @@ def _require(variable: str, service: str) -> str:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, headless, for rendering the HTML report (`make browser` installs it)."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    message = "Chromium is not installed (run `make browser`)"
+    if IN_CI:
+        pytest.fail(f"CI={os.environ['CI']} requires every tool the tests use: {message}")
+    pytest.skip(message)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty current directory, with no ORDERPIPE_*/MYSQL_*/KAFKA_*/CC_* variables leaking in."""

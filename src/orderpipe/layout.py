@@ -39,6 +39,12 @@ def model_files(artifacts_dir: Path, name: str) -> tuple[Path, Path]:
     return artifacts_dir / f"{name}_model.joblib", artifacts_dir / f"{name}_model_meta.json"
 
 
+def evaluation_file(artifacts_dir: Path, name: str) -> Path:
+    """A sample of the test rows of the model called `name`, with its predictions (the report's
+    curves and permutation importance), named by the model's sha256 in a column."""
+    return artifacts_dir / f"{name}_model_eval.parquet"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The folders from the settings and every file name inside them."""
@@ -122,6 +128,11 @@ class Layout:
     def runs_history(self) -> Path:
         return self.reports_dir / "runs.jsonl"
 
+    @property
+    def html_report(self) -> Path:
+        """`orderpipe report`: one self-contained page (data, models, drift, stream, energy)."""
+        return self.reports_dir / "report.html"
+
     def work_dirs(self) -> list[Path]:
         """The folders where runs write (and where a killed run may leave temporary files)."""
         return [
@@ -137,7 +148,7 @@ class Layout:
         folders = [self.raw.parent, self.processed_dir, self.rejected_dir]
         models = [
             path
-            for pattern in ("*_model.joblib", "*_model_meta.json")
+            for pattern in ("*_model.joblib", "*_model_meta.json", "*_model_eval.parquet")
             for path in sorted(self.artifacts_dir.glob(pattern))
         ]
         return [*folders, *models]

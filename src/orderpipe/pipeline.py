@@ -6,14 +6,14 @@ A failing phase stops the run with its reason, and what the earlier phases wrote
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from orderpipe.errors import OrderpipeError
 from orderpipe.layout import Layout
@@ -29,6 +29,7 @@ class PhaseSummary:
     events: int | None
     events_per_second: float | None
     energy_kwh: float | None
+    figures: dict[str, Any] = field(default_factory=dict)  # the phase's own (bench's figures)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def run_all(
     try:
         for phase in PHASES:
             try:
-                _, record = run_phase(phase, settings, options, tracker)
+                outcome, record = run_phase(phase, settings, options, tracker)
             except OrderpipeError as exc:
                 raise OrderpipeError(f"run-all stopped in phase {phase.name}: {exc}") from None
             summary = PhaseSummary(
@@ -89,6 +90,7 @@ def run_all(
                 events=record.events,
                 events_per_second=record.events / record.duration_s if record.events else None,
                 energy_kwh=record.energy_kwh,
+                figures=phase.figures(outcome),
             )
             summaries.append(summary)
             log.info(
@@ -117,13 +119,20 @@ def run_all(
         report=report,
     )
     _append_history(Layout.from_settings(settings).runs_history, result)
-    return result
+    from orderpipe.report import run_report  # last: it reads this run's line of the history
+
+    try:
+        page = run_report(settings)
+    except OrderpipeError as exc:
+        raise OrderpipeError(f"run-all stopped writing its report: {exc}") from None
+    return dataclasses.replace(result, report={**result.report, "html": page.output})
 
 
 def _append_history(path: Path, result: RunAllResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from orderpipe.history import append_entry
+
     entry = {
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "run-all",
         "events": result.events,
         "database": result.database,
         "kafka": result.kafka,
@@ -135,9 +144,9 @@ def _append_history(path: Path, result: RunAllResult) -> None:
                 "seconds": round(p.seconds, 3),
                 "events": p.events,
                 "energy_kwh": p.energy_kwh,
+                "figures": p.figures,
             }
             for p in result.phases
         ],
     }
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    append_entry(path, entry)

@@ -373,11 +373,13 @@ def test_train_killed_between_its_renames_is_finished_by_the_next_reader(work: W
     old = json.loads(meta.read_text())["model_version"]
     work.killed_at("train.model-moved", "train", "classification", "--seed", "2")
     assert json.loads(meta.read_text())["model_version"] == old  # metadata still the old one
-    from orderpipe.ml.model import load_model
+    from orderpipe.ml.model import load_model, read_evaluation
 
     loaded = load_model(layout.artifacts_dir, "classification")  # finishes the killed training
     assert loaded.version != old
     assert json.loads(meta.read_text())["model_version"] == loaded.version
+    # the evaluation sample the report reads moved in too: it names the new model
+    assert read_evaluation(layout.artifacts_dir, loaded.meta, "classification") is not None
     first = Work(work.root / "first")  # no model before: no metadata at all
     first.ok("etl", "--input", str(layout.raw))
     first.killed_at("train.model-moved", "train", "classification", "--seed", "2")

@@ -1,4 +1,4 @@
-"""Operations commands: run-all, doctor, bench."""
+"""Operations commands: run-all, report, doctor, bench."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from orderpipe.cli.app import JsonOption, app, fail, run_service, settings_of
-from orderpipe.cli.render import columns_table, consoles, emit, n, table
+from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, fail, run_service, settings_of
+from orderpipe.cli.render import columns_table, consoles, emit, n, table, table_progress
 
 
 @app.command("run-all")
@@ -56,8 +56,42 @@ def run_all_command(
         title = f"run-all: {result.events:,} events in {result.seconds:.1f} s"
         columns = ("phase", "seconds", "events", "events/s", "energy (kWh)")
         out.print(columns_table(title, columns, rows))
-        if result.report:
+        if "markdown" in result.report:
             out.print(f"eco report: {result.report['markdown']}")
+        if "html" in result.report:
+            out.print(f"report: {result.report['html']}")
+
+    emit(result, as_json, render)
+
+
+@app.command("report")
+def report_command(
+    ctx: typer.Context,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write reports/report.html: data quality, model curves and importances, drift of the
+    inputs, stream throughput and latency, energy. One file that opens offline.
+
+    Example: [bold]orderpipe report && xdg-open reports/report.html[/]
+    """
+    from orderpipe.report import run_report
+
+    def call() -> Any:
+        settings = settings_of(ctx, database_url=database_url)
+        with table_progress() as on_progress:
+            return run_report(settings, progress=on_progress)
+
+    result = run_service(ctx, call)
+
+    def render(out: Console) -> None:
+        rows = [
+            (key, str(result.charts[key]), str(result.tables[key]), " ".join(notes))
+            for key in result.charts
+            for notes in [result.notes.get(key, [])]
+        ]
+        title = f"report: {result.output} ({result.bytes / 1024:,.0f} KiB, {result.seconds:.1f} s)"
+        out.print(columns_table(title, ("section", "charts", "tables", "notes"), rows))
 
     emit(result, as_json, render)
 

@@ -173,6 +173,7 @@ def stream_run(
 
     Example: [bold]orderpipe stream run --source raw[/]
     """
+    from orderpipe.history import append_stream_run
     from orderpipe.layout import Layout
     from orderpipe.stream.consumer import ConsumerOptions
     from orderpipe.stream.pipeline import run_stream_with_settings
@@ -180,13 +181,16 @@ def stream_run(
 
     def call() -> Any:
         settings = settings_of(ctx, database_url=database_url)
-        return run_stream_with_settings(
+        layout = Layout.from_settings(settings)
+        result = run_stream_with_settings(
             settings,
-            input_path or Layout.from_settings(settings).stream_source(source),
+            input_path or layout.stream_source(source),
             kind=source.value,
             producer_options=ProducerOptions(partitions=partitions, limit=limit, rate=rate),
             consumer_options=ConsumerOptions(batch_size=batch_size, batch_wait_ms=batch_wait_ms),
         )
+        append_stream_run(layout.runs_history, result)  # the report's stream section reads it
+        return result
 
     result = run_service(ctx, call)
     emit_table(

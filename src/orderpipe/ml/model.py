@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from orderpipe.errors import OrderpipeError
-from orderpipe.layout import model_files
+from orderpipe.layout import evaluation_file, model_files
 from orderpipe.ml.features import SPECS, FeatureSpec
 
 
@@ -33,12 +33,20 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: str) -> str:
-    """Write the Pipeline and its metadata; returns model_version. Nothing half-written is left.
+def save_model(
+    pipeline: Any,
+    meta: dict[str, Any],
+    artifacts_dir: Path,
+    name: str,
+    evaluation: pl.DataFrame | None = None,
+) -> str:
+    """Write the Pipeline, its metadata and its evaluation sample; returns model_version.
+    Nothing half-written is left.
 
-    The joblib file is renamed into place first (the commit), then the metadata that names its
-    hash. A training killed between the two leaves its metadata pending: the next reader or
-    training finds it by the hash and moves it into place (`finish_pending_metadata`).
+    The joblib file is renamed into place first (the commit), then the metadata and the
+    evaluation sample that name its hash. A training killed after the commit leaves them
+    pending: the next reader or training finds them by the hash and moves them into place
+    (`finish_pending_metadata`).
     """
     import joblib
 
@@ -46,9 +54,14 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     from orderpipe.fileio import disk_full_as_error, remove_leftovers, staged_paths
 
     model_path, meta_path = model_files(artifacts_dir, name)
+    eval_path = evaluation_file(artifacts_dir, name)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     finish_pending_metadata(artifacts_dir, name)
-    remove_leftovers(artifacts_dir, {model_path.name, meta_path.name})  # of killed trainings
+    # of killed trainings
+    remove_leftovers(artifacts_dir, {model_path.name, meta_path.name, eval_path.name})
+    if evaluation is None:  # a model trained without one keeps no older model's sample
+        eval_path.unlink(missing_ok=True)
+    targets = [model_path, meta_path] + ([eval_path] if evaluation is not None else [])
 
     def moved(target: Path) -> None:
         if target == model_path:
@@ -57,8 +70,9 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
     kept = f"the {name} model was not changed"
     with (
         disk_full_as_error(f"the {name} model", model_path, outcome=kept),
-        staged_paths(model_path, meta_path, moved=moved) as (tmp_model, tmp_meta),
+        staged_paths(*targets, moved=moved) as tmps,
     ):
+        tmp_model, tmp_meta = tmps[:2]
         joblib.dump(pipeline, tmp_model, compress=3)
         digest = hashlib.sha256(tmp_model.read_bytes()).hexdigest()
         version = digest[:12]
@@ -69,28 +83,56 @@ def save_model(pipeline: Any, meta: dict[str, Any], artifacts_dir: Path, name: s
             "libraries": library_versions(),
         }
         tmp_meta.write_text(json.dumps(full_meta, indent=2, default=str), encoding="utf-8")
+        if evaluation is not None:
+            evaluation.with_columns(pl.lit(digest).alias("model_sha256")).write_parquet(tmps[2])
     return version
 
 
 def finish_pending_metadata(artifacts_dir: Path, name: str) -> bool:
-    """Move into place the metadata that a training killed after its model's rename left
-    pending (a leftover that names the hash of the model in place); True when it did."""
+    """Move into place the metadata and evaluation sample that a training killed after its
+    model's rename left pending (leftovers that name the hash of the model in place); True
+    when it moved anything."""
     from orderpipe.fileio import leftovers
 
     model_path, meta_path = model_files(artifacts_dir, name)
-    pending = leftovers(artifacts_dir, {meta_path.name})
+    eval_path = evaluation_file(artifacts_dir, name)
+    pending = leftovers(artifacts_dir, {meta_path.name, eval_path.name})
     if not pending or not model_path.is_file():
         return False
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    moved = False
     for candidate in pending:
-        try:
-            meta = json.loads(candidate.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict) and meta.get("model_sha256") == digest:
-            os.replace(candidate, meta_path)
-            return True
-    return False
+        target = eval_path if candidate.name.startswith(f".{eval_path.name}") else meta_path
+        if _names_model(candidate, digest, parquet=target == eval_path):
+            os.replace(candidate, target)
+            moved = True
+    return moved
+
+
+def _names_model(path: Path, digest: str, *, parquet: bool) -> bool:
+    try:
+        if parquet:
+            named = pl.read_parquet(path, columns=["model_sha256"], n_rows=1)["model_sha256"]
+            return named.len() == 1 and named[0] == digest
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, pl.exceptions.PolarsError):
+        return False
+    return isinstance(meta, dict) and meta.get("model_sha256") == digest
+
+
+def read_evaluation(artifacts_dir: Path, meta: dict[str, Any], name: str) -> pl.DataFrame | None:
+    """The evaluation sample of the model `meta` describes; None when there is none or it
+    belongs to another model (trained before samples were kept, or replaced since)."""
+    path = evaluation_file(artifacts_dir, name)
+    try:
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError):
+        return None
+    if "model_sha256" not in frame.columns or frame.height == 0:
+        return None
+    if frame["model_sha256"][0] != meta.get("model_sha256"):
+        return None
+    return frame.drop("model_sha256")
 
 
 @dataclass(frozen=True)

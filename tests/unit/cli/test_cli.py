@@ -21,10 +21,27 @@ def invoke(*args: str) -> object:
 def test_help_lists_the_commands_with_examples() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("generate", "etl", "ingest", "train", "predict", "doctor", "bench"):
+    commands = ("generate", "etl", "ingest", "train", "predict", "report", "doctor", "bench")
+    for command in commands:
         assert command in result.stdout
-    for command in ("generate", "etl", "ingest", "train", "predict", "doctor", "bench"):
+    for command in commands:
         assert "Example:" in invoke(command, "--help").stdout
+
+
+def test_help_does_not_import_matplotlib_scikit_learn_or_sqlalchemy() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from orderpipe.cli import app\n"
+        "for args in (['--help'], ['report', '--help'], ['train', '--help']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+        "print(sorted(m for m in ('matplotlib', 'sklearn', 'sqlalchemy') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
 
 
 def test_batch_pipeline_through_the_cli(workdir: Path) -> None:
