@@ -446,3 +446,20 @@ def test_replaying_a_fixed_dead_letter_twice_stores_its_event_once(
     consume()
     assert events() == once  # the upsert by event_id: the same rows, the same predictions
     assert stream.report("stream", "dlq", "replay")["read"] == 0
+
+
+@pytest.mark.kafka
+def test_the_report_counts_the_dead_letters_by_reason(on_kafka: Stream, workdir: Path) -> None:
+    asyncio.run(dead_letter(on_kafka, ["not UTF-8 text"] * 3 + [DB_REFUSED] * 2))
+    report = on_kafka.report("report")
+    assert f"dead letters: 5 in {on_kafka.dlq}" in report["notes"]["stream"]
+    html = (workdir / "reports" / "report.html").read_text(encoding="utf-8")
+    assert f"{on_kafka.dlq}: 5 letters" in html
+    assert '<td class="text">not UTF-8 text</td><td>3</td>' in html
+
+
+def test_the_report_says_when_the_broker_does_not_answer(workdir: Path) -> None:
+    stream = Stream(f"127.0.0.1:{free_port()}", "nowhere", "g")
+    report = stream.report("report")
+    [note] = [n for n in report["notes"]["stream"] if n.startswith("dead letters")]
+    assert "did not answer" in note

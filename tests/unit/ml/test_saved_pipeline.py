@@ -159,3 +159,17 @@ def test_day_of_week_reads_polars_and_pandas_with_nulls() -> None:
     assert from_polars[0, 0] == from_pandas[0, 0] == 5.0  # a Friday
     assert np.isnan(from_polars[1, 0]) and np.isnan(from_pandas[1, 0])
     assert step.get_feature_names_out().tolist() == ["day_of_week"]
+
+
+def test_missing_optional_values_in_a_pandas_frame_still_score(models: Path) -> None:
+    clean = read_clean_dataset(models.parent / "data" / "processed" / "orders_events_cleaned")
+    frame = clean.head(5).to_pandas()
+    frame.loc[0, "channel"] = None
+    frame.loc[1, "discount"] = float("nan")
+    frame.loc[2, ["device", "main_category"]] = float("nan")
+    frame.loc[3, "n_items"] = float("nan")
+    frame = frame.drop(columns=["event_id", "is_returned"])  # what is not read may be absent
+    proba = joblib.load(model_files(models, "classification")[0]).predict_proba(frame)[:, 1]
+    assert ((proba > 0) & (proba < 1)).all()
+    predicted = joblib.load(model_files(models, "regression")[0]).predict(frame)
+    assert np.isfinite(predicted).all()
