@@ -16,8 +16,13 @@ def append_entry(path: Path, entry: dict[str, Any]) -> None:
     """Add one run's line (with `finished_at` now when it has none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = {"finished_at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(line, default=str) + "\n")
+    with path.open("a+b") as handle:
+        handle.seek(0, 2)
+        if handle.tell():  # a line cut by a kill (or edited without one) gets its end first
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+        handle.write((json.dumps(line, default=str) + "\n").encode("utf-8"))
 
 
 def append_stream_run(path: Path, result: Any) -> None:

@@ -273,9 +273,10 @@ class _Units:
     one writer at a time: there, in line.
 
     A unit's mark (the run's progress: "stored through this day") goes into its transaction
-    only when every unit before it has committed; otherwise it records nothing, and a run cut
-    short redoes that unit (upserts are idempotent). The last mark (the watermark) is written
-    on its own at the end when the last unit could not carry it.
+    only when every unit before it has committed, and then it marks through the later units
+    already committed too (the second connection's unit that committed first). Otherwise it
+    records nothing, and a run cut short redoes that unit (upserts are idempotent). The last
+    mark (the watermark) is written on its own at the end when no unit carried it.
     """
 
     def __init__(self, w: TableWriter) -> None:
@@ -335,13 +336,12 @@ class _Units:
             on_progress = _events_progress(progress, counts["events"], total)
             counts["orders"] += frames["table_orders"].height
             counts["events"] += frames["table_events"].height
-            mark = marks[index] if index < len(marks) else None
             if self.pool is None:
-                self._write(self.writers[0], index, frames, size, mark, on_progress)
+                self._write(self.writers[0], index, frames, size, marks, on_progress)
             else:
                 if len(in_flight) == 2:
                     in_flight.popleft().result()
-                args = (self._writer_for(index), index, frames, size, mark, on_progress)
+                args = (self._writer_for(index), index, frames, size, marks, on_progress)
                 in_flight.append(self.pool.submit(self._write, *args))
             written += 1
         while in_flight:
@@ -356,17 +356,21 @@ class _Units:
         index: int,
         frames: dict[str, pl.DataFrame],
         size: int,
-        mark: Callable[[Connection], None] | None,
+        marks: list[Callable[[Connection], None]],
         progress: Progress | None,
     ) -> None:
         from orderpipe.faults import crash_point
 
         def before_commit(conn: Connection) -> None:
             with self.lock:
-                ready = all(earlier in self.committed for earlier in range(index))
-            if mark is not None and ready:
-                mark(conn)
-                self.marked.add(index)
+                if not all(earlier in self.committed for earlier in range(index)):
+                    return
+                last = index  # and the later units that committed before this one
+                while last + 1 in self.committed:
+                    last += 1
+            if last < len(marks):
+                marks[last](conn)
+                self.marked.update(range(index, last + 1))
 
         writer.write(frames, chunk_size=size, before_commit=before_commit, progress=progress)
         with self.lock:

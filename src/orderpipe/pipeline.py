@@ -121,6 +121,7 @@ def run_all(
     _append_history(Layout.from_settings(settings).runs_history, result)
     from orderpipe.report import run_report  # last: it reads this run's line of the history
 
+    log.info("writing %s", Layout.from_settings(settings).html_report)
     try:
         page = run_report(settings)
     except OrderpipeError as exc:

@@ -40,9 +40,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CRASH_ROUNDS = int(os.environ.get("ORDERPIPE_CRASH_ROUNDS", "2"))
 KILLED = -signal.SIGKILL
 # Runs the CLI with small units, so a few thousand events make several of them.
+SMALL_UNIT = 4_000
 SMALL = (
     "import sys, orderpipe.ingest as i, orderpipe.ml.predict as p, orderpipe.generate as g; "
-    "i.READ_ROWS = p.READ_ROWS = 4_000; "
+    f"i.READ_ROWS = p.READ_ROWS = {SMALL_UNIT}; "
     "g.generate_events.__kwdefaults__['chunk_size'] = g.UNIT; "
     "from orderpipe.cli import app; app(prog_name='orderpipe')"
 )
@@ -316,7 +317,12 @@ def test_ingest_killed_leaves_whole_days_and_a_rerun_gives_the_uninterrupted_tab
     both = read_clean_dataset(layout.table).height
     resumed = work.run("ingest", "--database-url", ingest_url, "--json")
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    assert json.loads(resumed.stdout)["events"] == both - stored  # nothing written twice
+    # Nothing missed, and nothing written twice but, at most, the one unit that committed on
+    # the second connection while the unit before it (which marks through both) was committing
+    # (a window of microseconds): it carried no mark, so it is redone.
+    redone = json.loads(resumed.stdout)["events"] - (both - stored)
+    days = read_clean_dataset(layout.table).group_by(pl.col("event_time").dt.date()).len()
+    assert 0 <= redone <= max(SMALL_UNIT, int(days["len"].max()))
     reference = f"sqlite:///{work.root}/reference.db"
     work.ok("ingest", "--database-url", reference)
     expected = dump(reference)
@@ -380,6 +386,10 @@ def test_train_killed_between_its_renames_is_finished_by_the_next_reader(work: W
     assert json.loads(meta.read_text())["model_version"] == loaded.version
     # the evaluation sample the report reads moved in too: it names the new model
     assert read_evaluation(layout.artifacts_dir, loaded.meta, "classification") is not None
+    work.killed_at("train.meta-moved", "train", "classification", "--seed", "3")
+    newest = load_model(layout.artifacts_dir, "classification")  # its sample was left pending
+    assert newest.version != loaded.version
+    assert read_evaluation(layout.artifacts_dir, newest.meta, "classification") is not None
     first = Work(work.root / "first")  # no model before: no metadata at all
     first.ok("etl", "--input", str(layout.raw))
     first.killed_at("train.model-moved", "train", "classification", "--seed", "2")

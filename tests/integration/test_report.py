@@ -103,3 +103,21 @@ def test_report_of_nothing_says_what_to_run_in_each_section(workdir: Path) -> No
     assert "run `orderpipe run-all` or `orderpipe stream run`" in notes["stream"][0]
     assert "no CodeCarbon measurements" in notes["energy"][0]
     assert (workdir / "reports" / "report.html").is_file()
+
+
+def test_drift_compares_the_events_newer_than_the_training_data(workdir: Path) -> None:
+    def ok(*args: str) -> dict:
+        result = CliRunner().invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    ok("generate", "--events", "3000", "--start", "2026-03-02", "--days", "2", "--seed", "1")
+    ok("etl")
+    ok("ingest")
+    ok("train", "classification")
+    ok("generate", "--events", "1500", "--start", "2026-03-09", "--days", "1", "--seed", "2")
+    ok("etl")
+    ok("ingest")
+    ok("predict")
+    notes = ok("report")["notes"]["drift"]
+    assert "the 1,500 most recent events newer than its training data" in notes[0], notes

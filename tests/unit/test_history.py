@@ -28,7 +28,7 @@ def test_stream_runs_come_from_run_all_and_stream_run_lines(tmp_path: Path) -> N
     )
     append_entry(path, {"events": 5, "phases": [{"phase": "stream", "events": 5}]})  # older line
     with path.open("a", encoding="utf-8") as handle:
-        handle.write('{"cut by a kill": \n')
+        handle.write('{"cut by a kill": ')  # no end of line
     result = SimpleNamespace(
         produced=50,
         stored=49,

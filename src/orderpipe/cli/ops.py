@@ -22,7 +22,8 @@ def run_all_command(
     seed: Annotated[int, typer.Option()] = 42,
     as_json: JsonOption = False,
 ) -> None:
-    """Every phase in order: generate, etl, ingest, train, predict, stream run, eco report.
+    """Every phase in order: generate, etl, ingest, train, predict, stream run; then the eco
+    report and reports/report.html.
 
     Uses the embedded defaults (SQLite, embedded broker) unless ORDERPIPE_DATABASE_URL and
     ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS point elsewhere.

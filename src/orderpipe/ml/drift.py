@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from orderpipe.ml.features import DATE_PARTS, FeatureSpec
-from orderpipe.ml.transformers import day_of_week
+from orderpipe.ml.features import DERIVED, FeatureSpec
 
 PSI_FLAG = 0.2
 MAX_CATEGORIES = 30  # a category beyond the 30 most frequent counts as "(other)"
@@ -23,18 +22,19 @@ OTHER, MISSING = "(other)", "(missing)"
 _FLOOR = 1e-4  # an empty bin's share, so ln() stays finite
 
 
-def model_features(clean: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
-    """The features the model's estimator sees, as the saved Pipeline derives them."""
+def model_features(clean: pl.DataFrame, spec: FeatureSpec, pipeline: Any) -> pl.DataFrame:
+    """The features the model's estimator sees, derived by the fitted Pipeline's own steps (the
+    weekday before it is one-hot encoded)."""
+    steps = pipeline[0].named_transformers_  # the fitted ColumnTransformer's transformers
     derived: dict[str, pl.Series] = {}
-    if "has_discount" in spec.derived:
-        derived["has_discount"] = clean.select(
-            (pl.col("discount").fill_null(0.0) > 0).cast(pl.Float64)
-        ).to_series()
-    if "day_of_week" in spec.derived:
-        parts = [clean[name].cast(pl.Float64).to_numpy() for name in DATE_PARTS]
-        derived["day_of_week"] = pl.Series(day_of_week(*parts))
+    for name in spec.derived:
+        step = steps[name]
+        if name == "day_of_week" and hasattr(step, "steps"):
+            step = step[0]  # DayOfWeek, before the imputer and the encoder
+        values = step.transform(clean.select(DERIVED[name])) if clean.height else []
+        derived[name] = pl.Series(name, np.asarray(values, dtype=np.float64).ravel())
     return pl.DataFrame(
-        [derived[name].alias(name) if name in derived else clean[name] for name in spec.columns]
+        [derived[name] if name in derived else clean[name] for name in spec.columns]
     )
 
 
@@ -51,8 +51,11 @@ def training_profile(features: pl.DataFrame, spec: FeatureSpec) -> dict[str, Any
             profile[name] = {"kind": "category", "shares": {**kept, OTHER: max(rest, 0.0)}}
         else:
             values = column.cast(pl.Float64).drop_nulls().drop_nans()
-            deciles = {float(values.quantile(q / 10, "lower")) for q in range(1, 10)}
-            edges = sorted(deciles) if values.len() else []
+            edges = (
+                sorted({float(values.quantile(q / 10, "lower")) for q in range(1, 10)})
+                if values.len()
+                else []
+            )
             profile[name] = {
                 "kind": "number",
                 "edges": edges,
@@ -74,7 +77,10 @@ def _number_shares(column: pl.Series, edges: list[float]) -> list[float]:
 
 
 def stability_index(entry: dict[str, Any], column: pl.Series) -> float:
-    """PSI of `column` (new values) against one feature's training profile."""
+    """PSI of `column` (new values) against one feature's training profile; NaN when there
+    is no new value to compare."""
+    if column.len() == 0:
+        return math.nan
     if entry["kind"] == "category":
         expected = entry["shares"]
         counts = column.fill_null(MISSING).value_counts()
@@ -93,9 +99,11 @@ def stability_index(entry: dict[str, Any], column: pl.Series) -> float:
     return total
 
 
-def drift_table(profile: dict[str, Any], scored: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+def drift_table(
+    profile: dict[str, Any], scored: pl.DataFrame, spec: FeatureSpec, pipeline: Any
+) -> pl.DataFrame:
     """feature, psi, flagged: the scored events' features against the training profile."""
-    features = model_features(scored, spec)
+    features = model_features(scored, spec, pipeline)
     rows = [
         (name, stability_index(profile[name], features[name]))
         for name in spec.columns

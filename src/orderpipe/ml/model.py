@@ -59,13 +59,15 @@ def save_model(
     finish_pending_metadata(artifacts_dir, name)
     # of killed trainings
     remove_leftovers(artifacts_dir, {model_path.name, meta_path.name, eval_path.name})
-    if evaluation is None:  # a model trained without one keeps no older model's sample
-        eval_path.unlink(missing_ok=True)
+    # An older model's evaluation sample stays until replaced: it names that model's hash, so
+    # no reader takes it for this one's.
     targets = [model_path, meta_path] + ([eval_path] if evaluation is not None else [])
 
     def moved(target: Path) -> None:
         if target == model_path:
             crash_point("train.model-moved")
+        elif target == meta_path:
+            crash_point("train.meta-moved")
 
     kept = f"the {name} model was not changed"
     with (

@@ -85,30 +85,42 @@ def _derived(spec: FeatureSpec, *, one_hot: bool) -> list[tuple[str, Any, list[s
     return entries
 
 
+def _categories(*, one_hot: bool) -> Any:
+    """Category columns: one marker for a missing value (a polars null, a pandas NaN or NA),
+    imputed as "unknown" (what etl writes for it), then one-hot (linear models) or codes with
+    NaN for a category never seen in training (trees, which handle NaN)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    from orderpipe.ml.transformers import MissingAsNaN
+
+    encode: Any = OneHotEncoder(handle_unknown="ignore", min_frequency=20)
+    if not one_hot:
+        encode = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan)
+    return Pipeline(
+        [
+            ("missing", MissingAsNaN()),
+            ("impute", SimpleImputer(strategy="constant", fill_value="unknown")),
+            ("encode", encode),
+        ]
+    )
+
+
 def _preprocessor(spec: FeatureSpec, *, one_hot: bool) -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+    from sklearn.preprocessing import StandardScaler
 
-    if one_hot:  # linear models: one-hot categories, imputed and scaled numbers
-        categorical: Any = Pipeline(
-            [
-                ("impute", SimpleImputer(strategy="constant", fill_value="unknown")),
-                ("encode", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
-            ]
-        )
-        numeric: Any = Pipeline(
+    numeric: Any = "passthrough"  # trees: raw numbers
+    if one_hot:  # linear models: imputed and scaled numbers
+        numeric = Pipeline(
             [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
         )
-    else:  # trees: category codes (unknown and missing -> NaN, which trees handle), raw numbers
-        categorical = OrdinalEncoder(
-            handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan
-        )
-        numeric = "passthrough"
     return ColumnTransformer(
         [
-            ("categorical", categorical, list(spec.categorical)),
+            ("categorical", _categories(one_hot=one_hot), list(spec.categorical)),
             ("numeric", numeric, spec.plain_numeric),
             *_derived(spec, one_hot=one_hot),
         ],
@@ -126,21 +138,12 @@ def binned_logistic_regression(spec: FeatureSpec) -> Any:
     from sklearn.impute import MissingIndicator, SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder
+    from sklearn.preprocessing import KBinsDiscretizer
 
     numbers = spec.plain_numeric
     features = ColumnTransformer(
         [
-            (
-                "categorical",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="constant", fill_value="unknown")),
-                        ("encode", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
-                    ]
-                ),
-                list(spec.categorical),
-            ),
+            ("categorical", _categories(one_hot=True), list(spec.categorical)),
             (
                 "numeric",
                 Pipeline(
@@ -311,9 +314,11 @@ def _base_meta(
     sampling: dict[str, Any] | None,
     *,
     data: pl.DataFrame,
+    pipeline: Any,
 ) -> dict[str, Any]:
-    """What every model's metadata holds; `fitted_on` (the rows the final model was fitted on)
-    gives the training profile the report measures drift against."""
+    """What every model's metadata holds; `fitted_on` (the rows the final `pipeline` was fitted
+    on) gives the training profile the report measures drift against, and `data_through` the
+    latest event it could have seen."""
     from orderpipe.ml.drift import model_features, training_profile
 
     return {
@@ -330,8 +335,14 @@ def _base_meta(
         "seed": seed,
         "data_hash": dataset_hash(data),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "training_profile": training_profile(model_features(fitted_on, spec), spec),
+        "data_through": _latest(data),
+        "training_profile": training_profile(model_features(fitted_on, spec, pipeline), spec),
     }
+
+
+def _latest(data: pl.DataFrame) -> str | None:
+    latest = data["event_time"].max() if "event_time" in data.columns else None
+    return None if latest is None else latest.isoformat()  # type: ignore[union-attr]
 
 
 def train_classifier(
@@ -381,7 +392,9 @@ def train_classifier(
             "brier": metrics["test"]["brier"] - oracle["brier"],
         }
     splits = {"train": len(train), "validation": len(val), "test": len(test)}
-    meta = _base_meta(spec, x[fitted_on], splits, seed, estimator, sampling, data=clean)
+    meta = _base_meta(
+        spec, x[fitted_on], splits, seed, estimator, sampling, data=clean, pipeline=final
+    )
     meta["metrics"] = metrics
     kept = _evaluation_rows(len(test), seed)
     evaluation = x[test[kept]].with_columns(
@@ -460,7 +473,7 @@ def train_regressor(
         "validation": validation,
     }
     splits = {"train": len(train), "validation": len(val), "test": len(test)}
-    meta = _base_meta(spec, x[train], splits, seed, chosen, sampling, data=clean)
+    meta = _base_meta(spec, x[train], splits, seed, chosen, sampling, data=clean, pipeline=final)
     meta["metrics"] = metrics
     kept = _evaluation_rows(len(test), seed)
     evaluation = x[test[kept]].with_columns(

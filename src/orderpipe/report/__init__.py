@@ -6,6 +6,7 @@ matplotlib is imported only here (through `charts`), so every other command star
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -14,6 +15,10 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from orderpipe.errors import OrderpipeError
+
+log = logging.getLogger("orderpipe.report")
 
 if TYPE_CHECKING:
     from orderpipe.report.sections import Section, Table
@@ -59,8 +64,8 @@ def run_report(
         lambda: energy_section(layout),
     ]
     sections = []
-    for build in builders:
-        sections.append(build())
+    for key, build in zip(SECTIONS, builders, strict=True):
+        sections.append(_built(key, build))
         if progress:
             progress("report sections", len(sections), len(builders))
     page = render_page(sections, settings)
@@ -75,6 +80,24 @@ def run_report(
         bytes=len(page.encode("utf-8")),
         seconds=time.perf_counter() - began,
     )
+
+
+SECTIONS = ("data", "models", "drift", "stream", "energy")
+
+
+def _built(key: str, build: Callable[[], Section]) -> Section:
+    """The section, or, when building it failed, the section with one note saying why: a
+    page with four sections says more than no page (`--debug` logs the traceback)."""
+    from orderpipe.report.sections import Section
+
+    try:
+        return build()
+    except OrderpipeError as exc:
+        return Section(key, key.capitalize(), notes=[str(exc)])
+    except Exception as exc:  # a bug or an unreadable source must not cost the other sections
+        log.debug("the %s section failed", key, exc_info=True)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return Section(key, key.capitalize(), notes=[f"this section could not be built ({reason})"])
 
 
 _STYLE = """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from orderpipe.report import charts
 
 if TYPE_CHECKING:
     from orderpipe.layout import Layout
+    from orderpipe.ml.features import FeatureSpec
     from orderpipe.settings import Settings
 
 DRIFT_ROWS = 100_000  # the most recent scored events the drift is measured on
@@ -114,20 +116,26 @@ def data_section(layout: Layout) -> Section:
 
 # ---------------------------------------------------------------- models
 def models_section(layout: Layout) -> Section:
+    from orderpipe.layout import evaluation_file
     from orderpipe.ml.model import load_model, read_evaluation
 
     section = Section("models", "Models")
-    for name, draw in (("classification", _classifier), ("regression", _regressor)):
+    for name, table, draw in (
+        ("classification", _classifier_table, _classifier),
+        ("regression", _regressor_table, _regressor),
+    ):
         try:
             model = load_model(layout.artifacts_dir, name)
         except OrderpipeError as exc:
             section.notes.append(str(exc))
             continue
+        table(section, model)  # from the metadata: on every test row
         evaluation = read_evaluation(layout.artifacts_dir, model.meta, name)
         if evaluation is None:
             section.notes.append(
-                f"the {name} model {model.version} kept no test rows (trained by an older "
-                f"orderpipe): run `orderpipe train {name}` for its charts"
+                f"the {name} model {model.version} has no evaluation sample: "
+                f"{evaluation_file(layout.artifacts_dir, name)} is missing or belongs to another "
+                f"model; run `orderpipe train {name}` for its charts"
             )
             continue
         draw(section, model, evaluation)
@@ -222,6 +230,10 @@ def _classifier(section: Section, model: Any, evaluation: pl.DataFrame) -> None:
         )
         section.charts.append(Chart("Return classifier: permutation importance", charts.svg(fig)))
 
+
+def _classifier_table(section: Section, model: Any) -> None:
+    meta = model.meta
+    metrics = meta["metrics"]
     test, oracle_metrics = metrics["test"], metrics.get("oracle") or {}
     names = [
         ("ROC AUC", "roc_auc"),
@@ -276,8 +288,15 @@ def _regressor(section: Section, model: Any, evaluation: pl.DataFrame) -> None:
                 label=f"median baseline ({baseline['value']:,.0f})",
             )
             ax.legend(loc="upper left")
-        ax.set_title("Basket value: actual vs predicted (1,500 test rows)")
+        shown = min(len(y), 1500)
+        ax.set_title(f"Basket value: actual vs predicted ({shown:,} test rows)")
         section.charts.append(Chart("Basket-value regressor: predicted vs actual", charts.svg(fig)))
+
+
+def _regressor_table(section: Section, model: Any) -> None:
+    meta = model.meta
+    metrics = meta["metrics"]
+    baseline = metrics["median_baseline"]
     test = metrics["test"]
     section.tables.append(
         Table(
@@ -306,29 +325,38 @@ def drift_section(layout: Layout, settings: Settings) -> Section:
     profile = model.meta.get("training_profile")
     if not profile:
         section.notes.append(
-            f"model {model.version} kept no training profile (trained by an older orderpipe): "
-            "run `orderpipe train classification`"
+            f"model {model.version}'s metadata has no training profile: run "
+            "`orderpipe train classification`"
         )
         return section
+    through = model.meta.get("data_through")
     try:
-        scored = scored_events(settings, model.version)
+        scored, newer = scored_events(settings, model.version, model.spec, through)
     except OrderpipeError as exc:
-        section.notes.append(f"the events scored could not be read: {exc}")
+        section.notes.append(f"the scored events could not be read: {exc}")
         return section
     if scored.height == 0:
         section.notes.append(
             f"no event scored by model {model.version} in the database yet: run "
-            "`orderpipe predict` or `orderpipe stream run`"
+            "`orderpipe ingest`, then `orderpipe predict` (or `orderpipe stream run`)"
         )
         return section
-    table = drift_table(profile, scored, model.spec).sort("psi", descending=True)
+    table = drift_table(profile, scored, model.spec, model.pipeline).sort("psi", descending=True)
     flagged = table.filter(pl.col("flagged")).height
+    if newer:
+        what = f"the {scored.height:,} most recent events newer than its training data ({through})"
+    else:
+        what = (
+            f"the {scored.height:,} most recent events it scored; none is newer than its "
+            f"training data ({through}), so these are mostly the events it was trained on and "
+            "a PSI near 0 is expected"
+        )
     section.notes.append(
-        f"the {scored.height:,} most recent events scored by model {model.version}, against "
-        f"the rows it was fitted on; {flagged} feature(s) above PSI {PSI_FLAG}."
+        f"Model {model.version}'s inputs in {what}, against the rows it was fitted on: "
+        f"{flagged} feature(s) above PSI {PSI_FLAG}."
     )
     with charts.figure(5.6, 0.8 + 0.28 * table.height) as (fig, ax):
-        values = table["psi"].to_list()
+        values = table["psi"].fill_nan(0.0).to_list()
         colors = [charts.COLORS["bad"] if v > PSI_FLAG else charts.COLORS["model"] for v in values]
         charts.barh(ax, table["feature"].to_list(), values, colors)
         ax.axvline(PSI_FLAG, color=charts.COLORS["bad"], linestyle=":", linewidth=1)
@@ -348,59 +376,61 @@ def drift_section(layout: Layout, settings: Settings) -> Section:
     return section
 
 
-def scored_events(settings: Settings, model_version: str) -> pl.DataFrame:
-    """The clean columns of the most recent events `model_version` scored, from the tables."""
+def scored_events(
+    settings: Settings, model_version: str, spec: FeatureSpec, through: str | None
+) -> tuple[pl.DataFrame, bool]:
+    """The clean columns `spec` reads of the most recent events `model_version` scored, from
+    the tables: those newer than `through` (the training data's latest event) when there are
+    any (True), else any it scored (False)."""
+    from datetime import datetime
+
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orderpipe.db.engine import make_engine
+    from orderpipe.db.engine import make_engine, sqlite_file
     from orderpipe.db.models import Customer, Event, Order, Prediction
 
-    columns = [
-        Customer.country,
-        Order.device,
-        Order.channel,
-        Order.main_category,
-        Order.n_items,
-        Order.basket_value,
-        Order.shipping_fee,
-        Order.discount,
-        Order.order_total,
-        Order.price_average_per_item,
-        Event.event_hour,
-        Event.event_year,
-        Event.event_month,
-        Event.event_day,
-    ]
-    query = (
-        select(*columns)
-        .select_from(Prediction)
-        .join(Event, Event.event_id == Prediction.event_id)
-        .join(Order, Order.order_id == Event.order_id)
-        .join(Customer, Customer.customer_id == Event.customer_id)
-        .where(Prediction.model_version == model_version)
-        .order_by(Prediction.predicted_at.desc())
-        .limit(DRIFT_ROWS)
-    )
+    def column(name: str) -> Any:
+        for table in (Event, Order, Customer):
+            if name in table.__table__.columns:
+                return getattr(table, name)
+        raise OrderpipeError(f"no table holds the model input {name!r}")
+
+    columns = [column(name) for name in spec.inputs]
     url = settings.db_url
-    if url.get_backend_name() == "sqlite" and not _sqlite_file_exists(url.database):
-        return pl.DataFrame()
+    database = sqlite_file(url)
+    if database is not None and not Path(database).is_file():
+        return pl.DataFrame(schema=spec.inputs), False
+    cutoff = datetime.fromisoformat(through) if through else None
+
+    def query(newer: bool) -> Any:
+        # the events first (most recent predictions of the model), then their columns
+        recent = select(Prediction.event_id).where(Prediction.model_version == model_version)
+        if newer and cutoff is not None:
+            recent = recent.join(Event, Event.event_id == Prediction.event_id).where(
+                Event.event_time > cutoff
+            )
+        ids = recent.order_by(Prediction.predicted_at.desc()).limit(DRIFT_ROWS).subquery()
+        return (
+            select(*columns)
+            .select_from(ids)
+            .join(Event, Event.event_id == ids.c.event_id)
+            .join(Order, Order.order_id == Event.order_id)
+            .join(Customer, Customer.customer_id == Event.customer_id)
+        )
+
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query(newer=True)).all() if cutoff is not None else []
+            newer = bool(rows)
+            if not rows:
+                rows = conn.execute(query(newer=False)).all()
     except SQLAlchemyError as exc:
         raise OrderpipeError(str(exc).splitlines()[0]) from None
     finally:
         engine.dispose()
-    names = [column.key for column in columns]
-    return pl.DataFrame([tuple(row) for row in rows], schema=names, orient="row")
-
-
-def _sqlite_file_exists(database: str | None) -> bool:
-    from pathlib import Path
-
-    return database in (None, "", ":memory:") or Path(database).is_file()
+    return pl.DataFrame([tuple(row) for row in rows], schema=spec.inputs, orient="row"), newer
 
 
 # ---------------------------------------------------------------- stream
@@ -453,6 +483,8 @@ def _stream_charts(section: Section, runs: list[dict[str, Any]]) -> None:
 
 def _dead_letters(section: Section, settings: Settings) -> str:
     """DLQ counts by reason from the configured broker, or why there are none."""
+    from aiokafka.errors import KafkaError
+
     from orderpipe.stream.admin import collect_status
     from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata
     from orderpipe.stream.messages import dlq_topic
@@ -473,8 +505,8 @@ def _dead_letters(section: Section, settings: Settings) -> str:
 
     try:
         status = asyncio.run(read())
-    except Exception as exc:  # any broker failure only leaves this part of the page out
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (KafkaError, OSError, TimeoutError, OrderpipeError) as exc:
+        reason = type(exc).__name__ + (f": {str(exc).splitlines()[0]}" if str(exc) else "")
         return f"dead letters: {settings.kafka_bootstrap_servers} did not answer ({reason})"
     summary = status.dlq
     if not summary.exists or summary.messages == 0:

@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 
 from orderpipe.ml.drift import PSI_FLAG, drift_table, model_features, training_profile
-from orderpipe.ml.features import CLASSIFICATION
+from orderpipe.ml.features import CLASSIFICATION, model_inputs
+from orderpipe.ml.train import _fit_quietly, binned_logistic_regression
 
 
 def _clean(n: int, seed: int, *, price: float = 50.0, mobile: float = 0.5) -> pl.DataFrame:
@@ -34,13 +35,22 @@ def _clean(n: int, seed: int, *, price: float = 50.0, mobile: float = 0.5) -> pl
     )
 
 
+def _fitted(clean: pl.DataFrame) -> object:
+    returned = np.random.default_rng(0).random(clean.height) < 0.2
+    pipeline = binned_logistic_regression(CLASSIFICATION)
+    return _fit_quietly(pipeline, model_inputs(clean, CLASSIFICATION), returned)
+
+
 def test_the_same_population_does_not_drift_and_a_shifted_one_is_flagged() -> None:
     spec = CLASSIFICATION
-    profile = training_profile(model_features(_clean(20_000, 1), spec), spec)
-    same = drift_table(profile, _clean(5_000, 2), spec)
+    training = _clean(20_000, 1)
+    pipeline = _fitted(training)
+    profile = training_profile(model_features(training, spec, pipeline), spec)
+    assert profile["has_discount"]["shares"][-1] == 0  # derived: never missing
+    same = drift_table(profile, _clean(5_000, 2), spec, pipeline)
     assert same["feature"].to_list() == spec.columns
     assert same["psi"].max() < 0.02 and not same["flagged"].any()
-    shifted = drift_table(profile, _clean(5_000, 3, price=120.0, mobile=0.95), spec)
+    shifted = drift_table(profile, _clean(5_000, 3, price=120.0, mobile=0.95), spec, pipeline)
     flagged = set(shifted.filter(pl.col("flagged"))["feature"])
     assert {"basket_value", "device"} <= flagged
     assert "country" not in flagged and "event_hour" not in flagged
@@ -49,12 +59,27 @@ def test_the_same_population_does_not_drift_and_a_shifted_one_is_flagged() -> No
 
 def test_unseen_categories_and_missing_values_count_as_drift() -> None:
     spec = CLASSIFICATION
-    profile = training_profile(model_features(_clean(10_000, 4), spec), spec)
+    training = _clean(10_000, 4)
+    pipeline = _fitted(training)
+    profile = training_profile(model_features(training, spec, pipeline), spec)
     scored = _clean(2_000, 5).with_columns(
         pl.lit("never-seen").alias("country"), pl.lit(None, dtype=pl.Float64).alias("n_items")
     )
-    table = drift_table(profile, scored, spec)
+    table = drift_table(profile, scored, spec, pipeline)
     psi = dict(zip(table["feature"], table["psi"], strict=True))
     assert psi["country"] > PSI_FLAG  # all of it in "(other)"
     assert psi["n_items"] > PSI_FLAG  # all of it in the missing bin
     assert profile["channel"]["shares"]["(missing)"] > 0  # a missing category has its share
+
+
+def test_an_all_missing_number_and_no_scored_event_do_not_break_the_profile() -> None:
+    spec = CLASSIFICATION
+    training = _clean(3_000, 6)
+    pipeline = _fitted(training)
+    features = model_features(training, spec, pipeline).with_columns(
+        pl.lit(None, dtype=pl.Float64).alias("shipping_fee")
+    )
+    profile = training_profile(features, spec)
+    assert profile["shipping_fee"] == {"kind": "number", "edges": [], "shares": [0.0, 1.0]}
+    empty = drift_table(profile, training.head(0), spec, pipeline)
+    assert empty["psi"].is_nan().all() and not empty["flagged"].any()

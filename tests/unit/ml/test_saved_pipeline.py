@@ -144,7 +144,19 @@ def test_day_of_week_matches_the_calendar() -> None:
     parts = np.array([[d.year, d.month, d.day] for d in days], dtype=float)
     got = day_of_week(parts[:, 0], parts[:, 1], parts[:, 2])
     assert got.tolist() == [float(d.isoweekday()) for d in days]
-    weird = np.array([[np.nan, 1, 1], [2026, 13, 1], [2026, 1, 0]], dtype=float)
+    weird = np.array(
+        [
+            [np.nan, 1, 1],
+            [2026, 13, 1],
+            [2026, 1, 0],
+            [2026, 2, 29],  # not a leap year
+            [2100, 2, 29],  # nor is 2100
+            [2026, 4, 31],
+            [2026.5, 1, 1],
+            [1e19, 1, 1],
+        ],
+        dtype=float,
+    )
     assert np.isnan(day_of_week(weird[:, 0], weird[:, 1], weird[:, 2])).all()
 
 
@@ -161,12 +173,29 @@ def test_day_of_week_reads_polars_and_pandas_with_nulls() -> None:
     assert step.get_feature_names_out().tolist() == ["day_of_week"]
 
 
+def test_a_missing_category_scores_as_unknown_from_polars_pandas_and_pandas_na(
+    models: Path,
+) -> None:
+    clean = read_clean_dataset(models.parent / "data" / "processed" / "orders_events_cleaned")
+    rows = clean.head(4)
+    filled = rows.with_columns(pl.lit("unknown").alias("channel"))  # what etl imputes
+    missing = rows.with_columns(pl.lit(None, dtype=pl.String).alias("channel"))
+    for name, method in (("classification", "predict_proba"), ("regression", "predict")):
+        pipeline = joblib.load(model_files(models, name)[0])
+        expected = getattr(pipeline, method)(filled)
+        for frame in (
+            missing,  # polars null
+            missing.to_pandas(),  # NaN... or None in an object column
+            missing.to_pandas().convert_dtypes(),  # pandas NA, nullable dtypes
+            missing.to_pandas(use_pyarrow_extension_array=True),  # Arrow-backed
+        ):
+            np.testing.assert_allclose(getattr(pipeline, method)(frame), expected, rtol=1e-12)
+
+
 def test_missing_optional_values_in_a_pandas_frame_still_score(models: Path) -> None:
     clean = read_clean_dataset(models.parent / "data" / "processed" / "orders_events_cleaned")
     frame = clean.head(5).to_pandas()
-    frame.loc[0, "channel"] = None
     frame.loc[1, "discount"] = float("nan")
-    frame.loc[2, ["device", "main_category"]] = float("nan")
     frame.loc[3, "n_items"] = float("nan")
     frame = frame.drop(columns=["event_id", "is_returned"])  # what is not read may be absent
     proba = joblib.load(model_files(models, "classification")[0]).predict_proba(frame)[:, 1]
