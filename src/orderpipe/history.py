@@ -36,7 +36,7 @@ def append_stream_run(path: Path, result: Any) -> None:
             "dead_lettered": result.dead_lettered,
             "seconds": round(result.seconds, 3),
             "events_per_second": round(result.events_per_second),
-            "latency_ms": {key: round(value, 1) for key, value in result.latency_ms.items()},
+            "latency_ms": {k: round(v, 1) for k, v in result.produce_to_stored_ms.items()},
         },
     )
 

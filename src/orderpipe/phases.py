@@ -115,7 +115,9 @@ def _stream_figures(result: Any) -> dict[str, Any]:
     return {
         "startup_seconds": round(result.startup_seconds, 3),
         "streaming_events_per_second": round(result.events_per_second),
-        **{f"latency_{key}_ms": round(value, 1) for key, value in result.latency_ms.items()},
+        # latency_*: produce to stored; fetch_to_stored_*: the consumer's own share
+        **{f"latency_{k}_ms": round(v, 1) for k, v in result.produce_to_stored_ms.items()},
+        **{f"fetch_to_stored_{k}_ms": round(v, 1) for k, v in result.fetch_to_stored_ms.items()},
     }
 
 

@@ -463,3 +463,41 @@ def test_the_report_says_when_the_broker_does_not_answer(workdir: Path) -> None:
     report = stream.report("report")
     [note] = [n for n in report["notes"]["stream"] if n.startswith("dead letters")]
     assert "did not answer" in note
+
+
+@pytest.mark.kafka
+def test_topic_create_makes_the_topic_and_its_dlq_once(on_kafka: Stream) -> None:
+    first = on_kafka.report("stream", "topic", "create", "--partitions", "4")
+    assert first["created"] == [on_kafka.topic, on_kafka.dlq]
+    assert first["partitions"] == {on_kafka.topic: 4, on_kafka.dlq: 4}
+    again = on_kafka.report("stream", "topic", "create", "--partitions", "4")
+    assert again["created"] == [] and again["partitions"] == first["partitions"]
+    status = on_kafka.report("stream", "status")  # a consumer group can start on it now
+    assert status["topic_exists"] and len(status["partitions"]) == 4
+
+
+def test_on_a_backlog_the_consumer_reports_its_own_latency_beside_the_backlog_age(
+    embedded: str, trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Produce, wait, then consume: produce -> stored is the backlog's age; fetch -> stored
+    and the rate count only the consumer's work, not its start-up or its idle wait."""
+    import time
+
+    _, clean, artifacts = trained
+    stream = new_stream(embedded)
+    endpoint = KafkaEndpoint(embedded, embedded=True)
+    sent = asyncio.run(produce(endpoint, stream.topic, clean, options=ProducerOptions()))
+    time.sleep(3.0)
+    consumer = StreamConsumer(
+        endpoint,
+        stream.topic,
+        stream.group,
+        partial(DatabaseSink, f"sqlite:///{tmp_path}/backlog.db", artifacts),
+        options=ConsumerOptions(idle_timeout=2.0, assign=True),
+    )
+    result = asyncio.run(consumer.run())
+    assert result.consumed == sent.sent > 0
+    assert result.produce_to_stored_ms["p50"] >= 3000  # the backlog waited 3 s
+    assert result.fetch_to_stored_ms["max"] < 2000  # the consumer's own share
+    assert result.busy_seconds < result.seconds - 1.5  # not the 2 s idle wait
+    assert result.events_per_second == pytest.approx(result.consumed / result.busy_seconds)

@@ -35,7 +35,7 @@ def test_stream_runs_come_from_run_all_and_stream_run_lines(tmp_path: Path) -> N
         dead_lettered=1,
         seconds=2.0,
         events_per_second=25.4,
-        latency_ms={"p50": 3.21, "p99": 9.87},
+        produce_to_stored_ms={"p50": 3.21, "p99": 9.87},
     )
     append_stream_run(path, result)
     entries = read_entries(path)

@@ -41,6 +41,14 @@ class CliState:
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # global options
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from orderpipe import __version__
+
+        typer.echo(f"orderpipe {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -48,11 +56,20 @@ def main(
     log_format: Annotated[
         str | None, typer.Option("--log-format", help="text or json (ORDERPIPE_LOG_FORMAT).")
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """orderpipe: generate -> etl -> ingest -> train -> predict, each step its own command.
 
     Settings come from ORDERPIPE_* environment variables and ./.env (see `orderpipe doctor`).
     """
+    from orderpipe.cli.render import start_command
+
+    start_command()
     if log_format is not None and log_format not in ("text", "json"):
         raise typer.BadParameter("text or json", param_hint="--log-format")
     ctx.obj = CliState(debug=debug, overrides={"log_format": log_format} if log_format else {})

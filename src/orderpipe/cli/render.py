@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -43,12 +45,46 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+_started: float | None = None  # perf_counter() at the command's start, start-up included
+
+
+def start_command() -> None:
+    """Note when the command started: when this process was started to run it (`orderpipe`,
+    `python -m orderpipe`), its start, interpreter and imports included; else now."""
+    global _started
+    _started = time.perf_counter() - _process_age()
+
+
+def _process_age() -> float:
+    """Seconds since this process started, when it was started to run orderpipe; else 0."""
+    if Path(sys.argv[0]).name not in ("orderpipe", "__main__.py"):
+        return 0.0  # called in another program (a test's CliRunner): its age is not ours
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, in ticks
+        return max(float(Path("/proc/uptime").read_text().split()[0]) - started, 0.0)
+    except (OSError, ValueError, IndexError):  # not Linux: from the CLI's start
+        return 0.0
+
+
+def command_seconds() -> float:
+    """Seconds the command has taken so far, as its user waited for it."""
+    return time.perf_counter() - (_started if _started is not None else time.perf_counter())
+
+
 def emit(result: Any, as_json: bool, render: Callable[[Console], None]) -> None:
-    """Render for people, and with --json print the result as one JSON object on stdout."""
+    """Render for people, and with --json print the result as one JSON object on stdout. Its
+    `seconds` is the whole command as the user waited for it; a result's own `seconds` (the
+    work, without start-up and imports) becomes `work_seconds`."""
     out, _ = consoles(as_json)
     render(out)
     if as_json:
-        sys.stdout.write(json.dumps(jsonable(result)) + "\n")
+        payload = jsonable(result)
+        if isinstance(payload, dict):
+            if "seconds" in payload:
+                payload["work_seconds"] = payload.pop("seconds")
+            payload["seconds"] = round(command_seconds(), 3)
+        sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
 
 

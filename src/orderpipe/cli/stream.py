@@ -150,10 +150,24 @@ def stream_consume(
             ("dead-lettered", n(result.dead_lettered)),
             ("batches", n(result.batches)),
             ("database retries", n(result.database_retries)),
-            ("events/s", n(result.events_per_second)),
-            ("seconds", f"{result.seconds:.2f}"),
+            ("events/s (while working)", n(result.events_per_second)),
+            ("seconds busy (whole run)", f"{result.busy_seconds:.2f} ({result.seconds:.2f})"),
+            *_latency_rows(result),
         ],
     )
+
+
+def _latency_rows(result: Any) -> list[tuple[str, str]]:
+    """p50/p95/p99/max, from produce to stored (on a backlog: its age) and from fetch to stored
+    (the consumer's own time)."""
+    return [
+        (f"{label} {key} (ms)", f"{value:,.1f}")
+        for label, figures in (
+            ("produce -> stored", result.produce_to_stored_ms),
+            ("fetch -> stored", result.fetch_to_stored_ms),
+        )
+        for key, value in figures.items()
+    ]
 
 
 @stream_app.command("run")
@@ -207,7 +221,7 @@ def stream_run(
                 "seconds (before the first send)",
                 f"{result.seconds:.2f} ({result.startup_seconds:.2f})",
             ),
-            *[(f"latency {key} (ms)", f"{value:,.1f}") for key, value in result.latency_ms.items()],
+            *_latency_rows(result),
         ],
     )
 
@@ -230,7 +244,42 @@ def broker(
     run_service(ctx, lambda: EmbeddedBroker(port=port).serve(on_ready=announce))
 
 
-# ---------------------------------------------------------------- operators: status, DLQ replay
+# ---------------------------------------------------------------- operators: topics, status, DLQ
+topic_app = typer.Typer(help="The stream's topic and its DLQ.", no_args_is_help=True)
+stream_app.add_typer(topic_app, name="topic")
+
+
+@topic_app.command("create")
+def topic_create(
+    ctx: typer.Context,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of each topic.")] = 3,
+    replication_factor: Annotated[
+        int, typer.Option(min=1, help="Copies of each partition (3 on a production cluster).")
+    ] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the topic and its DLQ (those missing), without producing: consumers can then be
+    started before any producer.
+
+    Example: [bold]orderpipe stream topic create --partitions 12 --replication-factor 3[/]
+    """
+    from orderpipe.stream.producer import create_topics_with_settings
+
+    result = run_service(
+        ctx,
+        lambda: create_topics_with_settings(settings_of(ctx), partitions, replication_factor),
+    )
+    rows = [
+        (
+            name,
+            f"{result.partitions.get(name, '?')} partitions"
+            + (", created" if name in result.created else ", existed"),
+        )
+        for name in (result.topic, result.dlq_topic)
+    ]
+    emit_table(result, as_json, "stream topic create", rows)
+
+
 dlq_app = typer.Typer(
     help="The dead-letter topic (<topic>.dlq): what the consumer could not store, and why.",
     no_args_is_help=True,

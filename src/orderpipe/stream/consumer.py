@@ -124,9 +124,15 @@ class ConsumeResult:
     dead_lettered: int
     batches: int
     database_retries: int
-    seconds: float
-    events_per_second: float
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    seconds: float  # the consumer's whole run: start-up, work, idle waits
+    # from the first record fetched to the last batch committed: the time spent working
+    busy_seconds: float
+    events_per_second: float  # consumed / busy_seconds
+    # p50/p95/p99/max of the time from produce (the record's timestamp) to stored: on a
+    # backlog, mostly the backlog's age
+    produce_to_stored_ms: dict[str, float] = field(default_factory=dict)
+    # ... and from fetch to stored (the consumer's own share: gather, clean, score, write)
+    fetch_to_stored_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ class Prepared:
     records: list[Any]
     sorted_batch: SortedBatch | None
     scores: pl.DataFrame | None = None  # predictions for every clean row, made ahead
+    fetched_at: float = 0.0  # time.time() when its first record arrived
 
 
 class StreamConsumer:
@@ -159,7 +166,11 @@ class StreamConsumer:
         self.stop_at: dict[Any, int] | None = None
         self.positions: dict[Any, int] = {}  # per partition: the next offset to store
         self.consumed = self.stored = self.dead_lettered = self.batches = self.retries = 0
-        self.latencies = LatencyHistogram()  # fixed size, whatever the run's length
+        self.latencies = LatencyHistogram()  # produce -> stored; fixed size, whatever the run
+        self.processing = LatencyHistogram()  # fetch -> stored
+        self._first_fetch: float | None = None  # time.time() of the first record fetched
+        self._fetched_at = 0.0  # time.time() of the first record of the batch being gathered
+        self._last_commit: float | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the model is loaded and partitions are assigned
         self._assigned_at: float | None = None
@@ -253,6 +264,9 @@ class StreamConsumer:
         return self._result(time.perf_counter() - began)
 
     def _result(self, seconds: float) -> ConsumeResult:
+        working = 0.0
+        if self._first_fetch is not None and self._last_commit is not None:
+            working = max(self._last_commit - self._first_fetch, 0.0)
         return ConsumeResult(
             consumed=self.consumed,
             stored=self.stored,
@@ -260,8 +274,10 @@ class StreamConsumer:
             batches=self.batches,
             database_retries=self.retries,
             seconds=seconds,
-            events_per_second=self.consumed / seconds if seconds else 0.0,
-            latency_ms=self.latencies.summary(),
+            busy_seconds=working,
+            events_per_second=self.consumed / working if working else 0.0,
+            produce_to_stored_ms=self.latencies.summary(),
+            fetch_to_stored_ms=self.processing.summary(),
         )
 
     async def _open_sink(self) -> Sink | None:
@@ -422,6 +438,8 @@ class StreamConsumer:
                             await fetch
                         break
                 batch = await fetch
+                if not records and batch:
+                    self._fetched_at = time.time()
                 records.extend(record for part in batch.values() for record in part)
         finally:
             if free is not None:
@@ -454,6 +472,9 @@ class StreamConsumer:
         records = await self._fill_batch(consumer)
         if not records:
             return Prepared(records, None)
+        fetched_at = self._fetched_at
+        if self._first_fetch is None:
+            self._first_fetch = fetched_at
         sorted_batch = await self._in_cleaner(sort_messages, records)
         scores = None
         score = getattr(sink, "score", None)
@@ -462,7 +483,7 @@ class StreamConsumer:
                 scores = await self._in_cleaner(score, sorted_batch.clean)
             except Exception as exc:  # the write scores again, where faults are classified
                 log.debug("scoring ahead failed (%s); scoring in the write", reason_of(exc))
-        return Prepared(records, sorted_batch, scores)
+        return Prepared(records, sorted_batch, scores, fetched_at)
 
     @staticmethod
     def _owned(consumer: Any, records: list[Any]) -> list[Any]:
@@ -496,7 +517,9 @@ class StreamConsumer:
                     records = owned
                     sorted_batch = await self._in_cleaner(sort_messages, records)
                 try:
-                    await self._attempt(records, sorted_batch, sink, dlq, consumer, scores)
+                    await self._attempt(
+                        records, sorted_batch, sink, dlq, consumer, scores, prepared.fetched_at
+                    )
                     return
                 except Exception as exc:
                     if classify(exc) is not Fault.transient:
@@ -517,6 +540,7 @@ class StreamConsumer:
         dlq: Any,
         consumer: Any,
         scores: pl.DataFrame | None = None,
+        fetched_at: float | None = None,
     ) -> None:
         """One try: write (isolating the rows the database refuses), dead-letter, commit."""
         began = time.perf_counter()
@@ -532,9 +556,12 @@ class StreamConsumer:
         for tp, offset in offsets.items():
             self.positions[tp] = max(self.positions.get(tp, 0), offset)
         # one array for both histograms (percentiles here, Prometheus buckets there)
+        now = self._last_commit = time.time()
         sent_ms = np.fromiter((record.timestamp for record in records), float, len(records))
-        latencies = time.time() * 1000 - sent_ms
+        latencies = now * 1000 - sent_ms
         self.latencies.add(latencies)
+        if fetched_at:
+            self.processing.add(np.full(len(records), (now - fetched_at) * 1000))
         self.consumed += len(records)
         self.stored += stored
         self.dead_lettered += len(dead)

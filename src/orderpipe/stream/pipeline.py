@@ -35,7 +35,9 @@ class StreamRunResult:
     # assignment; unpaced, the consumer starts while the producer sends)
     startup_seconds: float
     events_per_second: float  # produced events / time from first send to last commit
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    # p50/p95/p99/max (ms): from produce to stored, and the consumer's share (fetch to stored)
+    produce_to_stored_ms: dict[str, float] = field(default_factory=dict)
+    fetch_to_stored_ms: dict[str, float] = field(default_factory=dict)
     producer: ProduceResult | None = None
     consumer: ConsumeResult | None = None
 
@@ -122,7 +124,8 @@ async def run_stream(
         seconds=seconds,
         startup_seconds=seconds - streaming,
         events_per_second=produced.sent / streaming if streaming else 0.0,
-        latency_ms=consumed.latency_ms,
+        produce_to_stored_ms=consumed.produce_to_stored_ms,
+        fetch_to_stored_ms=consumed.fetch_to_stored_ms,
         producer=produced,
         consumer=consumed,
     )

@@ -24,6 +24,7 @@ from orderpipe.layout import StreamSource
 from orderpipe.stream.messages import dlq_topic
 
 if TYPE_CHECKING:
+    from orderpipe.settings import Settings
     from orderpipe.stream.kafka import KafkaEndpoint
 
 log = logging.getLogger("orderpipe.stream")
@@ -179,8 +180,10 @@ def prepare_messages(
     return Outgoing(keys=keys, values=values, skipped_by_reason=skipped, hashes=key_hashes(keys))
 
 
-async def ensure_topic(endpoint: KafkaEndpoint, topic: str, partitions: int) -> None:
-    """Create `topic` (and its dead-letter topic) when missing."""
+async def ensure_topic(
+    endpoint: KafkaEndpoint, topic: str, partitions: int, replication_factor: int = 1
+) -> list[str]:
+    """Create `topic` (and its dead-letter topic) when missing; returns the ones created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -190,15 +193,61 @@ async def ensure_topic(endpoint: KafkaEndpoint, topic: str, partitions: int) -> 
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
             for name in (topic, dlq_topic(topic))
             if name not in existing
         ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
+        return [new.name for new in wanted]
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class TopicsResult:
+    """`stream topic create`: the topic and its DLQ, which of them this call created."""
+
+    topic: str
+    dlq_topic: str
+    partitions: dict[str, int]  # per topic, as the cluster reports it now
+    created: list[str]
+
+
+def create_topics_with_settings(
+    settings: Settings, partitions: int, replication_factor: int = 1
+) -> TopicsResult:
+    """Create the configured topic and its DLQ (those missing), without producing, so consumers
+    can start before producers."""
+    from orderpipe.stream.admin import _in_one_line
+    from orderpipe.stream.kafka import kafka_endpoint
+
+    async def create(endpoint: KafkaEndpoint) -> TopicsResult:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from orderpipe.stream.kafka import start_client
+
+        topic = settings.kafka_topic
+        created = await ensure_topic(endpoint, topic, partitions, replication_factor)
+        admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
+        try:
+            described = await admin.describe_topics([topic, dlq_topic(topic)])
+        finally:
+            await admin.close()
+        counts = {
+            str(entry.get("topic", entry.get("name"))): len(entry["partitions"])
+            for entry in described
+        }
+        return TopicsResult(topic, dlq_topic(topic), counts, created)
+
+    if settings.kafka_bootstrap_servers == "embedded":
+        log.warning(
+            "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS=embedded: the topics live only as long as this "
+            "command's broker; point it at `orderpipe broker` or your cluster"
+        )
+    with kafka_endpoint(settings) as endpoint:
+        return asyncio.run(_in_one_line(create(endpoint)))
 
 
 def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[str, object]:

@@ -243,3 +243,29 @@ def test_json_log_format_gives_one_object_per_line() -> None:
     entry = json.loads(stream.getvalue())
     assert entry["message"] == "database unavailable; retry 2"
     assert entry["level"] == "WARNING" and entry["counts"] == {"retries": 2}
+
+
+def test_version_prints_the_package_version() -> None:
+    from orderpipe import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"orderpipe {__version__}"
+
+
+def test_every_json_result_says_how_long_the_whole_command_took(workdir: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "orderpipe", "generate", "--events", "20", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    payload = json.loads(run.stdout)
+    # the whole command (interpreter start and imports included) vs the work alone
+    assert payload["seconds"] > payload["work_seconds"] > 0
+    assert payload["seconds"] - payload["work_seconds"] > 0.05
+    in_process = json.loads(invoke("generate", "--events", "20", "--json").stdout)
+    assert in_process["seconds"] >= in_process["work_seconds"]
