@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := docker/services.sh
 EVENTS ?= 4000
 
-.PHONY: install browser run test lint fuzz chaos services-up services-down bench clean
+.PHONY: install browser run test lint fuzz chaos services-up services-down bench bench-train clean
 
 install: $(BIN)/orderpipe
 
@@ -65,6 +65,12 @@ bench: install
 	eval "$$($(SERVICES) env)"; $(BIN)/orderpipe bench --events $${BENCH_EVENTS:-1000000} \
 	  $${ORDERPIPE_TEST_MYSQL_URL:+--database-url $$ORDERPIPE_TEST_MYSQL_URL} \
 	  $${ORDERPIPE_TEST_KAFKA_BOOTSTRAP:+--kafka-bootstrap $$ORDERPIPE_TEST_KAFKA_BOOTSTRAP}
+
+# `train classification` against the procedure before issue 15 (or TRAIN_BASELINE), same raw
+# file (TRAIN_EVENTS), whole processes alternated, TRAIN_RUNS each: wall time and peak memory.
+bench-train: install
+	$(BIN)/python tests/perf/train_vs_baseline.py --baseline $${TRAIN_BASELINE:-05eccf9} \
+	  --events $${TRAIN_EVENTS:-1000000} --runs $${TRAIN_RUNS:-3}
 
 clean:
 	rm -rf data/raw data/processed data/rejected data/*.db* artifacts/*.joblib artifacts/*.json \

@@ -5,6 +5,7 @@ Loaded once by the CLI and passed down; services never read the environment them
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -151,10 +152,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Settings:
-        from sqlalchemy.engine import URL
-
         if self.database_url is None:
             if self.mysql_user and self.mysql_database:
+                from sqlalchemy.engine import URL
+
                 # URL.create escapes what a URL string would not carry (space, +, @, :, /, %).
                 url = URL.create(
                     "mysql+pymysql",
@@ -197,21 +198,30 @@ class Settings(BaseSettings):
         return view
 
 
-def _check_database_url(url: str) -> None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+# SQLAlchemy's own URL pattern (sqlalchemy.engine.url._parse_url), so that a command that never
+# opens the database (train reads a Parquet table) does not import SQLAlchemy to check one.
+_DATABASE_URL = re.compile(
+    r"""
+    (?P<name>[\w\+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?(?::(?P<port>[^/\?]*))?)?
+    (?:/(?P<database>[^\?]*))?
+    (?:\?(?P<query>.*))?
+    """,
+    re.VERBOSE,
+)
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
+
+def _check_database_url(url: str) -> None:
+    parsed = _DATABASE_URL.match(url)
+    if parsed is None or (parsed["port"] and not parsed["port"].isdigit()):
         raise ValueError(
             "database_url is not a database URL (expected e.g. sqlite:///data/orderpipe.db "
             "or mysql+pymysql://user:password@host:3306/db)"
-        ) from None
-    if parsed.get_backend_name() not in SUPPORTED_DIALECTS:
-        raise ValueError(
-            f"database_url uses {parsed.get_backend_name()!r}; supported: sqlite, mysql, mariadb"
         )
+    backend = parsed["name"].split("+")[0]
+    if backend not in SUPPORTED_DIALECTS:
+        raise ValueError(f"database_url uses {backend!r}; supported: sqlite, mysql, mariadb")
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 
 from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, run_service, settings_of
-from orderpipe.cli.render import emit, emit_table, n, table, table_progress, what_was_read
+from orderpipe.cli.render import (
+    emit,
+    emit_table,
+    finish_now,
+    n,
+    table,
+    table_progress,
+    what_was_read,
+)
 from orderpipe.ml import ModelKind
 
 CLASSIFIER_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall")
@@ -56,14 +64,16 @@ def train(
 
     def call() -> Any:
         layout = Layout.from_settings(settings_of(ctx))
-        return run_train(
-            model.value,
-            input_path or layout.table,
-            layout.artifacts_dir,
-            seed=seed,
-            truth_path=truth or layout.truth,
-            max_rows=max_rows or None,
-        )
+        with table_progress() as on_progress:
+            return run_train(
+                model.value,
+                input_path or layout.table,
+                layout.artifacts_dir,
+                seed=seed,
+                truth_path=truth or layout.truth,
+                max_rows=max_rows or None,
+                progress=on_progress,
+            )
 
     results = run_service(ctx, call)
 
@@ -72,6 +82,7 @@ def train(
             out.print(table(f"train {result.name}", _train_rows(result)))
 
     emit({"models": results}, as_json, render)
+    finish_now()  # the models are written: no teardown of scikit-learn and polars to wait for
 
 
 def _train_rows(result: Any) -> list[tuple[str, str]]:

@@ -32,6 +32,8 @@ def model_features(clean: pl.DataFrame, spec: FeatureSpec, pipeline: Any) -> pl.
         if name == "day_of_week" and hasattr(step, "steps"):
             step = step[0]  # DayOfWeek, before the imputer and the encoder
         values = step.transform(clean.select(DERIVED[name])) if clean.height else []
+        if hasattr(values, "toarray"):  # a sparse block
+            values = values.toarray()
         derived[name] = pl.Series(name, np.asarray(values, dtype=np.float64).ravel())
     return pl.DataFrame(
         [derived[name] if name in derived else clean[name] for name in spec.columns]
@@ -44,7 +46,9 @@ def training_profile(features: pl.DataFrame, spec: FeatureSpec) -> dict[str, Any
     for name in spec.columns:
         column = features[name]
         if name in spec.categorical:
-            shares = column.fill_null(MISSING).value_counts(normalize=True, sort=True)
+            shares = (
+                column.cast(pl.String).fill_null(MISSING).value_counts(normalize=True, sort=True)
+            )
             top = shares.head(MAX_CATEGORIES)
             kept = dict(zip(top[name].to_list(), top["proportion"].to_list(), strict=True))
             rest = 1.0 - sum(kept.values())
@@ -83,7 +87,7 @@ def stability_index(entry: dict[str, Any], column: pl.Series) -> float:
         return math.nan
     if entry["kind"] == "category":
         expected = entry["shares"]
-        counts = column.fill_null(MISSING).value_counts()
+        counts = column.cast(pl.String).fill_null(MISSING).value_counts()
         name = column.name
         actual: dict[str, float] = {}
         for value, count in zip(counts[name].to_list(), counts["count"].to_list(), strict=True):

@@ -1,5 +1,5 @@
-"""The steps of a saved model that scikit-learn does not ship: the day of the week, and one
-missing-value marker for text columns whatever frame they come from.
+"""The steps of a saved model that scikit-learn does not ship: category columns coded fast
+from any frame, the day of the week, and one missing-value marker for text columns.
 
 A model file scores clean records on its own, so what it derives from them lives inside its
 Pipeline. This module imports only numpy and scikit-learn (unpickling a model imports it), and
@@ -19,6 +19,264 @@ _MONTH_OFFSET = np.array([0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4], dtype=np.int64)
 _MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
+MISSING = "unknown"  # what etl writes for a missing category, and what a missing one scores as
+
+
+class Categories(TransformerMixin, BaseEstimator):
+    """Category (text) columns -> one-hot columns (`output="onehot"`, sparse) or integer codes
+    (`output="codes"`, float, NaN for a category not seen in training), for a polars or pandas
+    frame or an array.
+
+    A missing value (polars null, pandas NaN/None/NA) counts as "unknown", as etl writes it.
+    One-hot: a category seen fewer than `min_frequency` times in training shares one
+    "infrequent" column with the others like it, and so does one never seen, when there is
+    such a column (else its row is all zeros).
+
+    scikit-learn's encoders count object arrays in Python (8 s for 800k rows x 4 columns);
+    polars frames are coded here by polars itself and other frames by numpy, both vectorised.
+    """
+
+    def __init__(
+        self, output: str = "onehot", min_frequency: int = 1, dtype: Any = np.float64
+    ) -> None:
+        self.output = output
+        self.min_frequency = min_frequency
+        self.dtype = dtype
+
+    def fit(self, x: Any, y: Any = None) -> Categories:
+        validate_data(self, x, skip_check_array=True)
+        if self.output not in ("onehot", "codes"):
+            raise ValueError(f"output is 'onehot' or 'codes', not {self.output!r}")
+        self.categories_: list[np.ndarray] = []
+        self.infrequent_: list[bool] = []
+        for column in _text_columns(x):
+            names, counts = _counted(column)
+            frequent = counts >= self.min_frequency if self.output == "onehot" else counts > 0
+            self.categories_.append(names[frequent])
+            self.infrequent_.append(bool((~frequent).any()))
+        return self
+
+    def transform(self, x: Any) -> Any:
+        from scipy import sparse
+
+        check_is_fitted(self)
+        validate_data(self, x, skip_check_array=True, reset=False)
+        codes = [
+            _codes(column, known, len(known) if infrequent else -1)
+            for column, known, infrequent in zip(
+                _text_columns(x), self.categories_, self.infrequent_, strict=True
+            )
+        ]
+        if self.output == "codes":
+            out = np.column_stack(codes).astype(np.float64) if codes else np.empty((0, 0))
+            out[out < 0] = np.nan
+            return out
+        widths = np.array(
+            [
+                len(known) + infrequent
+                for known, infrequent in zip(self.categories_, self.infrequent_, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+        rows = len(codes[0]) if codes else 0
+        # CSR built directly (no COO): at most one 1 per row and column, in column order
+        columns = np.column_stack(codes) if codes else np.empty((rows, 0), dtype=np.int64)
+        kept = columns >= 0
+        index = _index_dtype(columns.size)
+        indices = (columns + offsets)[kept].astype(index)  # row by row, in order
+        indptr = np.concatenate([[0], np.cumsum(kept.sum(axis=1))]).astype(index)
+        data = np.ones(len(indices), dtype=self.dtype)
+        return sparse.csr_matrix((data, indices, indptr), shape=(rows, int(widths.sum())))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        inputs = getattr(self, "feature_names_in_", None)
+        if inputs is None:
+            inputs = [f"x{i}" for i in range(self.n_features_in_)]
+        if self.output == "codes":
+            return np.asarray(inputs, dtype=object)
+        names = []
+        for name, known, infrequent in zip(inputs, self.categories_, self.infrequent_, strict=True):
+            names += [f"{name}_{value}" for value in known]
+            names += [f"{name}_infrequent"] if infrequent else []
+        return np.asarray(names, dtype=object)
+
+
+def _index_dtype(entries: int) -> Any:
+    """int32 sparse indices while they fit (scipy's own choice, so blocks stack without a
+    copy), int64 beyond."""
+    return np.int32 if entries < np.iinfo(np.int32).max else np.int64
+
+
+def _text_columns(x: Any) -> list[Any]:
+    """Each column of a frame or array: a polars Series (nulls filled with "unknown") for a
+    polars frame, else a numpy array of str with missing values as "unknown"."""
+    if type(x).__module__.startswith("polars"):
+        import polars as pl
+
+        return [  # a Categorical column stays one: its strings are not made again
+            (x[name] if x[name].dtype == pl.Categorical else x[name].cast(pl.String)).fill_null(
+                MISSING
+            )
+            for name in x.columns
+        ]
+    values = _object_values(x)
+    missing = np.equal(values, None) | _is_nan(values)
+    values = np.where(missing, MISSING, values)
+    return [values[:, i].astype(str) for i in range(values.shape[1])]
+
+
+def _counted(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of a column, sorted, and how many times each occurs."""
+    if isinstance(column, np.ndarray):
+        return np.unique(column, return_counts=True)
+    import polars as pl
+
+    counts = column.value_counts(name="n")
+    counts = counts.with_columns(counts[column.name].cast(pl.String)).sort(column.name)
+    return counts[column.name].to_numpy().astype(str), counts["n"].to_numpy()
+
+
+def _codes(column: Any, known: np.ndarray, other: int) -> np.ndarray:
+    """Each value's index in `known` (sorted), else `other` (-1: none)."""
+    if not isinstance(column, np.ndarray):  # a polars Series: coded by an Enum cast
+        import polars as pl
+
+        if len(known) == 0:
+            return np.full(column.len(), other, dtype=np.int64)
+        coded = column.cast(pl.Enum(known.tolist()), strict=False).to_physical()
+        return coded.cast(pl.Int64).fill_null(other).to_numpy()
+    if len(known) == 0:
+        return np.full(len(column), other, dtype=np.int64)
+    where = np.minimum(np.searchsorted(known, column), len(known) - 1)
+    return np.where(known[where] == column, where, other).astype(np.int64)
+
+
+def _object_values(x: Any) -> np.ndarray:
+    """A frame or array as a 2-D object array whose missing values are None or NaN."""
+    if hasattr(x, "iloc"):  # pandas: its NA, NaN and None all become NaN here
+        values = x.to_numpy(dtype=object, na_value=np.nan)
+    elif hasattr(x, "to_numpy"):  # polars: nulls come out as None
+        values = x.to_numpy().astype(object)
+    else:
+        values = np.array(x, dtype=object)
+    return values.reshape(-1, 1) if values.ndim == 1 else values
+
+
+def _is_nan(values: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.not_equal(values, values)  # NaN is the one value unequal to itself
+
+
+class QuantileBins(TransformerMixin, BaseEstimator):
+    """Number columns -> one-hot quantile bins, plus one column per number for a missing value,
+    sparse: what a logistic regression needs to follow steps in a number.
+
+    Edges are the training quantiles (`n_bins` of them, on at most `subsample` rows, seeded);
+    edges closer than 1e-8 merge, so a number with few distinct values gets fewer bins. Values
+    below the first edge or above the last fall in the first or last bin. Built for speed and
+    memory at a million rows (scikit-learn's KBinsDiscretizer one-hot-encodes its codes with a
+    generic encoder: 2 s and 370 MB more for 800k rows x 7 numbers).
+    """
+
+    def __init__(
+        self,
+        n_bins: int = 10,
+        subsample: int = 200_000,
+        random_state: int = 0,
+        dtype: Any = np.float64,
+    ) -> None:
+        self.n_bins = n_bins
+        self.subsample = subsample
+        self.random_state = random_state
+        self.dtype = dtype
+
+    def fit(self, x: Any, y: Any = None) -> QuantileBins:
+        values = validate_data(self, x, dtype=np.float64, ensure_all_finite="allow-nan")
+        if len(values) > self.subsample:
+            rng = np.random.default_rng(self.random_state)
+            values = values[np.sort(rng.choice(len(values), self.subsample, replace=False))]
+        self.inner_edges_: list[np.ndarray] = []
+        for column in values.T:
+            known = column[~np.isnan(column)]
+            if known.size == 0:
+                self.inner_edges_.append(np.empty(0))
+                continue
+            edges = np.quantile(
+                known, np.linspace(0, 1, self.n_bins + 1), method="averaged_inverted_cdf"
+            )
+            kept = edges[np.concatenate([[True], np.diff(edges) > 1e-8])]
+            self.inner_edges_.append(kept[1:-1])
+        return self
+
+    def transform(self, x: Any) -> Any:
+        from scipy import sparse
+
+        check_is_fitted(self)
+        values = validate_data(
+            self, x, dtype=np.float64, ensure_all_finite="allow-nan", reset=False
+        )
+        rows = len(values)
+        widths = np.array([len(edges) + 2 for edges in self.inner_edges_], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        codes = np.empty(values.shape, dtype=np.int32)
+        for i, edges in enumerate(self.inner_edges_):
+            column = values[:, i]
+            bins = np.searchsorted(edges, column, side="right")
+            codes[:, i] = np.where(np.isnan(column), len(edges) + 1, bins) + offsets[i]
+        # one 1 per row and number: CSR built directly
+        index = _index_dtype(codes.size)
+        indices = codes.ravel().astype(index, copy=False)
+        step = max(codes.shape[1], 1)
+        indptr = np.arange(0, rows * codes.shape[1] + 1, step, dtype=index)
+        if codes.shape[1] == 0:
+            indptr = np.zeros(rows + 1, dtype=index)
+        data = np.ones(indices.size, dtype=self.dtype)
+        return sparse.csr_matrix((data, indices, indptr), shape=(rows, int(widths.sum())))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        inputs = getattr(self, "feature_names_in_", None)
+        if inputs is None:
+            inputs = [f"x{i}" for i in range(self.n_features_in_)]
+        names = []
+        for name, edges in zip(inputs, self.inner_edges_, strict=True):
+            names += [f"{name}_bin{b}" for b in range(len(edges) + 1)] + [f"{name}_missing"]
+        return np.asarray(names, dtype=object)
+
+
+class Positive(TransformerMixin, BaseEstimator):
+    """One number column -> 1 where it is above 0, else 0 (missing included), as `dtype`:
+    `has_discount` from `discount`."""
+
+    def __init__(self, dtype: Any = np.float64, sparse_output: bool = False) -> None:
+        self.dtype = dtype
+        self.sparse_output = sparse_output
+
+    def fit(self, x: Any, y: Any = None) -> Positive:
+        validate_data(self, x, dtype=np.float64, ensure_all_finite="allow-nan")
+        return self
+
+    def transform(self, x: Any) -> np.ndarray:
+        check_is_fitted(self)
+        values = validate_data(
+            self, x, dtype=np.float64, ensure_all_finite="allow-nan", reset=False
+        )
+        with np.errstate(invalid="ignore"):
+            flags = (values > 0).astype(self.dtype)
+        if not self.sparse_output:
+            return flags
+        from scipy import sparse
+
+        return sparse.csr_matrix(flags)  # beside other CSR blocks, stacked without a COO copy
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        names = getattr(self, "feature_names_in_", None)
+        return np.array([f"{names[0]}_positive" if names is not None else "positive"], object)
+
+
 class MissingAsNaN(TransformerMixin, BaseEstimator):
     """Text columns as an object array whose missing values are all NaN: a polars null (None)
     and a pandas NA are what `SimpleImputer` then imputes, exactly like a pandas NaN."""
@@ -30,14 +288,7 @@ class MissingAsNaN(TransformerMixin, BaseEstimator):
     def transform(self, x: Any) -> np.ndarray:
         check_is_fitted(self)
         validate_data(self, x, skip_check_array=True, reset=False)
-        if hasattr(x, "iloc"):  # pandas: its NA, NaN and None all become NaN here
-            values = x.to_numpy(dtype=object, na_value=np.nan)
-        elif hasattr(x, "to_numpy"):  # polars: nulls come out as None
-            values = x.to_numpy().astype(object)
-        else:
-            values = np.array(x, dtype=object)
-        if values.ndim == 1:
-            values = values.reshape(-1, 1)
+        values = _object_values(x)
         values[np.equal(values, None)] = np.nan
         return values
 

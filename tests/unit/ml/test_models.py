@@ -277,3 +277,58 @@ def test_the_sample_a_model_was_fitted_on_is_in_its_metadata(tmp_path: Path) -> 
     assert meta["sampling"]["rows_used"] == meta["training_rows"] == result.rows
     assert abs(result.rows - 3_000) <= 1
     assert meta["sampling"]["how"].startswith("stratified by is_returned")
+
+
+def test_extreme_groups_on_little_data_never_give_a_certain_probability(tmp_path: Path) -> None:
+    # Isotonic calibration on a small validation split made flat steps at exactly 0 and 1 for
+    # groups that always (or never) return. Here: 900 events, "luxury" always returned,
+    # "grocery" never, and a validation split of 180 rows.
+    import random
+
+    from orderpipe.dataset import read_clean_dataset
+    from tests.factories import write_lines
+
+    rng = random.Random(3)
+    events = []
+    for i in range(900):
+        category = ("luxury", "grocery", "fashion", "home")[i % 4]
+        returned = {"luxury": 1, "grocery": 0}.get(category, int(rng.random() < 0.2))
+        basket = round(rng.uniform(5, 400), 2)
+        events.append(
+            raw_event(
+                event_id=f"x{i:05d}",
+                order_id=f"ORD-{i:05d}",
+                event_time=f"2026-03-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+                customer__customer_id=f"C{i % 300}",
+                order__main_category=category,
+                order__device=rng.choice(["mobile", "desktop"]),
+                order__n_items=1 + i % 5,
+                order__basket_value=basket,
+                order__order_total=basket,
+                order__is_returned=returned,
+            )
+        )
+    paths = layout_under(tmp_path)
+    run_etl(write_lines(tmp_path / "extreme.jsonl", events), paths)
+    [result] = run_train("classification", paths.table, paths.artifacts_dir)
+    clean = read_clean_dataset(paths.table)
+    proba = load_model(paths.artifacts_dir, "classification").predict_proba(clean)
+    assert ((proba > 0) & (proba < 1)).all()
+    assert proba.min() > 1e-6 and proba.max() < 1 - 1e-6
+    # the groups are still told apart: near-certain, but never certain
+    luxury = proba[clean["main_category"].to_numpy() == "luxury"]
+    grocery = proba[clean["main_category"].to_numpy() == "grocery"]
+    assert luxury.min() > 0.5 > grocery.max()
+    assert all(0 < row["mean_predicted"] < 1 for row in result.metrics["test"]["reliability"])
+    url = f"sqlite:///{tmp_path}/x.db"
+    run_ingest(paths.table, url)
+    run_predict(paths.table, url, paths.artifacts_dir)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        low, high = conn.execute(
+            text("SELECT MIN(return_proba), MAX(return_proba) FROM table_predictions")
+        ).one()
+    engine.dispose()
+    assert low > 0 and high < 1
