@@ -214,7 +214,7 @@ def _scan_table(path: Path, version: int | None) -> pl.LazyFrame:
         raise OrderpipeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     if not files:
         return pl.LazyFrame(schema=schema.CLEAN_SCHEMA)
-    return pl.scan_parquet([path / file for file in files])
+    return pl.scan_parquet([path / file for file in files], glob=False)
 
 
 def _files(table: object) -> dict[str, int]:

@@ -214,7 +214,8 @@ _DATABASE_URL = re.compile(
 
 def _check_database_url(url: str) -> None:
     parsed = _DATABASE_URL.match(url)
-    if parsed is None or (parsed["port"] and not parsed["port"].isdigit()):
+    port = None if parsed is None else parsed["port"]
+    if parsed is None or (port is not None and not (port.isascii() and port.isdigit())):
         raise ValueError(
             "database_url is not a database URL (expected e.g. sqlite:///data/orderpipe.db "
             "or mysql+pymysql://user:password@host:3306/db)"

@@ -499,5 +499,36 @@ def test_on_a_backlog_the_consumer_reports_its_own_latency_beside_the_backlog_ag
     assert result.consumed == sent.sent > 0
     assert result.produce_to_stored_ms["p50"] >= 3000  # the backlog waited 3 s
     assert result.fetch_to_stored_ms["max"] < 2000  # the consumer's own share
-    assert result.busy_seconds < result.seconds - 1.5  # not the 2 s idle wait
-    assert result.events_per_second == pytest.approx(result.consumed / result.busy_seconds)
+    assert 0 < result.busy_seconds < result.seconds - 1.5  # not the 2 s idle wait
+
+
+def test_the_consumer_rate_leaves_out_a_quiet_spell_between_two_bursts(
+    embedded: str, trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, clean, artifacts = trained
+    lines = clean.read_text().splitlines(keepends=True)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("".join(lines[: len(lines) // 2]))
+    second.write_text("".join(lines[len(lines) // 2 :]))
+    stream = new_stream(embedded)
+    endpoint = KafkaEndpoint(embedded, embedded=True)
+
+    async def bursts() -> Any:
+        await produce(endpoint, stream.topic, first, options=ProducerOptions())
+        consumer = StreamConsumer(
+            endpoint,
+            stream.topic,
+            stream.group,
+            partial(DatabaseSink, f"sqlite:///{tmp_path}/bursts.db", artifacts),
+            options=ConsumerOptions(idle_timeout=4.0, assign=True),
+        )
+        running = asyncio.create_task(consumer.run())
+        await asyncio.sleep(3.0)  # the first burst is stored, then nothing comes for a while
+        await produce(endpoint, stream.topic, second, options=ProducerOptions())
+        return await running
+
+    result = asyncio.run(bursts())
+    assert result.consumed == len(lines)
+    # two bursts of ~150 events take well under a second each: the 3 s between them and the
+    # 4 s idle wait at the end are not work
+    assert 0 < result.busy_seconds < 2.0 < result.seconds - 5.0

@@ -56,9 +56,13 @@ def start_command() -> None:
 
 
 def own_process() -> bool:
-    """Whether this process was started to run orderpipe (`orderpipe`, `python -m orderpipe`),
-    not another program calling the app (a test's CliRunner)."""
-    return Path(sys.argv[0]).name in ("orderpipe", "__main__.py")
+    """Whether this process was started to run orderpipe: the `orderpipe` console script, or
+    `python -m orderpipe` (not `python -m pytest` or another program calling the app)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        return getattr(spec, "name", None) == "orderpipe.__main__"
+    return Path(sys.argv[0]).name == "orderpipe"
 
 
 def finish_now() -> None:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +32,7 @@ from orderpipe.ml.features import CLASSIFICATION, REGRESSION, FeatureSpec, model
 from orderpipe.ml.model import save_model
 
 MIN_ROWS = 200
+MIN_PER_CLASS = 5  # events of each is_returned value, so that every split has one
 RELIABILITY_BINS = 10
 # Quantile bins per number: enough to follow a step, few enough to learn each from 60k rows.
 NUMBER_BINS = 10
@@ -141,21 +140,6 @@ def binned_logistic_regression(spec: FeatureSpec) -> Any:
         verbose_feature_names_out=False,
     )
     return Pipeline([("features", features), ("model", LogisticRegression(C=1.0, max_iter=2000))])
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """No warnings for a number with fewer distinct values than bins (the empty bins go)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Bins whose width are too small")
-        warnings.filterwarnings("ignore", message="Feature .* is constant")
-        yield
-
-
-def _fit_quietly(pipeline: Any, x: Any, y: np.ndarray) -> Any:
-    """Fit, without the warnings for a number with fewer distinct values than bins."""
-    with _quiet():
-        return pipeline.fit(x, y)
 
 
 def _regressors(spec: FeatureSpec, seed: int) -> dict[str, Any]:
@@ -345,8 +329,12 @@ def train_classifier(
     spec = CLASSIFICATION
     _check_rows(clean, spec)
     y = clean[spec.target].to_numpy().astype(int)
-    if len(np.unique(y)) < 2:
-        raise OrderpipeError("the training data has only one is_returned value: cannot train")
+    fewest = int(min(np.sum(y == 0), np.sum(y == 1)))
+    if fewest < MIN_PER_CLASS:
+        raise OrderpipeError(
+            f"the training data has {fewest} event(s) with its rarer is_returned value: at "
+            f"least {MIN_PER_CLASS} are needed (one for each split): generate more events"
+        )
     x = model_inputs(clean, spec)
     train, val, test = split_indices(clean.height, seed, stratify=y)
     estimator = "binned_logistic_regression"
@@ -357,8 +345,7 @@ def train_classifier(
     # starts from it and is fitted on train + validation (features are not fitted twice).
     fitted_on = np.concatenate([train, val])
     inputs = x[fitted_on]
-    with _quiet():
-        coded = features.fit_transform(inputs, y[fitted_on])
+    coded = features.fit_transform(inputs, y[fitted_on])
     on_step()
     first = clone(model).fit(coded[: len(train)], y[train])
     val_proba = first.predict_proba(coded[len(train) :])[:, 1]
@@ -374,6 +361,12 @@ def train_classifier(
     on_step()
     model.fit(coded, y[fitted_on])
     model.set_params(warm_start=False)
+    # fitted on float32 rows, its coefficients are float32 too: float64 ones score in float64
+    # (a float32 probability is exactly 1.0 from a logit of 17 up, and keeps 7 digits)
+    model.coef_, model.intercept_ = (
+        model.coef_.astype(np.float64),
+        model.intercept_.astype(np.float64),
+    )
     on_step()
     del coded
     final = pipeline  # its features and model are both fitted now

@@ -498,7 +498,7 @@ def status_with_settings(settings: Settings, *, dlq_scan: int = DLQ_SCAN) -> Str
     _warn_if_embedded(settings)
     with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
-            _in_one_line(
+            in_one_line(
                 collect_status(
                     endpoint, settings.kafka_topic, settings.kafka_group_id, dlq_scan=dlq_scan
                 )
@@ -520,7 +520,7 @@ def replay_with_settings(
     _warn_if_embedded(settings)
     with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
-            _in_one_line(
+            in_one_line(
                 replay_dead_letters(
                     endpoint,
                     settings.kafka_topic,
@@ -542,7 +542,7 @@ def _warn_if_embedded(settings: Settings) -> None:
         )
 
 
-async def _in_one_line(work: Coroutine[Any, Any, Any]) -> Any:
+async def in_one_line(work: Coroutine[Any, Any, Any]) -> Any:
     """Kafka's refusals (authorization, unknown group...) as one line."""
     from aiokafka.errors import KafkaError
 

@@ -125,7 +125,9 @@ class ConsumeResult:
     batches: int
     database_retries: int
     seconds: float  # the consumer's whole run: start-up, work, idle waits
-    # from the first record fetched to the last batch committed: the time spent working
+    # the time spent working: the union of every batch's span, from its first record fetched to
+    # its commit (batches overlap: one gathers while the one before is stored); idle waits,
+    # start-up and backoffs between batches are not in it
     busy_seconds: float
     events_per_second: float  # consumed / busy_seconds
     # p50/p95/p99/max of the time from produce (the record's timestamp) to stored: on a
@@ -168,9 +170,9 @@ class StreamConsumer:
         self.consumed = self.stored = self.dead_lettered = self.batches = self.retries = 0
         self.latencies = LatencyHistogram()  # produce -> stored; fixed size, whatever the run
         self.processing = LatencyHistogram()  # fetch -> stored
-        self._first_fetch: float | None = None  # time.time() of the first record fetched
         self._fetched_at = 0.0  # time.time() of the first record of the batch being gathered
-        self._last_commit: float | None = None
+        self._busy = 0.0  # seconds within some batch's span (see ConsumeResult.busy_seconds)
+        self._busy_until = 0.0  # time.time() the spans counted so far reach
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the model is loaded and partitions are assigned
         self._assigned_at: float | None = None
@@ -264,9 +266,7 @@ class StreamConsumer:
         return self._result(time.perf_counter() - began)
 
     def _result(self, seconds: float) -> ConsumeResult:
-        working = 0.0
-        if self._first_fetch is not None and self._last_commit is not None:
-            working = max(self._last_commit - self._first_fetch, 0.0)
+        working = self._busy
         return ConsumeResult(
             consumed=self.consumed,
             stored=self.stored,
@@ -473,8 +473,6 @@ class StreamConsumer:
         if not records:
             return Prepared(records, None)
         fetched_at = self._fetched_at
-        if self._first_fetch is None:
-            self._first_fetch = fetched_at
         sorted_batch = await self._in_cleaner(sort_messages, records)
         scores = None
         score = getattr(sink, "score", None)
@@ -556,7 +554,10 @@ class StreamConsumer:
         for tp, offset in offsets.items():
             self.positions[tp] = max(self.positions.get(tp, 0), offset)
         # one array for both histograms (percentiles here, Prometheus buckets there)
-        now = self._last_commit = time.time()
+        now = time.time()
+        if fetched_at:  # this batch's span, less what an overlapping one counted already
+            self._busy += max(now - max(fetched_at, self._busy_until), 0.0)
+            self._busy_until = max(self._busy_until, now)
         sent_ms = np.fromiter((record.timestamp for record in records), float, len(records))
         latencies = now * 1000 - sent_ms
         self.latencies.add(latencies)

@@ -197,12 +197,36 @@ async def ensure_topic(
             for name in (topic, dlq_topic(topic))
             if name not in existing
         ]
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
-        return [new.name for new in wanted]
+        if not wanted:
+            return []
+        with contextlib.suppress(TopicAlreadyExistsError):
+            response = await admin.create_topics(wanted)
+            return _created(response, [new.name for new in wanted])
+        return []
     finally:
         await admin.close()
+
+
+def _created(response: Any, names: list[str]) -> list[str]:
+    """The topics a CreateTopics answer says were made; a refusal (not "already exists", which
+    a concurrent creator can cause) is one line: the broker answers per topic, it raises not."""
+    from aiokafka.errors import for_code
+
+    errors = getattr(response, "topic_errors", None)
+    if errors is None:
+        return names
+    created = []
+    for entry in errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
+        if code == 0:
+            created.append(name)
+        elif code != TOPIC_ALREADY_EXISTS:
+            raise OrderpipeError(f"Kafka refused to create the topic {name!r}: {message}")
+    return created
+
+
+TOPIC_ALREADY_EXISTS = 36  # Kafka's error code
 
 
 @dataclass(frozen=True)
@@ -215,12 +239,15 @@ class TopicsResult:
     created: list[str]
 
 
+DESCRIBE_SECONDS = 10.0  # longest wait for created topics to show in the cluster's metadata
+
+
 def create_topics_with_settings(
     settings: Settings, partitions: int, replication_factor: int = 1
 ) -> TopicsResult:
     """Create the configured topic and its DLQ (those missing), without producing, so consumers
     can start before producers."""
-    from orderpipe.stream.admin import _in_one_line
+    from orderpipe.stream.admin import in_one_line
     from orderpipe.stream.kafka import kafka_endpoint
 
     async def create(endpoint: KafkaEndpoint) -> TopicsResult:
@@ -229,16 +256,30 @@ def create_topics_with_settings(
         from orderpipe.stream.kafka import start_client
 
         topic = settings.kafka_topic
+        names = [topic, dlq_topic(topic)]
         created = await ensure_topic(endpoint, topic, partitions, replication_factor)
         admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
         try:
-            described = await admin.describe_topics([topic, dlq_topic(topic)])
+            counts: dict[str, int] = {}
+            deadline = time.monotonic() + DESCRIBE_SECONDS
+            while True:  # a new topic's metadata reaches every broker in a moment
+                described = await admin.describe_topics(names)
+                counts = {
+                    str(entry.get("topic", entry.get("name"))): len(entry["partitions"])
+                    for entry in described
+                    if not entry.get("error_code") and entry["partitions"]
+                }
+                if all(name in counts for name in names) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
         finally:
             await admin.close()
-        counts = {
-            str(entry.get("topic", entry.get("name"))): len(entry["partitions"])
-            for entry in described
-        }
+        missing = [name for name in names if name not in counts]
+        if missing:
+            raise OrderpipeError(
+                f"{', '.join(missing)} not described by the cluster {DESCRIBE_SECONDS:.0f} s "
+                "after its creation"
+            )
         return TopicsResult(topic, dlq_topic(topic), counts, created)
 
     if settings.kafka_bootstrap_servers == "embedded":
@@ -247,7 +288,7 @@ def create_topics_with_settings(
             "command's broker; point it at `orderpipe broker` or your cluster"
         )
     with kafka_endpoint(settings) as endpoint:
-        return asyncio.run(_in_one_line(create(endpoint)))
+        return asyncio.run(in_one_line(create(endpoint)))
 
 
 def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[str, object]:

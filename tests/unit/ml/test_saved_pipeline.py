@@ -55,7 +55,9 @@ def _score_by_file_alone(models: Path, root: Path, source: Path, url: str) -> No
 
     parquet = export_dataset(source, root / "clean.parquet", "parquet").output
     frame = pl.read_parquet(parquet)
-    by_polars = dict(zip(frame["event_id"], pipeline.predict_proba(frame)[:, 1], strict=True))
+    scores = pipeline.predict_proba(frame)
+    assert scores.dtype == np.float64  # float32 would round a logit above 17 to exactly 1.0
+    by_polars = dict(zip(frame["event_id"], scores[:, 1], strict=True))
 
     csv = export_dataset(source, root / "clean.csv", "csv").output
     pandas_frame = pd.read_csv(csv)  # every column, event_time as text, NaN for missing values
