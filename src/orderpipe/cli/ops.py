@@ -8,7 +8,15 @@ import typer
 from rich.console import Console
 
 from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, fail, run_service, settings_of
-from orderpipe.cli.render import columns_table, consoles, emit, n, table, table_progress
+from orderpipe.cli.render import (
+    columns_table,
+    consoles,
+    emit,
+    finish_now,
+    n,
+    table,
+    table_progress,
+)
 
 
 @app.command("run-all")
@@ -95,6 +103,7 @@ def report_command(
         out.print(columns_table(title, ("section", "charts", "tables", "notes"), rows))
 
     emit(result, as_json, render)
+    finish_now()  # the page is written: no teardown of matplotlib and scikit-learn to wait for
 
 
 @app.command()
