@@ -101,6 +101,19 @@ class Categories(TransformerMixin, BaseEstimator):
         return np.asarray(names, dtype=object)
 
 
+def _numbers(step: Any, x: Any, *, fit: bool) -> np.ndarray:
+    """A frame or array of numbers as float64 (NaN for missing), checked against what the step
+    was fitted on (`fit`: recorded as that); a transform may get no row."""
+    return validate_data(
+        step,
+        x,
+        dtype=np.float64,
+        ensure_all_finite="allow-nan",
+        reset=fit,
+        ensure_min_samples=1 if fit else 0,
+    )
+
+
 def _input_names(step: Any) -> list[str]:
     """The column names a fitted step was given (x0, x1... for an array)."""
     names = getattr(step, "feature_names_in_", None)
@@ -199,7 +212,7 @@ class QuantileBins(TransformerMixin, BaseEstimator):
         self.dtype = dtype
 
     def fit(self, x: Any, y: Any = None) -> QuantileBins:
-        values = validate_data(self, x, dtype=np.float64, ensure_all_finite="allow-nan")
+        values = _numbers(self, x, fit=True)
         if len(values) > self.subsample:
             rng = np.random.default_rng(self.random_state)
             values = values[np.sort(rng.choice(len(values), self.subsample, replace=False))]
@@ -221,14 +234,7 @@ class QuantileBins(TransformerMixin, BaseEstimator):
         from scipy import sparse
 
         check_is_fitted(self)
-        values = validate_data(
-            self,
-            x,
-            dtype=np.float64,
-            ensure_all_finite="allow-nan",
-            reset=False,
-            ensure_min_samples=0,
-        )
+        values = _numbers(self, x, fit=False)
         rows = len(values)
         widths = np.array([len(edges) + 2 for edges in self.inner_edges_], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
@@ -264,19 +270,12 @@ class Positive(TransformerMixin, BaseEstimator):
         self.sparse_output = sparse_output
 
     def fit(self, x: Any, y: Any = None) -> Positive:
-        validate_data(self, x, dtype=np.float64, ensure_all_finite="allow-nan")
+        _numbers(self, x, fit=True)
         return self
 
     def transform(self, x: Any) -> np.ndarray:
         check_is_fitted(self)
-        values = validate_data(
-            self,
-            x,
-            dtype=np.float64,
-            ensure_all_finite="allow-nan",
-            reset=False,
-            ensure_min_samples=0,
-        )
+        values = _numbers(self, x, fit=False)
         with np.errstate(invalid="ignore"):
             flags = (values > 0).astype(self.dtype)
         if not self.sparse_output:
@@ -319,21 +318,14 @@ class DayOfWeek(TransformerMixin, BaseEstimator):
     """
 
     def fit(self, x: Any, y: Any = None) -> DayOfWeek:
-        validate_data(self, x, dtype=np.float64, ensure_all_finite="allow-nan")
+        _numbers(self, x, fit=True)
         if self.n_features_in_ != 3:
             raise ValueError(f"DayOfWeek reads year, month, day; got {self.n_features_in_} columns")
         return self
 
     def transform(self, x: Any) -> np.ndarray:
         check_is_fitted(self)
-        parts = validate_data(
-            self,
-            x,
-            dtype=np.float64,
-            ensure_all_finite="allow-nan",
-            reset=False,
-            ensure_min_samples=0,
-        )
+        parts = _numbers(self, x, fit=False)
         return day_of_week(parts[:, 0], parts[:, 1], parts[:, 2]).reshape(-1, 1)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
