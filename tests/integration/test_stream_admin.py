@@ -476,6 +476,15 @@ def test_topic_create_makes_the_topic_and_its_dlq_once(on_kafka: Stream) -> None
     assert status["topic_exists"] and len(status["partitions"]) == 4
 
 
+@pytest.mark.kafka
+def test_topic_create_says_when_the_broker_refuses(on_kafka: Stream) -> None:
+    # one broker cannot hold three copies: Kafka answers with an error for each topic
+    refused = on_kafka.run("stream", "topic", "create", "--replication-factor", "3")
+    assert refused.exit_code == 1
+    [line] = refused.stderr.strip().splitlines()[-1:]
+    assert "refused to create the topic" in line and "Traceback" not in refused.stderr
+
+
 def test_on_a_backlog_the_consumer_reports_its_own_latency_beside_the_backlog_age(
     embedded: str, trained: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
