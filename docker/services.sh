@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The real services orderpipe's integration tests need, started without Docker on 127.0.0.1:
-# MariaDB from Debian's mariadb-server package and Apache Kafka (KRaft, one combined
-# broker+controller) from its Maven Central artifacts (version pinned in docker/kafka/pom.xml).
+# MariaDB from Debian's mariadb-server package, PostgreSQL from Debian's postgresql package, and
+# Apache Kafka (KRaft, one combined broker+controller) from its Maven Central artifacts (version
+# pinned in docker/kafka/pom.xml).
 #
-#   docker/services.sh up [mariadb|kafka]    install what is missing, start, wait for answers
-#   docker/services.sh down [mariadb|kafka]  stop what `up` started (by PID)
+#   docker/services.sh up [mariadb|postgres|kafka]    install what is missing, start, wait
+#   docker/services.sh down [mariadb|postgres|kafka]  stop what `up` started
 #   docker/services.sh env    print the export lines the tests read (only for services that answer)
 #   docker/services.sh status one line per service
 #   docker/services.sh ci-requires  exit 0 when $CI requires every service, 1 otherwise: any
@@ -21,6 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 state=${ORDERPIPE_SERVICES_DIR:-/tmp/orderpipe-services}
 mysql_port=${ORDERPIPE_SERVICES_MYSQL_PORT:-3306}
+postgres_port=${ORDERPIPE_SERVICES_POSTGRES_PORT:-5432}
 kafka_port=${ORDERPIPE_SERVICES_KAFKA_PORT:-9092}
 controller_port=${ORDERPIPE_SERVICES_KAFKA_CONTROLLER_PORT:-9093}
 sasl_port=${ORDERPIPE_SERVICES_KAFKA_SASL_PORT:-9094}
@@ -165,6 +167,80 @@ mariadb_down() {
   rm -f "$pidf"
 }
 
+# ---------------------------------------------------------------- PostgreSQL
+postgres_bin() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do [ -x "$dir/pg_ctl" ] && { echo "$dir"; return 0; }; done
+  return 0
+}
+
+postgres_install() {
+  [ -n "$(postgres_bin)" ] && command -v psql >/dev/null && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "postgresql is not installed and installing it needs root (apt-get install postgresql)"
+    return 1
+  fi
+  log "installing postgresql with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq postgresql >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null || true
+    apt-get install -y -qq postgresql >/dev/null
+  }
+}
+
+postgres_answers() {
+  PGPASSWORD=$db_password psql -h 127.0.0.1 -p "$postgres_port" -U "$db_user" -d "$db_name" \
+    -tAc 'SELECT 1' >/dev/null 2>&1
+}
+
+# As the postgres user (the server refuses to run as root).
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+postgres_up() {
+  if postgres_answers; then log "PostgreSQL already answers on 127.0.0.1:$postgres_port"; return 0; fi
+  postgres_install || return 1
+  local bin dir=$state/postgres
+  bin=$(postgres_bin)
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; fi
+  if ! as_postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    if port_open "$postgres_port"; then
+      log "port $postgres_port is taken by another program; set ORDERPIPE_SERVICES_POSTGRES_PORT"
+      return 1
+    fi
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+      log "initialising a PostgreSQL data directory in $dir/data"
+      as_postgres "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 \
+        >"$dir/initdb.log" 2>&1 || { log "initdb failed: see $dir/initdb.log"; return 1; }
+      # the test user signs in with its password over TCP, as orderpipe's URLs do
+      printf 'local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n' \
+        >"$dir/data/pg_hba.conf"
+    fi
+    as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $postgres_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=200 -c shared_buffers=512MB" \
+      start >/dev/null 2>&1 || { log "PostgreSQL did not start: see $dir/server.log"; return 1; }
+  fi
+  as_postgres psql -h "$dir" -p "$postgres_port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<SQL \
+    >"$dir/setup.log" 2>&1 || { log "could not create the PostgreSQL test user: see $dir/setup.log"; return 1; }
+SELECT 'CREATE ROLE $db_user LOGIN CREATEDB CREATEROLE PASSWORD ''$db_password'''
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$db_user') \gexec
+SELECT 'CREATE DATABASE $db_name OWNER $db_user'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db_name') \gexec
+SQL
+  postgres_answers || { log "PostgreSQL does not answer on 127.0.0.1:$postgres_port"; return 1; }
+  log "PostgreSQL answers on 127.0.0.1:$postgres_port (database $db_name)"
+}
+
+postgres_down() {
+  local bin dir=$state/postgres
+  bin=$(postgres_bin)
+  if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
+    as_postgres "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 && log "stopped PostgreSQL" || true
+  fi
+}
+
 # ---------------------------------------------------------------- Apache Kafka
 kafka_jars() {
   local lib=$here/kafka/target/lib
@@ -299,15 +375,17 @@ case "${1:-}" in
     rc=0
     case "${2:-all}" in
       mariadb) mariadb_up || rc=1 ;;
+      postgres) postgres_up || rc=1 ;;
       kafka) kafka_up || rc=1 ;;
-      *) mariadb_up || rc=1; kafka_up || rc=1 ;;
+      *) mariadb_up || rc=1; postgres_up || rc=1; kafka_up || rc=1 ;;
     esac
     exit $rc ;;
   down)
     case "${2:-all}" in
       mariadb) mariadb_down ;;
+      postgres) postgres_down ;;
       kafka) kafka_down ;;
-      *) kafka_down; mariadb_down ;;
+      *) kafka_down; postgres_down; mariadb_down ;;
     esac ;;
   env)
     if mysql_answers; then
@@ -319,6 +397,11 @@ case "${1:-}" in
       echo "export ORDERPIPE_TEST_MYSQL_TLS_URL='mysql+pymysql://$db_tls_user:$db_password@127.0.0.1:$mysql_port/$db_name?ssl_ca=$tls/ca.pem&ssl_check_hostname=true'"
     else
       echo "# MariaDB does not answer over TLS on 127.0.0.1:$mysql_port: run docker/services.sh up"
+    fi
+    if postgres_answers; then
+      echo "export ORDERPIPE_TEST_POSTGRES_URL='postgresql+psycopg://$db_user:$db_password@127.0.0.1:$postgres_port/$db_name'"
+    else
+      echo "# PostgreSQL does not answer on 127.0.0.1:$postgres_port: run docker/services.sh up"
     fi
     if kafka_answers; then
       echo "export ORDERPIPE_TEST_KAFKA_BOOTSTRAP='127.0.0.1:$kafka_port'"
@@ -343,6 +426,7 @@ case "${1:-}" in
   status)
     if mysql_answers; then echo "mariadb: up (127.0.0.1:$mysql_port)"; else echo "mariadb: down"; fi
     if mysql_tls_answers; then echo "mariadb tls: up"; else echo "mariadb tls: down"; fi
+    if postgres_answers; then echo "postgres: up (127.0.0.1:$postgres_port)"; else echo "postgres: down"; fi
     if kafka_answers; then echo "kafka: up (127.0.0.1:$kafka_port)"; else echo "kafka: down"; fi
     if kafka_sasl_answers; then echo "kafka sasl_ssl: up (127.0.0.1:$sasl_port)"; else echo "kafka sasl_ssl: down"; fi ;;
   *)

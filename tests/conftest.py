@@ -112,6 +112,32 @@ def mysql_url(mysql_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The URL of the PostgreSQL test database (ORDERPIPE_TEST_POSTGRES_URL)."""
+    return _require("ORDERPIPE_TEST_POSTGRES_URL", "PostgreSQL")
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the PostgreSQL test server, dropped after the test."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"orderpipe_it_{uuid.uuid4().hex[:10]}"
+    server = create_engine(
+        make_url(postgres_server_url), isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """The Apache Kafka broker started by docker/services.sh (ORDERPIPE_TEST_KAFKA_BOOTSTRAP)."""
     return _require("ORDERPIPE_TEST_KAFKA_BOOTSTRAP", "Apache Kafka")

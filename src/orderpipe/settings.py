@@ -222,7 +222,9 @@ def _check_database_url(url: str) -> None:
         )
     backend = parsed["name"].split("+")[0]
     if backend not in SUPPORTED_DIALECTS:
-        raise ValueError(f"database_url uses {backend!r}; supported: sqlite, mysql, mariadb")
+        raise ValueError(
+            f"database_url uses {backend!r}; supported: {', '.join(SUPPORTED_DIALECTS)}"
+        )
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

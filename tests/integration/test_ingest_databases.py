@@ -23,11 +23,17 @@ from tests.factories import layout_under, raw_event, write_lines
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/orderpipe.db"
-    return request.getfixturevalue("mysql_url")
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:

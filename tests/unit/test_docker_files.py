@@ -28,6 +28,9 @@ def test_compose_has_the_services_and_ports_of_services_sh() -> None:
     services_sh = (DOCKER / "services.sh").read_text()
     assert "mysql_port=${ORDERPIPE_SERVICES_MYSQL_PORT:-3306}" in services_sh
     assert "kafka_port=${ORDERPIPE_SERVICES_KAFKA_PORT:-9092}" in services_sh
+    postgres = _service_block(text, "postgres")
+    assert '"5432:5432"' in postgres and 'profiles: ["postgres"]' in postgres
+    assert "postgres_port=${ORDERPIPE_SERVICES_POSTGRES_PORT:-5432}" in services_sh
 
 
 def test_compose_kafka_image_matches_the_pinned_release() -> None:

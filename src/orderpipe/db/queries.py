@@ -119,11 +119,15 @@ def scoring_state(conn: Connection, clean: pl.DataFrame, model_version: str) -> 
     """
     import polars as pl
 
-    mysql = conn.dialect.name in ("mysql", "mariadb")
-    marker = "%s" if mysql else "?"
-    stored_time = "CAST(e.event_time AS CHAR)" if mysql else "e.event_time"
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    stored_time = {  # as text, in every database's own words
+        "mysql": "CAST(e.event_time AS CHAR)",
+        "mariadb": "CAST(e.event_time AS CHAR)",
+        "postgresql": "CAST(e.event_time AS TEXT)",
+    }.get(conn.dialect.name, "e.event_time")
     select = (
-        f"SELECT e.event_id, {stored_time}, p.model_version = {marker} "
+        f"SELECT e.event_id, {stored_time}, "
+        f"CASE WHEN p.model_version = {marker} THEN 1 ELSE 0 END "
         "FROM table_events e LEFT JOIN table_predictions p ON p.event_id = e.event_id WHERE "
     )
     rows: list[tuple[Any, ...]] = []

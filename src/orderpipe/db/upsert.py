@@ -232,9 +232,12 @@ def set_row(conn: Connection, table: Table, row: dict[str, Any]) -> None:
         stmt = mysql_insert(table).values(row)
         stmt = stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row})
     else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as conflict_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as conflict_insert
 
-        stmt = sqlite_insert(table).values(row)
+        stmt = conflict_insert(table).values(row)
         stmt = stmt.on_conflict_do_update(
             index_elements=[c.name for c in table.primary_key.columns],
             set_={k: stmt.excluded[k] for k in row},
