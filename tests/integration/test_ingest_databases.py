@@ -542,6 +542,7 @@ def test_a_failed_unit_leaves_whole_days_and_the_next_run_carries_on(
     with monkeypatch.context() as patch:
         patch.setattr(upserts, "upsert", failing(upserts.upsert))
         patch.setattr(upserts, "upsert_via_load_data", failing(upserts.upsert_via_load_data))
+        patch.setattr(upserts, "upsert_via_copy", failing(upserts.upsert_via_copy))
         with pytest.raises(RuntimeError, match="the events load failed"):
             run_ingest(generated_clean, database_url)
     stored = dump(database_url)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Rows per transaction when the user sets none. SQLite rewrites every page a commit dirtied, so
 # fewer, larger commits go much faster; LOAD DATA pays per statement; PyMySQL's multi-row
 # executemany is best at moderate sizes.
-DEFAULT_CHUNK = {"sqlite": 250_000, "load-data": 500_000, "executemany": 20_000}
+DEFAULT_CHUNK = {"sqlite": 250_000, "load-data": 500_000, "copy": 500_000, "executemany": 20_000}
 
 
 def chunk_size_for(method: str, dialect: str, requested: int | None) -> int:
@@ -185,6 +185,56 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+    return Upserted(frame.height)
+
+
+def upsert_via_copy(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
+    """PostgreSQL fast path: COPY into a temporary staging table, then one INSERT ... SELECT
+    ... ON CONFLICT DO UPDATE, newer wins (as recent: replays are harmless), in the caller's
+    transaction. Rows of one key in one batch: the newest goes in (DISTINCT ON).
+
+    `frame` holds the table's columns; datetimes must be naive UTC.
+    """
+    import io
+
+    if frame.height == 0:
+        return Upserted(0, 0)
+    recency = RECENCY_COLUMN[table]
+    keys = [c.name for c in table.primary_key.columns]
+    columns = [c.name for c in table.columns]
+    updatable = [name for name in columns if name not in keys and name != recency]
+    stage = f"stage_{table.name}"
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    key_list = ", ".join(f'"{name}"' for name in keys)
+    assignments = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in [*updatable, recency])
+    # CSV: text quoted (an empty text is ""), a missing value unquoted and empty (NULL)
+    data = io.BytesIO()
+    frame.select(columns).write_csv(
+        data,
+        include_header=False,
+        null_value="",
+        quote_style="non_numeric",
+        datetime_format=DB_DATETIME_FORMAT,
+        float_precision=None,
+    )
+    conn.exec_driver_sql(
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" '
+        f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP'
+    )
+    conn.exec_driver_sql(f'TRUNCATE "{stage}"')  # a second chunk in the same transaction
+    cursor = conn.connection.driver_connection.cursor()  # psycopg's own COPY protocol
+    try:
+        with cursor.copy(f'COPY "{stage}" ({quoted}) FROM STDIN WITH (FORMAT csv)') as copy:
+            copy.write(data.getbuffer())
+    finally:
+        cursor.close()
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({quoted}) '
+        f'SELECT DISTINCT ON ({key_list}) {quoted} FROM "{stage}" '
+        f'ORDER BY {key_list}, "{recency}" DESC '
+        f"ON CONFLICT ({key_list}) DO UPDATE SET {assignments} "
+        f'WHERE EXCLUDED."{recency}" >= "{table.name}"."{recency}"'
+    )
     return Upserted(frame.height)
 
 

@@ -115,7 +115,9 @@ class TableWriter:
         except BaseException:
             self.engine.dispose()
             raise
-        self.method = "load-data" if self.load_data else "executemany"
+        # PostgreSQL through psycopg: COPY into a staging table, then one upsert
+        self.copy = self.engine.url.get_driver_name() == "psycopg"
+        self.method = "load-data" if self.load_data else "copy" if self.copy else "executemany"
         self.cache_mib = cache_mib  # SQLite: this connection's page cache (None: the engine's)
         self.retry = retry  # None: a failed transaction is raised at once (the stream's sink)
         self._conn: Connection | None = None
@@ -179,9 +181,11 @@ class TableWriter:
         progress: Progress | None = None,
     ) -> int:
         from orderpipe.db.models import Base
-        from orderpipe.db.upsert import upsert, upsert_via_load_data
+        from orderpipe.db.upsert import upsert, upsert_via_copy, upsert_via_load_data
 
         write_table = upsert_via_load_data if self.load_data else upsert
+        if self.copy:
+            write_table = upsert_via_copy
         written = 0
         for name, frame in frames.items():
             size = chunk_size or max(frame.height, 1)
