@@ -219,7 +219,7 @@ postgres_up() {
         >"$dir/data/pg_hba.conf"
     fi
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $postgres_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=200 -c shared_buffers=512MB" \
+      -o "-c listen_addresses=127.0.0.1 -p $postgres_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=200 -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min" \
       start >/dev/null 2>&1 || { log "PostgreSQL did not start: see $dir/server.log"; return 1; }
   fi
   as_postgres psql -h "$dir" -p "$postgres_port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<SQL \

@@ -201,10 +201,10 @@ def _ingest_table(
     )
 
 
-def _writer(database_url: str | URL, local_infile: bool) -> TableWriter:
+def _writer(database_url: str | URL, local_infile: bool, *, create: bool = True) -> TableWriter:
     from orderpipe.db.writer import BATCH_RETRY, TableWriter
 
-    return TableWriter(database_url, local_infile=local_infile, retry=BATCH_RETRY)
+    return TableWriter(database_url, local_infile=local_infile, retry=BATCH_RETRY, create=create)
 
 
 def _ingest_changes(
@@ -310,7 +310,11 @@ class _Units:
         if len(self.writers) == 1:
             first = self.writers[0]
             self.writers.append(
-                retrying(lambda: _writer(first.engine.url, first.load_data), BATCH_RETRY)
+                retrying(
+                    # not create_tables: it would add back the keys the load defers
+                    lambda: _writer(first.engine.url, first.load_data, create=False),
+                    BATCH_RETRY,
+                )
             )
         return self.writers[1]
 

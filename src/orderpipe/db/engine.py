@@ -98,11 +98,16 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
 
     with database_errors(engine.url), engine.connect() as conn:
         mysql = conn.dialect.name in ("mysql", "mariadb")
+        postgres = conn.dialect.name == "postgresql"
+        # Consumers starting together would otherwise create the tables concurrently, and
+        # DDL on tables that reference each other can wait on each other's locks for as long
+        # as lock_wait_timeout (a year by default on MySQL).
         if mysql:
-            # Consumers starting together would otherwise create the tables concurrently,
-            # and DDL on tables that reference each other can wait on each other's
-            # metadata locks for as long as lock_wait_timeout (a year by default).
             _named_lock(conn, lock_timeout)
+        elif postgres:
+            from orderpipe.db.postgres import lock_ddl
+
+            _locked(conn, lock_ddl, lock_timeout)
         try:
             try:
                 Base.metadata.create_all(conn)
@@ -115,9 +120,14 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
                 conn.rollback()
                 Base.metadata.create_all(conn)
                 StateBase.metadata.create_all(conn)
-            if conn.dialect.name == "sqlite":  # left out by a load killed before its end
+            # left out by a load killed before its end
+            if conn.dialect.name == "sqlite":
                 for index in DEFERRED_INDEXES:
                     index.create(conn, checkfirst=True)
+            elif postgres:
+                from orderpipe.db.postgres import add_deferred_keys
+
+                add_deferred_keys(conn)
             conn.commit()
         finally:
             if mysql:
@@ -129,11 +139,15 @@ def deferred_indexes(engine: Engine) -> Iterator[None]:
     """Around a bulk load: on SQLite, when table_orders is empty, the indexes whose keys come in
     random order (`DEFERRED_INDEXES`) are dropped, and built again by one sort at the end. They
     are built again however the load ends, and `create_tables` builds them if a killed load
-    left them out."""
+    left them out. PostgreSQL does the same with more (see `orderpipe.db.postgres`)."""
     from sqlalchemy import select
 
     from orderpipe.db.models import DEFERRED_INDEXES, Order
 
+    if engine.dialect.name == "postgresql":
+        with _postgres_deferred_keys(engine):
+            yield
+        return
     if engine.dialect.name != "sqlite":
         yield
         return
@@ -151,6 +165,55 @@ def deferred_indexes(engine: Engine) -> Iterator[None]:
             for index in DEFERRED_INDEXES:
                 index.create(conn, checkfirst=True)
             conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
+
+
+@contextmanager
+def _postgres_deferred_keys(engine: Engine, lock_timeout: int = 60) -> Iterator[None]:
+    """PostgreSQL's deferred keys around a load into empty tables. When the load fails, a
+    failure to add them back is logged, not raised over the load's own error: the next
+    `create_tables` adds them."""
+    import sys
+
+    from orderpipe.db import postgres
+
+    with engine.connect() as conn:
+        _locked(conn, postgres.lock_ddl, lock_timeout)
+        deferred = postgres.tables_empty(conn)
+        if deferred:
+            postgres.drop_deferred_keys(conn)
+        conn.commit()
+    if not deferred:
+        yield
+        return
+    try:
+        yield
+    finally:
+        failing = sys.exc_info()[1] is not None
+        try:
+            with engine.connect() as conn:
+                _locked(conn, postgres.lock_ddl, lock_timeout)
+                postgres.add_deferred_keys(conn)
+                conn.commit()
+        except Exception as exc:
+            if not failing:
+                raise
+            log.warning("indexes and foreign keys left for the next run to add: %s", exc)
+
+
+def _locked(conn: Connection, lock: Any, timeout: int) -> None:
+    """Take `lock` (conn, timeout) or say plainly who holds it."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        lock(conn, timeout)
+    except OperationalError as exc:
+        if "lock timeout" not in str(exc):
+            raise
+        raise OrderpipeError(
+            f"another process held orderpipe's DDL lock on {masked(conn.engine.url)} for "
+            f"{timeout} s; is a migration or another orderpipe stuck? pg_locks (locktype "
+            "advisory) names its process"
+        ) from exc
 
 
 def _named_lock(conn: Connection, timeout: int) -> None:

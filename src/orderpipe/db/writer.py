@@ -100,6 +100,7 @@ class TableWriter:
         local_infile: bool = True,
         cache_mib: int | None = None,
         retry: Retry | None = None,
+        create: bool = True,
     ) -> None:
         from orderpipe.db.engine import WalCheckpointer, create_tables, make_engine, sqlite_file
         from orderpipe.db.upsert import local_infile_available
@@ -107,7 +108,8 @@ class TableWriter:
         self.engine = make_engine(url, local_infile=local_infile)
         guarded = self.engine.url.get_driver_name() == "pymysql"  # see db.mysql
         try:
-            create_tables(self.engine)
+            if create:  # False: a second writer of a load whose first one created them
+                create_tables(self.engine)
             with self.engine.connect() as conn:
                 self.load_data = local_infile and guarded and local_infile_available(conn)
             database = sqlite_file(self.engine.url)
