@@ -257,29 +257,32 @@ def stored_events(url: str) -> tuple[list[str], dict[str, int]]:
     return ids, not_one
 
 
-def mariadb_answers(url: str) -> bool:
-    """Whether the server of `url` accepts TCP connections."""
+def server_answers(url: str) -> bool:
+    """Whether the database server of `url` accepts TCP connections."""
     parsed = make_url(url)
+    port = parsed.port or (5432 if parsed.get_backend_name() == "postgresql" else 3306)
     try:
-        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 3306), timeout=1):
+        with socket.create_connection((parsed.host or "127.0.0.1", port), timeout=1):
             return True
     except OSError:
         return False
 
 
-def services(action: str) -> None:
-    subprocess.run([str(SERVICES), action, "mariadb"], check=True, timeout=120, capture_output=True)
+def services(action: str, service: str = "mariadb") -> None:
+    subprocess.run([str(SERVICES), action, service], check=True, timeout=120, capture_output=True)
 
 
 def database_outage(url: str, seconds: float, log: list[tuple[str, float]]) -> None:
-    """Stop MariaDB for `seconds`, then start it again (always, even when the stop failed)."""
+    """Stop the database server of `url` (MariaDB or PostgreSQL) for `seconds`, then start it
+    again (always, even when the stop failed)."""
+    service = "postgres" if make_url(url).get_backend_name() == "postgresql" else "mariadb"
     log.append(("stopping", time.monotonic()))
     try:
-        services("down")
-        log.append(("down" if not mariadb_answers(url) else "still answers", time.monotonic()))
+        services("down", service)
+        log.append(("down" if not server_answers(url) else "still answers", time.monotonic()))
         time.sleep(seconds)
     finally:
-        services("up")
+        services("up", service)
         log.append(("up", time.monotonic()))
 
 

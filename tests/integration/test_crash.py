@@ -256,12 +256,18 @@ def test_etl_merge_killed_anywhere_is_before_or_after_and_a_rerun_finishes_it(
 
 
 # ---------------------------------------------------------------- ingest
-@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def ingest_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/crash.db"
     else:
-        yield request.getfixturevalue("mysql_url")
+        yield request.getfixturevalue(f"{request.param}_url")
 
 
 def whole_units(url: str) -> tuple[int, dict[str, str]]:
@@ -338,35 +344,57 @@ def test_ingest_killed_leaves_whole_days_and_a_rerun_gives_the_uninterrupted_tab
     assert whole_units(ingest_url)[0] == both and dump(ingest_url) == expected
 
 
-@pytest.mark.mysql
-def test_ingest_rides_out_a_mariadb_restart(work: Work, mysql_url: str) -> None:
-    """MariaDB stopped and started again mid-ingest: the writes wait and retry (transient
-    faults), the run ends with exit 0 and every event stored once."""
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("mysql", marks=pytest.mark.mysql, id="mariadb"),
+        pytest.param("postgres", marks=pytest.mark.postgres, id="postgres"),
+    ],
+)
+def test_ingest_rides_out_a_database_server_restart(
+    work: Work, request: pytest.FixtureRequest, server: str
+) -> None:
+    """The server stopped and started again mid-ingest: the writes wait and retry (transient
+    faults), the run ends with exit 0 and every event stored once (on PostgreSQL, with the
+    keys its load into empty tables builds at the end)."""
+    from sqlalchemy import inspect
+
     from tests.integration.test_chaos import database_outage
 
+    url = request.getfixturevalue(f"{server}_url")
     layout = work.layout
     work.ok("generate", "--events", "150000", "--seed", "4")
     work.ok("etl")
     clean = read_clean_dataset(layout.table).height
-    process = work.start("ingest", "--database-url", mysql_url)
-    engine = make_engine(mysql_url)
+    process = work.start("ingest", "--database-url", url)
+    engine = make_engine(url)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:  # until the first unit is in
         with engine.connect() as conn:
-            tables = conn.execute(text("SHOW TABLES LIKE 'table_events'")).first()
-            if tables and conn.execute(text("SELECT COUNT(*) FROM table_events")).scalar():
+            if inspect(conn).has_table("table_events") and conn.execute(
+                text("SELECT COUNT(*) FROM table_events")
+            ).scalar():
                 break
         time.sleep(0.2)
     engine.dispose()
     assert process.poll() is None, "the ingest ended before the outage"
     log: list[tuple[str, float]] = []
-    database_outage(mysql_url, 4.0, log)
+    database_outage(url, 4.0, log)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, (log, err.decode()[-2000:])
     assert log[1][0] == "down", log
-    events, _ = whole_units(mysql_url)
+    events, _ = whole_units(url)
     assert events == clean
     assert b"trying again" in err  # it did meet the outage
+    engine = make_engine(url)
+    try:
+        assert {i["name"] for i in inspect(engine).get_indexes("table_events")} >= {
+            "ix_table_events_event_time",
+            "ix_table_events_order_id",
+        }
+        assert len(inspect(engine).get_foreign_keys("table_events")) == 2
+    finally:
+        engine.dispose()
 
 
 # ---------------------------------------------------------------- train and predict

@@ -87,20 +87,31 @@ def test_two_processes_can_track_at_the_same_time(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-@pytest.mark.mysql
-def test_run_all_against_mariadb_and_apache_kafka(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, mysql_url: str, kafka_bootstrap: str
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("mysql", marks=pytest.mark.mysql, id="mariadb"),
+        pytest.param("postgres", marks=pytest.mark.postgres, id="postgres"),
+    ],
+)
+def test_run_all_against_a_database_server_and_apache_kafka(
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    server: str,
+    kafka_bootstrap: str,
 ) -> None:
     import uuid
 
     from sqlalchemy import create_engine, text
 
-    monkeypatch.setenv("ORDERPIPE_DATABASE_URL", mysql_url)
+    database_url = request.getfixturevalue(f"{server}_url")
+    monkeypatch.setenv("ORDERPIPE_DATABASE_URL", database_url)
     monkeypatch.setenv("ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("ORDERPIPE_KAFKA_TOPIC", f"run-all-{uuid.uuid4().hex[:8]}")
     result = CliRunner().invoke(app, ["run-all", "--events", "1200", "--json"])
     assert result.exit_code == 0, result.stderr
-    engine = create_engine(mysql_url)
+    engine = create_engine(database_url)
     with engine.connect() as conn:
         events = conn.execute(text("SELECT COUNT(*) FROM table_events")).scalar()
         predictions = conn.execute(text("SELECT COUNT(*) FROM table_predictions")).scalar()

@@ -94,11 +94,31 @@ def kafka_backend(kafka_bootstrap: str, mysql_url: str) -> Backend:
     return Backend(kafka_bootstrap, mysql_url, embedded=False)
 
 
-@pytest.fixture(
-    params=["embedded", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.mysql])]
+@pytest.fixture
+def kafka_postgres_backend(kafka_bootstrap: str, postgres_url: str) -> Backend:
+    return Backend(kafka_bootstrap, postgres_url, embedded=False)
+
+
+ON_MARIADB = pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.mysql], id="mariadb")
+ON_POSTGRES = pytest.param(
+    "kafka_postgres", marks=[pytest.mark.kafka, pytest.mark.postgres], id="postgres"
 )
+
+
+@pytest.fixture(params=["embedded", ON_MARIADB, ON_POSTGRES])
 def backend(request: pytest.FixtureRequest) -> Backend:
     return request.getfixturevalue(f"{request.param}_backend")
+
+
+@pytest.fixture(params=[ON_MARIADB, ON_POSTGRES])
+def server_backend(request: pytest.FixtureRequest) -> Backend:
+    """Apache Kafka with each database server."""
+    return request.getfixturevalue(f"{request.param}_backend")
+
+
+def service_of(url: str) -> str:
+    """docker/services.sh's name for the database server of `url`."""
+    return "postgres" if url.startswith("postgresql") else "mariadb"
 
 
 def new_topic() -> str:
@@ -494,11 +514,10 @@ def _wait_for_rows(url: str, at_least: int, timeout: float) -> int:
     raise AssertionError(f"fewer than {at_least} events stored after {timeout} s")
 
 
-@pytest.mark.kafka
-@pytest.mark.mysql
 def test_kill_9_mid_stream_then_restart_stores_each_event_once(
-    kafka_backend: Backend, data: StreamData
+    server_backend: Backend, data: StreamData
 ) -> None:
+    kafka_backend = server_backend
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     asyncio.run(
         produce(
@@ -539,11 +558,10 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(
         assert not any(f'"{event_id}"' in value for event_id in valid_ids)
 
 
-@pytest.mark.kafka
-@pytest.mark.mysql
 def test_database_outage_pauses_and_resumes_without_loss(
-    kafka_backend: Backend, data: StreamData
+    server_backend: Backend, data: StreamData
 ) -> None:
+    kafka_backend = server_backend
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     asyncio.run(
         produce(
@@ -555,9 +573,10 @@ def test_database_outage_pauses_and_resumes_without_loss(
     )
     try:
         _wait_for_rows(kafka_backend.database_url, 250, timeout=60)
-        subprocess.run([str(SERVICES), "down", "mariadb"], check=True, timeout=60)
+        service = service_of(kafka_backend.database_url)
+        subprocess.run([str(SERVICES), "down", service], check=True, timeout=60)
         time.sleep(3)
-        subprocess.run([str(SERVICES), "up", "mariadb"], check=True, timeout=120)
+        subprocess.run([str(SERVICES), "up", service], check=True, timeout=120)
         out, err = process.communicate(timeout=180)
     finally:
         if process.poll() is None:

@@ -6,8 +6,8 @@
 - fatal (permission denied, missing table, a bug, a model that fails, an unknown server
   error): stop, commit nothing, exit 1; a restart after the fix carries on with no loss.
 
-Database errors are classified by the server's error code (MySQL/MariaDB) or SQLite's result
-code, never by the driver's exception class: PyMySQL raises OperationalError for lock timeouts
+Database errors are classified by the server's error code (MySQL/MariaDB), SQLSTATE
+(PostgreSQL) or SQLite's result code, never by the driver's exception class: PyMySQL raises OperationalError for lock timeouts
 and for CHECK failures alike. Anything orderpipe cannot name is fatal: stopping loses nothing
 (the offsets stay uncommitted), while guessing "content" would dead-letter good data and
 guessing "transient" would stall the partitions forever.
@@ -73,6 +73,23 @@ MYSQL_CONTENT = {
     3819: "check constraint violated",
     4025: "check constraint violated",
 }
+# PostgreSQL SQLSTATEs (Appendix A of its manual): a whole class, or one code.
+POSTGRES_TRANSIENT = {
+    "08": "connection exception",
+    "40001": "serialization failure",
+    "40P01": "deadlock",
+    "53300": "too many connections",
+    "55P03": "lock not available",
+    "57014": "query canceled",
+    "57P01": "server shutting down",
+    "57P02": "server crashed",
+    "57P03": "server not accepting connections yet",
+    "25006": "read-only transaction",  # a standby during a failover
+}
+POSTGRES_CONTENT = {
+    "22": "data exception",  # too long, out of range, invalid value or encoding, NUL byte
+    "23": "integrity constraint violation",  # NOT NULL, foreign key, unique, CHECK
+}
 # SQLite primary result codes (the low byte of the extended code).
 SQLITE_TRANSIENT = {5: "database is locked (busy)", 6: "table is locked"}
 SQLITE_CONTENT = {18: "value too big", 19: "constraint violated", 20: "datatype mismatch"}
@@ -101,6 +118,7 @@ def _is_database_error(exc: BaseException) -> bool:
         isinstance(exc, DBAPIError)
         or mysql_code(driver) is not None
         or getattr(driver, "sqlite_errorcode", None) is not None
+        or postgres_fault(driver) is not None
     )
 
 
@@ -125,6 +143,9 @@ def classify(exc: BaseException) -> Fault:
         if mysql in MYSQL_TRANSIENT:
             return Fault.transient
         return Fault.content if mysql in MYSQL_CONTENT else Fault.fatal
+    postgres = postgres_fault(driver)
+    if postgres is not None:
+        return postgres
     sqlite = getattr(driver, "sqlite_errorcode", None)
     if isinstance(sqlite, int):
         primary = sqlite & 0xFF
@@ -148,6 +169,26 @@ def mysql_code(driver_error: BaseException) -> int | None:
         return None
     args = getattr(driver_error, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
+
+
+def postgres_fault(driver_error: BaseException) -> Fault | None:
+    """The fault of a psycopg error by its SQLSTATE; None for another driver's error.
+
+    psycopg raises without a SQLSTATE when it has no server answer: OperationalError for a
+    connection that failed or broke (transient), DataError for a value it cannot send, such
+    as a text with a NUL byte (content)."""
+    if not type(driver_error).__module__.startswith("psycopg"):
+        return None
+    import psycopg
+
+    state = getattr(driver_error, "sqlstate", None)
+    if not state:
+        if isinstance(driver_error, psycopg.OperationalError):
+            return Fault.transient
+        return Fault.content if isinstance(driver_error, psycopg.DataError) else Fault.fatal
+    if state in POSTGRES_TRANSIENT or state[:2] in POSTGRES_TRANSIENT:
+        return Fault.transient
+    return Fault.content if state[:2] in POSTGRES_CONTENT else Fault.fatal
 
 
 def _is_retriable_kafka_error(exc: BaseException) -> bool:

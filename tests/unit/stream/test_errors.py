@@ -101,6 +101,44 @@ def test_sqlite_busy_is_transient(tmp_path: object) -> None:
     assert classify(wrapped(caught.value)) is Fault.transient
 
 
+def postgres_error(state: str | None, cls: type[Exception] | None = None) -> DBAPIError:
+    """A psycopg error as the server (SQLSTATE `state`) or psycopg itself (None) raises it."""
+    import psycopg
+    from psycopg import errors
+
+    if cls is None:
+        cls = errors.lookup(state) if state else psycopg.OperationalError
+    return wrapped(cls("server says no"))
+
+
+@pytest.mark.parametrize(
+    "state", ["08006", "08001", "40001", "40P01", "53300", "55P03", "57P01", "57P03", "25006"]
+)
+def test_postgres_connection_lock_and_failover_errors_are_transient(state: str) -> None:
+    assert classify(postgres_error(state)) is Fault.transient
+
+
+@pytest.mark.parametrize("state", ["22001", "22003", "22007", "22021", "23502", "23503", "23514"])
+def test_postgres_values_refused_for_their_content_are_content(state: str) -> None:
+    assert classify(postgres_error(state)) is Fault.content
+
+
+@pytest.mark.parametrize("state", ["42501", "42P01", "42703", "53100", "XX000"])
+def test_postgres_permissions_missing_tables_disk_full_and_internal_errors_are_fatal(
+    state: str,
+) -> None:
+    assert classify(postgres_error(state)) is Fault.fatal
+
+
+def test_psycopg_errors_without_a_server_answer_are_classified_by_class() -> None:
+    import psycopg
+
+    assert classify(postgres_error(None)) is Fault.transient  # connection failed or broke
+    assert classify(postgres_error(None, psycopg.DataError)) is Fault.content  # a NUL byte
+    assert classify(postgres_error(None, psycopg.ProgrammingError)) is Fault.fatal
+    assert "database error" in str(StreamStopped.because(postgres_error("42501"), 1))
+
+
 def test_a_dropped_connection_and_a_pool_timeout_are_transient() -> None:
     invalidated = DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
     assert classify(invalidated) is Fault.transient
