@@ -371,9 +371,10 @@ def test_ingest_rides_out_a_database_server_restart(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:  # until the first unit is in
         with engine.connect() as conn:
-            if inspect(conn).has_table("table_events") and conn.execute(
-                text("SELECT COUNT(*) FROM table_events")
-            ).scalar():
+            if (
+                inspect(conn).has_table("table_events")
+                and conn.execute(text("SELECT COUNT(*) FROM table_events")).scalar()
+            ):
                 break
         time.sleep(0.2)
     engine.dispose()

@@ -7,10 +7,10 @@
   error): stop, commit nothing, exit 1; a restart after the fix carries on with no loss.
 
 Database errors are classified by the server's error code (MySQL/MariaDB), SQLSTATE
-(PostgreSQL) or SQLite's result code, never by the driver's exception class: PyMySQL raises OperationalError for lock timeouts
-and for CHECK failures alike. Anything orderpipe cannot name is fatal: stopping loses nothing
-(the offsets stay uncommitted), while guessing "content" would dead-letter good data and
-guessing "transient" would stall the partitions forever.
+(PostgreSQL) or SQLite's result code, never by the driver's exception class: PyMySQL raises
+OperationalError for lock timeouts and for CHECK failures alike. Anything orderpipe cannot
+name is fatal: stopping loses nothing (the offsets stay uncommitted), while guessing "content"
+would dead-letter good data and guessing "transient" would stall the partitions forever.
 """
 
 from __future__ import annotations
