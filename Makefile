@@ -61,9 +61,10 @@ chaos: install
 	  $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_crash.py \
 	  tests/integration/test_chaos.py tests/integration/test_disk_full.py
 
+# BENCH_DATABASE_URL: a server database other than MariaDB's (e.g. $ORDERPIPE_TEST_POSTGRES_URL)
 bench: install
-	eval "$$($(SERVICES) env)"; $(BIN)/orderpipe bench --events $${BENCH_EVENTS:-1000000} \
-	  $${ORDERPIPE_TEST_MYSQL_URL:+--database-url $$ORDERPIPE_TEST_MYSQL_URL} \
+	eval "$$($(SERVICES) env)"; db=$${BENCH_DATABASE_URL:-$$ORDERPIPE_TEST_MYSQL_URL}; \
+	$(BIN)/orderpipe bench --events $${BENCH_EVENTS:-1000000} $${db:+--database-url $$db} \
 	  $${ORDERPIPE_TEST_KAFKA_BOOTSTRAP:+--kafka-bootstrap $$ORDERPIPE_TEST_KAFKA_BOOTSTRAP}
 
 # `train classification` against the procedure before issue 15 (or TRAIN_BASELINE), same raw

@@ -201,10 +201,14 @@ as_postgres() {
 postgres_up() {
   if postgres_answers; then log "PostgreSQL already answers on 127.0.0.1:$postgres_port"; return 0; fi
   postgres_install || return 1
+  tls_files || return 1
   local bin dir=$state/postgres
   bin=$(postgres_bin)
-  mkdir -p "$dir"
-  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; fi
+  mkdir -p "$dir/tls"
+  # TLS with the throw-away CA's server certificate; the server wants its key private
+  cp "$tls/server.pem" "$tls/server.key" "$dir/tls/"
+  chmod 600 "$dir/tls/server.key"
+  if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$dir"; fi
   if ! as_postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
     if port_open "$postgres_port"; then
       log "port $postgres_port is taken by another program; set ORDERPIPE_SERVICES_POSTGRES_PORT"
@@ -219,7 +223,7 @@ postgres_up() {
         >"$dir/data/pg_hba.conf"
     fi
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $postgres_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=200 -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min" \
+      -o "-c listen_addresses=127.0.0.1 -p $postgres_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=200 -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key" \
       start >/dev/null 2>&1 || { log "PostgreSQL did not start: see $dir/server.log"; return 1; }
   fi
   as_postgres psql -h "$dir" -p "$postgres_port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<SQL \
@@ -400,6 +404,7 @@ case "${1:-}" in
     fi
     if postgres_answers; then
       echo "export ORDERPIPE_TEST_POSTGRES_URL='postgresql+psycopg://$db_user:$db_password@127.0.0.1:$postgres_port/$db_name'"
+      echo "export ORDERPIPE_TEST_POSTGRES_TLS_URL='postgresql+psycopg://$db_user:$db_password@127.0.0.1:$postgres_port/$db_name?sslmode=verify-full&sslrootcert=$tls/ca.pem'"
     else
       echo "# PostgreSQL does not answer on 127.0.0.1:$postgres_port: run docker/services.sh up"
     fi

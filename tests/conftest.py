@@ -117,6 +117,13 @@ def postgres_server_url() -> str:
     return _require("ORDERPIPE_TEST_POSTGRES_URL", "PostgreSQL")
 
 
+@pytest.fixture(scope="session")
+def postgres_tls_url() -> str:
+    """The PostgreSQL test database over TLS, the server's certificate checked against the
+    services' CA (ORDERPIPE_TEST_POSTGRES_TLS_URL)."""
+    return _require("ORDERPIPE_TEST_POSTGRES_TLS_URL", "PostgreSQL over TLS")
+
+
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the PostgreSQL test server, dropped after the test."""

@@ -94,10 +94,14 @@ def check_database(url: URL | str) -> Check:
     from orderpipe.db.engine import make_engine, masked
     from orderpipe.db.models import Base
     from orderpipe.db.upsert import local_infile_available
+    from orderpipe.errors import OrderpipeError
 
     shown = masked(url)
     facts: dict[str, object] = {"url": shown, "tls": None, "tls_verified": False}
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except OrderpipeError as exc:  # a driver that is not installed
+        return Check("database", False, str(exc), facts)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -105,10 +109,24 @@ def check_database(url: URL | str) -> Check:
             present = set(inspect(conn).get_table_names())
             tables = [name for name in Base.metadata.tables if name in present]
             extra = ""
+            postgres = conn.dialect.name == "postgresql"
             if conn.dialect.name in ("mysql", "mariadb"):
                 facts.update(database_tls(conn))
                 fast = local_infile_available(conn)
                 extra = f"; LOAD DATA LOCAL INFILE {'on' if fast else 'off (slower ingest path)'}"
+            elif postgres:
+                from orderpipe.db import postgres as pg
+
+                facts.update(pg.connection_tls(conn))
+                extra = "; COPY bulk path" if conn.dialect.driver == "psycopg" else ""
+                missing = pg.missing_keys(conn) if len(tables) == 4 else []
+                facts["missing_keys"] = missing
+                if missing:
+                    extra += (
+                        f"; {len(missing)} indexes/keys left out by a load running or killed "
+                        f"({', '.join(missing)}): the next ingest adds them"
+                    )
+            if conn.dialect.name != "sqlite":
                 if not facts["tls"]:
                     extra += "; not encrypted (no TLS)"
                 else:

@@ -45,14 +45,21 @@ def test_bench_reports_each_phase(workdir: object) -> None:
         assert figures["peak_rss_mb"] > 10
 
 
-@pytest.mark.mysql
-def test_bench_measures_mysql_too(workdir: object, mysql_url: str) -> None:
-    result = CliRunner().invoke(
-        app, ["bench", "--events", "3000", "--json", "--database-url", mysql_url]
-    )
+@pytest.mark.parametrize(
+    ("server", "dialect"),
+    [
+        pytest.param("mysql", "mysql", marks=pytest.mark.mysql, id="mariadb"),
+        pytest.param("postgres", "postgresql", marks=pytest.mark.postgres, id="postgres"),
+    ],
+)
+def test_bench_measures_a_database_server_too(
+    workdir: object, request: pytest.FixtureRequest, server: str, dialect: str
+) -> None:
+    url = request.getfixturevalue(f"{server}_url")
+    result = CliRunner().invoke(app, ["bench", "--events", "3000", "--json", "--database-url", url])
     assert result.exit_code == 0, result.stderr
     phases = [p["phase"] for p in json.loads(result.stdout)["phases"]]
-    assert phases[-2:] == ["ingest-mysql", "predict-mysql"]
+    assert phases[-2:] == [f"ingest-{dialect}", f"predict-{dialect}"]
 
 
 def test_bench_measures_the_phases_asked_for_and_what_they_need(workdir: object) -> None:

@@ -145,3 +145,71 @@ def test_create_tables_says_plainly_when_another_process_holds_the_ddl_lock(
     finally:
         holder.dispose()
         engine.dispose()
+
+
+def test_a_user_who_may_only_write_loads_into_empty_tables_with_the_keys_in_place(
+    postgres_url: str, table: Path
+) -> None:
+    """Dropping and building keys needs the tables' owner: another user's load keeps them."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    owner = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    engine = make_engine(postgres_url)
+    create_tables(engine)
+    engine.dispose()
+    role = f"op_writer_{uuid.uuid4().hex[:8]}"
+    database = make_url(postgres_url).database
+    try:
+        with owner.connect() as conn:
+            conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'writer'"))
+            conn.execute(text(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO {role}'))
+            conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+            conn.execute(
+                text(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}")
+            )
+        writer = make_url(postgres_url).set(username=role, password="writer")
+        assert run_ingest(table, writer.render_as_string(hide_password=False)).events == 3000
+        assert keys(postgres_url) == EXPECTED
+    finally:
+        with owner.connect() as conn:
+            conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"))
+            conn.execute(text(f"REVOKE ALL ON SCHEMA public FROM {role}"))
+            conn.execute(text(f'REVOKE ALL ON DATABASE "{database}" FROM {role}'))
+            conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        owner.dispose()
+
+
+def test_doctor_shows_tls_whether_checked_and_keys_a_killed_load_left_out(
+    postgres_url: str, postgres_tls_url: str
+) -> None:
+    from orderpipe.doctor import check_database
+
+    verified = check_database(postgres_tls_url)
+    assert verified.ok, verified.detail
+    assert verified.facts["tls"] and verified.facts["tls_verified"] is True
+    assert "certificate checked" in verified.detail and "COPY bulk path" in verified.detail
+    plain = check_database(f"{postgres_url}?sslmode=disable")
+    assert plain.ok and plain.facts["tls"] is None
+    assert "not encrypted (no TLS)" in plain.detail
+    engine = make_engine(postgres_url)
+    try:
+        create_tables(engine)
+        with engine.begin() as conn:  # as a load killed -9 leaves them
+            postgres.drop_deferred_keys(conn)
+    finally:
+        engine.dispose()
+    killed = check_database(postgres_url)
+    assert killed.ok
+    assert len(killed.facts["missing_keys"]) == 6  # type: ignore[arg-type]
+    assert "left out by a load running or killed" in killed.detail
+
+
+def test_a_driver_that_is_not_installed_is_one_line() -> None:
+    from orderpipe.doctor import check_database
+
+    with pytest.raises(OrderpipeError, match=r"needs the Python driver 'psycopg2'.*not installed"):
+        make_engine("postgresql+psycopg2://u:secret@127.0.0.1/x")
+    check = check_database("postgresql+psycopg2://u:secret@127.0.0.1/x")
+    assert not check.ok and "secret" not in check.detail

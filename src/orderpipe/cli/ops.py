@@ -144,7 +144,7 @@ def bench(
     database_url: Annotated[
         str | None,
         typer.Option(
-            help="Also ingest into this MySQL/MariaDB database. Its orderpipe tables "
+            help="Also ingest into this MySQL/MariaDB or PostgreSQL database. Its orderpipe tables "
             "are DROPPED and recreated: use a database kept for benchmarks."
         ),
     ] = None,

@@ -71,7 +71,14 @@ def make_engine(url: str | URL, *, local_infile: bool = False) -> Engine:
 
         return engine
     if backend not in ("mysql", "mariadb"):
-        return create_engine(parsed, pool_pre_ping=True)
+        try:
+            return create_engine(parsed, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            extra = " (pip install 'orderpipe[postgres]')" if exc.name == "psycopg" else ""
+            raise OrderpipeError(
+                f"the database URL {masked(parsed)} needs the Python driver {exc.name!r}, which "
+                f"is not installed{extra}"
+            ) from exc
     connect_args: dict[str, Any] = {"charset": "utf8mb4", "connect_timeout": 10}
     guarded = parsed.get_driver_name() == "pymysql"
     # Local files only through the guarded PyMySQL connection; other drivers are told no.
@@ -178,7 +185,7 @@ def _postgres_deferred_keys(engine: Engine, lock_timeout: int = 60) -> Iterator[
 
     with engine.connect() as conn:
         _locked(conn, postgres.lock_ddl, lock_timeout)
-        deferred = postgres.tables_empty(conn)
+        deferred = postgres.can_defer(conn)
         if deferred:
             postgres.drop_deferred_keys(conn)
         conn.commit()

@@ -64,12 +64,53 @@ def _existing_keys(conn: Connection, table: str) -> dict[tuple[str, ...], str]:
     return {tuple(columns): str(name) for name, columns in rows}
 
 
-def tables_empty(conn: Connection) -> bool:
-    """Whether every deferred table is empty."""
-    return not any(
+def can_defer(conn: Connection) -> bool:
+    """Whether a load may defer the keys: every deferred table is empty and this user owns it
+    (dropping and building indexes and keys needs the owner's rights; a user with only INSERT
+    and UPDATE loads with the keys in place)."""
+    owned = conn.exec_driver_sql(
+        "SELECT count(*) FILTER (WHERE pg_has_role(current_user, relowner, 'USAGE')) = "
+        "%(tables)s FROM pg_class WHERE oid = ANY (%(names)s::regclass[])",
+        {"tables": len(DEFERRED_TABLES), "names": [f'"{n}"' for n in DEFERRED_TABLES]},
+    ).scalar()
+    return bool(owned) and not any(
         conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{name}")').scalar()
         for name in DEFERRED_TABLES
     )
+
+
+def missing_keys(conn: Connection) -> list[str]:
+    """The deferred indexes and foreign keys that are not there (a killed load's)."""
+    from sqlalchemy import inspect
+
+    indexes, keys = deferred_keys()
+    found = inspect(conn)
+    present = {name: {i["name"] for i in found.get_indexes(name)} for name in DEFERRED_TABLES}
+    existing = {name: _existing_keys(conn, name) for name in DEFERRED_TABLES}
+    return [
+        str(i.name)
+        for i in indexes
+        if i.name not in present[i.table.name]  # type: ignore[union-attr]
+    ] + [
+        f"{k.table.name}({', '.join(k.column_keys)}) foreign key"
+        for k in keys
+        if tuple(k.column_keys) not in existing[k.table.name]
+    ]
+
+
+def connection_tls(conn: Connection) -> dict[str, object]:
+    """This connection's TLS cipher (None: not encrypted), as libpq sees it, and whether the
+    server's certificate was checked (sslmode verify-ca or verify-full)."""
+    raw = conn.connection.dbapi_connection
+    pgconn = raw.pgconn  # type: ignore[union-attr]
+    if not pgconn.ssl_in_use:
+        return {"tls": None, "tls_verified": False}
+    options = {o.keyword: o.val for o in pgconn.info}
+    mode = (options.get(b"sslmode") or b"").decode()
+    cipher = conn.exec_driver_sql(
+        "SELECT cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    ).scalar()
+    return {"tls": str(cipher or "TLS"), "tls_verified": mode in ("verify-ca", "verify-full")}
 
 
 def drop_deferred_keys(conn: Connection) -> None:
