@@ -76,16 +76,23 @@ mariadb_bin() {
   command -v mariadbd 2>/dev/null || { [ -x /usr/sbin/mariadbd ] && echo /usr/sbin/mariadbd; } || true
 }
 
-mariadb_install() {
-  [ -n "$(mariadb_bin)" ] && command -v mariadb >/dev/null && return 0
+# apt_install PACKAGE...: install Debian packages as root, refreshing the lists only if needed.
+apt_install() {
   if [ "$(id -u)" != 0 ]; then
-    log "mariadb-server is not installed and installing it needs root (apt-get install mariadb-server)"
+    log "$1 is not installed and installing it needs root (apt-get install $*)"
     return 1
   fi
-  log "installing mariadb-server with apt-get"
+  log "installing $* with apt-get"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null || true
-  apt-get install -y -qq mariadb-server mariadb-client >/dev/null
+  apt-get install -y -qq "$@" >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null || true
+    apt-get install -y -qq "$@" >/dev/null
+  }
+}
+
+mariadb_install() {
+  [ -n "$(mariadb_bin)" ] && command -v mariadb >/dev/null && return 0
+  apt_install mariadb-server mariadb-client
 }
 
 mysql_answers() {
@@ -176,16 +183,7 @@ postgres_bin() {
 
 postgres_install() {
   [ -n "$(postgres_bin)" ] && command -v psql >/dev/null && return 0
-  if [ "$(id -u)" != 0 ]; then
-    log "postgresql is not installed and installing it needs root (apt-get install postgresql)"
-    return 1
-  fi
-  log "installing postgresql with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq postgresql >/dev/null 2>&1 || {
-    apt-get update -qq >/dev/null || true
-    apt-get install -y -qq postgresql >/dev/null
-  }
+  apt_install postgresql
 }
 
 postgres_answers() {
@@ -403,7 +401,8 @@ case "${1:-}" in
       echo "# MariaDB does not answer over TLS on 127.0.0.1:$mysql_port: run docker/services.sh up"
     fi
     if postgres_answers; then
-      echo "export ORDERPIPE_TEST_POSTGRES_URL='postgresql+psycopg://$db_user:$db_password@127.0.0.1:$postgres_port/$db_name'"
+      # in clear on the loopback, as the MariaDB one; the TLS one checks the server's certificate
+      echo "export ORDERPIPE_TEST_POSTGRES_URL='postgresql+psycopg://$db_user:$db_password@127.0.0.1:$postgres_port/$db_name?sslmode=disable'"
       echo "export ORDERPIPE_TEST_POSTGRES_TLS_URL='postgresql+psycopg://$db_user:$db_password@127.0.0.1:$postgres_port/$db_name?sslmode=verify-full&sslrootcert=$tls/ca.pem'"
     else
       echo "# PostgreSQL does not answer on 127.0.0.1:$postgres_port: run docker/services.sh up"

@@ -190,7 +190,10 @@ def test_doctor_shows_tls_whether_checked_and_keys_a_killed_load_left_out(
     assert verified.ok, verified.detail
     assert verified.facts["tls"] and verified.facts["tls_verified"] is True
     assert "certificate checked" in verified.detail and "COPY bulk path" in verified.detail
-    plain = check_database(f"{postgres_url}?sslmode=disable")
+    from sqlalchemy.engine import make_url
+
+    clear = make_url(postgres_url).update_query_dict({"sslmode": "disable"})
+    plain = check_database(clear.render_as_string(hide_password=False))
     assert plain.ok and plain.facts["tls"] is None
     assert "not encrypted (no TLS)" in plain.detail
     engine = make_engine(postgres_url)

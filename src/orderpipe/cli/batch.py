@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 
 from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, run_service, settings_of
-from orderpipe.cli.render import emit, emit_table, n, table, table_progress, what_was_read
+from orderpipe.cli.render import (
+    emit,
+    emit_table,
+    finish_now,
+    n,
+    table,
+    table_progress,
+    what_was_read,
+)
 
 DEFAULT_START_DAY = datetime(2026, 1, 1)  # generate.DEFAULT_START (not imported: --help stays fast)
 
@@ -94,6 +102,7 @@ def generate(
             ("output", str(result.output)),
         ],
     )
+    finish_now()  # the file is written: no interpreter teardown to wait for
 
 
 @app.command()
@@ -151,6 +160,7 @@ def etl(
         out.print(table("etl", rows))
 
     emit(result, as_json, render)
+    finish_now()  # the table is committed: no teardown of polars and deltalake to wait for
 
 
 @app.command()
@@ -214,6 +224,7 @@ def ingest(
             ("events/s", n(result.events_per_second)),
         ],
     )
+    finish_now()  # the rows are committed: no teardown of polars and SQLAlchemy to wait for
 
 
 @app.command()

@@ -124,6 +124,16 @@ def local_infile_available(conn: Connection) -> bool:
         raise
 
 
+def _staged_columns(table: Table) -> tuple[list[str], list[str], list[str], str]:
+    """A staged upsert's columns: (primary key, all, those updated before the recency column,
+    the recency column)."""
+    recency = RECENCY_COLUMN[table]
+    keys = [c.name for c in table.primary_key.columns]
+    columns = [c.name for c in table.columns]
+    updatable = [name for name in columns if name not in keys and name != recency]
+    return keys, columns, updatable, recency
+
+
 def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
     """MySQL/MariaDB fast path: LOAD DATA LOCAL INFILE into a temporary table, then one upsert.
 
@@ -135,10 +145,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
 
     if frame.height == 0:
         return Upserted(0, 0)
-    recency = RECENCY_COLUMN[table]
-    keys = {c.name for c in table.primary_key.columns}
-    columns = [c.name for c in table.columns]
-    updatable = [name for name in columns if name not in keys and name != recency]
+    _, columns, updatable, recency = _staged_columns(table)
     stage = f"stage_{table.name}"
     quoted = ", ".join(f"`{name}`" for name in columns)
     newer = f"VALUES(`{recency}`) >= `{table.name}`.`{recency}`"
@@ -199,10 +206,7 @@ def upsert_via_copy(conn: Connection, table: Table, frame: pl.DataFrame) -> Upse
 
     if frame.height == 0:
         return Upserted(0, 0)
-    recency = RECENCY_COLUMN[table]
-    keys = [c.name for c in table.primary_key.columns]
-    columns = [c.name for c in table.columns]
-    updatable = [name for name in columns if name not in keys and name != recency]
+    keys, columns, updatable, recency = _staged_columns(table)
     stage = f"stage_{table.name}"
     quoted = ", ".join(f'"{name}"' for name in columns)
     key_list = ", ".join(f'"{name}"' for name in keys)

@@ -446,7 +446,10 @@ def stream_section(layout: Layout, settings: Settings) -> Section:
         )
     else:
         _stream_charts(section, runs)
-    section.notes.append(_dead_letters(section, settings))
+    note, table = _dead_letters(settings)
+    section.notes.append(note)
+    if table is not None:
+        section.tables.append(table)
     return section
 
 
@@ -481,8 +484,9 @@ def _stream_charts(section: Section, runs: list[dict[str, Any]]) -> None:
     )
 
 
-def _dead_letters(section: Section, settings: Settings) -> str:
-    """DLQ counts by reason from the configured broker, or why there are none."""
+def _dead_letters(settings: Settings) -> tuple[str, Table | None]:
+    """A note on the DLQ and its counts by reason from the configured broker (None when there
+    are none to count: the note says why)."""
     from aiokafka.errors import KafkaError
 
     from orderpipe.stream.admin import collect_status
@@ -494,7 +498,7 @@ def _dead_letters(section: Section, settings: Settings) -> str:
         return (
             f"dead letters: the embedded broker lives for one command, so {dlq} is gone; "
             "point ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS at a running broker to count them"
-        )
+        ), None
     endpoint = KafkaEndpoint.from_settings(settings)
 
     async def read() -> Any:
@@ -507,18 +511,16 @@ def _dead_letters(section: Section, settings: Settings) -> str:
         status = asyncio.run(read())
     except (KafkaError, OSError, TimeoutError, OrderpipeError) as exc:
         reason = type(exc).__name__ + (f": {str(exc).splitlines()[0]}" if str(exc) else "")
-        return f"dead letters: {settings.kafka_bootstrap_servers} did not answer ({reason})"
+        return f"dead letters: {settings.kafka_bootstrap_servers} did not answer ({reason})", None
     summary = status.dlq
     if not summary.exists or summary.messages == 0:
-        return f"dead letters: {dlq} is empty"
+        return f"dead letters: {dlq} is empty", None
     rows = [[reason, _n(count)] for reason, count in summary.reasons.items()]
     if summary.other_reasons:
         rows.append(["(other reasons)", _n(summary.other_reasons)])
     scanned = f", the newest {summary.scanned:,} read" if summary.capped else ""
-    section.tables.append(
-        Table(f"{dlq}: {summary.messages:,} letters{scanned}", ["reason", "letters"], rows)
-    )
-    return f"dead letters: {summary.messages:,} in {dlq}"
+    table = Table(f"{dlq}: {summary.messages:,} letters{scanned}", ["reason", "letters"], rows)
+    return f"dead letters: {summary.messages:,} in {dlq}", table
 
 
 # ---------------------------------------------------------------- energy
