@@ -197,10 +197,15 @@ as_postgres() {
 }
 
 postgres_up() {
-  if postgres_answers; then log "PostgreSQL already answers on 127.0.0.1:$postgres_port"; return 0; fi
+  local bin dir=$state/postgres
+  if postgres_answers; then
+    # ours (its data folder): the setup below runs again, for what a newer script adds
+    if [ -z "$(postgres_bin)" ] || ! as_postgres "$(postgres_bin)/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+      log "PostgreSQL already answers on 127.0.0.1:$postgres_port"; return 0
+    fi
+  fi
   postgres_install || return 1
   tls_files || return 1
-  local bin dir=$state/postgres
   bin=$(postgres_bin)
   mkdir -p "$dir/tls"
   # TLS with the throw-away CA's server certificate; the server wants its key private
@@ -230,6 +235,8 @@ SELECT 'CREATE ROLE $db_user LOGIN CREATEDB CREATEROLE PASSWORD ''$db_password''
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$db_user') \gexec
 SELECT 'CREATE DATABASE $db_name OWNER $db_user'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db_name') \gexec
+-- the tests drop their databases WITH (FORCE): that ends an autovacuum worker there too
+GRANT pg_signal_backend TO $db_user;
 SQL
   postgres_answers || { log "PostgreSQL does not answer on 127.0.0.1:$postgres_port"; return 1; }
   log "PostgreSQL answers on 127.0.0.1:$postgres_port (database $db_name)"

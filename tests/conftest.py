@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck
@@ -139,9 +140,28 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     try:
         yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with server.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop_postgres_database(server, name)
         server.dispose()
+
+
+def _drop_postgres_database(server: Any, name: str) -> None:
+    """DROP DATABASE ... WITH (FORCE), tried again for a few seconds: a server restarting after
+    an outage test, or a backend that is just ending, can refuse it for a moment."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with server.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except DBAPIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

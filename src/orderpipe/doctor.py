@@ -119,12 +119,13 @@ def check_database(url: URL | str) -> Check:
 
                 facts.update(pg.connection_tls(conn))
                 extra = "; COPY bulk path" if conn.dialect.driver == "psycopg" else ""
-                missing = pg.missing_keys(conn) if len(tables) == 4 else []
+                missing = pg.missing_keys(conn) if len(tables) == len(Base.metadata.tables) else []
                 facts["missing_keys"] = missing
                 if missing:
                     extra += (
                         f"; {len(missing)} indexes/keys left out by a load running or killed "
-                        f"({', '.join(missing)}): the next ingest adds them"
+                        f"({', '.join(missing)}): the next command that writes adds them when "
+                        "no load runs and its user owns the tables"
                     )
             if conn.dialect.name != "sqlite":
                 if not facts["tls"]:

@@ -176,7 +176,8 @@ def _ingest_table(
         since, resume = retrying(where_from, BATCH_RETRY)
         changes = table_files_since(source, since, upto=resume.version if resume else None)
         first_since = changes.since
-        with deferred_indexes(w.engine):
+        with deferred_indexes(w.engine) as fresh:
+            w.fresh = fresh
             while True:
                 done = _ingest_changes(w, source, changes, watermark, resume, chunk_size, progress)
                 for name in counts:
@@ -316,6 +317,7 @@ class _Units:
                     BATCH_RETRY,
                 )
             )
+            self.writers[1].fresh = first.fresh
         return self.writers[1]
 
     def write_all(

@@ -220,10 +220,15 @@ def _check_database_url(url: str) -> None:
             "database_url is not a database URL (expected e.g. sqlite:///data/orderpipe.db "
             "or mysql+pymysql://user:password@host:3306/db)"
         )
-    backend = parsed["name"].split("+")[0]
+    backend, _, driver = parsed["name"].partition("+")
     if backend not in SUPPORTED_DIALECTS:
         raise ValueError(
             f"database_url uses {backend!r}; supported: {', '.join(SUPPORTED_DIALECTS)}"
+        )
+    if backend == "postgresql" and driver not in ("", "psycopg"):
+        raise ValueError(
+            f"database_url uses the PostgreSQL driver {driver!r}; orderpipe reaches PostgreSQL "
+            "through psycopg 3: postgresql+psycopg://user:password@host:5432/db"
         )
 
 

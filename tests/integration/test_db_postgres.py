@@ -172,6 +172,15 @@ def test_a_user_who_may_only_write_loads_into_empty_tables_with_the_keys_in_plac
         writer = make_url(postgres_url).set(username=role, password="writer")
         assert run_ingest(table, writer.render_as_string(hide_password=False)).events == 3000
         assert keys(postgres_url) == EXPECTED
+        # keys a killed owner's load left out: the writer's commands go on without them
+        with owner.connect() as conn:
+            postgres.drop_deferred_keys(conn)
+        writing = make_engine(writer.render_as_string(hide_password=False))
+        try:
+            create_tables(writing)
+        finally:
+            writing.dispose()
+        assert keys(postgres_url) == {"table_orders": set(), "table_events": set()}
     finally:
         with owner.connect() as conn:
             conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"))
@@ -209,10 +218,101 @@ def test_doctor_shows_tls_whether_checked_and_keys_a_killed_load_left_out(
     assert "left out by a load running or killed" in killed.detail
 
 
-def test_a_driver_that_is_not_installed_is_one_line() -> None:
+def test_a_fresh_load_meets_an_order_of_two_days_and_the_newer_still_wins(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into empty tables each chunk tries a plain INSERT; an order met on two days (two units,
+    on two connections) makes the second fail with unique_violation: that chunk goes in by
+    the upsert, and the newer state wins whichever unit commits first."""
+    from orderpipe import ingest
+    from orderpipe.db import upsert
+    from tests.factories import raw_event, write_lines
+
+    paths = layout_under(tmp_path)
+    days = [
+        raw_event(event_id=f"e{day}", event_time=f"2026-11-{day}T09:00:00Z", order__n_items=day)
+        for day in (20, 21, 22)  # one order (the factory's), on three days
+    ]
+    run_etl(write_lines(tmp_path / "raw.jsonl", days), paths)
+    monkeypatch.setattr(ingest, "READ_ROWS", 1)  # a unit per day
+    tried: list[bool] = []
+    original = upsert._inserted_new
+
+    def spy(conn: Connection, insert: str) -> bool:
+        tried.append(original(conn, insert))
+        return tried[-1]
+
+    monkeypatch.setattr(upsert, "_inserted_new", spy)
+    assert run_ingest(paths.table, postgres_url).events == 3
+    assert False in tried and True in tried  # the fast path, and its fallback
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            orders = conn.execute(text("SELECT n_items, updated_at FROM table_orders")).all()
+            events = conn.execute(text("SELECT count(*) FROM table_events")).scalar()
+    finally:
+        engine.dispose()
+    assert [order[0] for order in orders] == [22] and events == 3
+    assert keys(postgres_url) == EXPECTED
+
+
+def test_a_load_into_tables_with_rows_never_tries_the_plain_insert(
+    postgres_url: str, table: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orderpipe.db import upsert
+
+    run_ingest(table, postgres_url)
+
+    def refused(_conn: Connection, _insert: str) -> bool:
+        raise AssertionError("a plain INSERT into tables that hold rows")
+
+    monkeypatch.setattr(upsert, "_inserted_new", refused)
+    assert run_ingest(table, postgres_url, full=True).events == 3000
+
+
+def test_other_commands_leave_the_keys_of_a_running_load_alone(postgres_url: str) -> None:
+    """A load that deferred the keys holds LOAD_LOCK: create_tables (a consumer or predict
+    starting meanwhile) does not add them back under it; once the load is gone, it does."""
+    engine = make_engine(postgres_url)
+    loader = create_engine(postgres_url)
+    try:
+        create_tables(engine)
+        with engine.begin() as conn:
+            postgres.drop_deferred_keys(conn)
+        with loader.connect() as held:
+            held.execute(text(f"SELECT pg_advisory_lock_shared({postgres.LOAD_LOCK})"))
+            held.commit()
+            create_tables(engine)
+            assert keys(postgres_url) == {"table_orders": set(), "table_events": set()}
+            held.execute(text("SELECT pg_advisory_unlock_all()"))
+            held.commit()
+        create_tables(engine)  # the load is gone (killed): its keys come back
+        assert keys(postgres_url) == EXPECTED
+    finally:
+        loader.dispose()
+        engine.dispose()
+
+
+def test_a_key_that_no_longer_holds_is_a_warning_not_the_end_of_every_command(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from orderpipe.doctor import check_database
 
-    with pytest.raises(OrderpipeError, match=r"needs the Python driver 'psycopg2'.*not installed"):
-        make_engine("postgresql+psycopg2://u:secret@127.0.0.1/x")
-    check = check_database("postgresql+psycopg2://u:secret@127.0.0.1/x")
-    assert not check.ok and "secret" not in check.detail
+    engine = make_engine(postgres_url)
+    try:
+        create_tables(engine)
+        with engine.begin() as conn:
+            postgres.drop_deferred_keys(conn)
+            conn.execute(
+                text(
+                    "INSERT INTO table_events VALUES "
+                    "('orphan', now(), 2024, 1, 1, 0, 'no-such-order', 'no-such-customer')"
+                )
+            )
+        with caplog.at_level("WARNING", logger="orderpipe.db"):
+            create_tables(engine)  # no exception: the commands go on
+        assert "could not add back" in caplog.text
+    finally:
+        engine.dispose()
+    check = check_database(postgres_url)
+    assert check.ok and "table_events(order_id) foreign key" in check.detail

@@ -528,9 +528,9 @@ def test_a_failed_unit_leaves_whole_days_and_the_next_run_carries_on(
     events_loads = 0
 
     def failing(write: Any) -> Any:
-        def upsert(conn: Any, table: Any, frame: pl.DataFrame) -> Any:
+        def upsert(conn: Any, table: Any, frame: pl.DataFrame, **options: Any) -> Any:
             nonlocal events_loads
-            result = write(conn, table, frame)
+            result = write(conn, table, frame, **options)
             if table.name == "table_events":
                 events_loads += 1
                 if events_loads == 3:

@@ -123,3 +123,23 @@ def test_a_bad_value_is_one_line_naming_the_setting(
 def test_settings_can_be_built_directly_for_tests(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/t.db")
     assert settings.db_url.database == f"{tmp_path}/t.db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+psycopg2://u:secret@db/x", "postgresql+asyncpg://u:secret@db/x"],
+)
+def test_another_postgresql_driver_than_psycopg_is_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("ORDERPIPE_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message and "secret" not in message
+    assert "postgresql+psycopg://" in message
+
+
+def test_postgresql_with_psycopg_or_the_default_driver_is_accepted(workdir: Path) -> None:
+    for url in ("postgresql+psycopg://u:p@db/x", "postgresql://u:p@db/x"):
+        assert Settings(_env_file=None, database_url=url).db_url.get_backend_name() == "postgresql"

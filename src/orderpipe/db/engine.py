@@ -132,9 +132,9 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
                 for index in DEFERRED_INDEXES:
                     index.create(conn, checkfirst=True)
             elif postgres:
-                from orderpipe.db.postgres import add_deferred_keys
+                from orderpipe.db.postgres import restore_deferred_keys
 
-                add_deferred_keys(conn)
+                restore_deferred_keys(conn)
             conn.commit()
         finally:
             if mysql:
@@ -142,28 +142,30 @@ def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
 
 
 @contextmanager
-def deferred_indexes(engine: Engine) -> Iterator[None]:
+def deferred_indexes(engine: Engine) -> Iterator[bool]:
     """Around a bulk load: on SQLite, when table_orders is empty, the indexes whose keys come in
     random order (`DEFERRED_INDEXES`) are dropped, and built again by one sort at the end. They
     are built again however the load ends, and `create_tables` builds them if a killed load
-    left them out. PostgreSQL does the same with more (see `orderpipe.db.postgres`)."""
+    left them out. PostgreSQL does the same with more (see `orderpipe.db.postgres`). Yields
+    whether the load goes into empty tables with its indexes deferred."""
     from sqlalchemy import select
 
     from orderpipe.db.models import DEFERRED_INDEXES, Order
 
     if engine.dialect.name == "postgresql":
-        with _postgres_deferred_keys(engine):
-            yield
+        with _postgres_deferred_keys(engine) as deferred:
+            yield deferred
         return
     if engine.dialect.name != "sqlite":
-        yield
+        yield False
         return
     with engine.begin() as conn:
-        if conn.execute(select(Order.order_id).limit(1)).first() is None:
+        empty = conn.execute(select(Order.order_id).limit(1)).first() is None
+        if empty:
             for index in DEFERRED_INDEXES:
                 index.drop(conn, checkfirst=True)
     try:
-        yield
+        yield empty
     finally:
         with engine.begin() as conn:
             # The sort spills to a temporary file, not to memory (temp_store=MEMORY held the
@@ -175,36 +177,62 @@ def deferred_indexes(engine: Engine) -> Iterator[None]:
 
 
 @contextmanager
-def _postgres_deferred_keys(engine: Engine, lock_timeout: int = 60) -> Iterator[None]:
-    """PostgreSQL's deferred keys around a load into empty tables. When the load fails, a
-    failure to add them back is logged, not raised over the load's own error: the next
-    `create_tables` adds them."""
-    import sys
+def _postgres_deferred_keys(engine: Engine, lock_timeout: int = 60) -> Iterator[bool]:
+    """PostgreSQL's deferred keys around a load into empty tables. While it runs, a connection
+    of its own holds LOAD_LOCK (shared), so that another process's `create_tables` does not add
+    the keys back mid-load. A load that fails gets them back quietly (a failure to add them is
+    logged, not raised over the load's own error: the next `create_tables` adds them); a load
+    that succeeds gets them back or fails with the reason."""
+    from orderpipe.db import postgres
 
+    holder = engine.connect()
+    try:
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock_shared({postgres.LOAD_LOCK})")
+        holder.commit()
+        with engine.connect() as conn:
+            _locked(conn, postgres.lock_ddl, lock_timeout)
+            deferred = postgres.can_defer(conn)
+            if deferred:
+                postgres.drop_deferred_keys(conn)
+            conn.commit()
+        if not deferred:
+            _unlock_load(holder)
+            yield False
+            return
+        try:
+            yield True
+        except BaseException:
+            try:
+                _add_keys_back(engine, lock_timeout)
+            except Exception as exc:
+                log.warning("indexes and foreign keys left for the next run to add: %s", exc)
+            raise
+        _add_keys_back(engine, lock_timeout)
+    finally:
+        _unlock_load(holder)
+
+
+def _add_keys_back(engine: Engine, lock_timeout: int) -> None:
     from orderpipe.db import postgres
 
     with engine.connect() as conn:
         _locked(conn, postgres.lock_ddl, lock_timeout)
-        deferred = postgres.can_defer(conn)
-        if deferred:
-            postgres.drop_deferred_keys(conn)
+        postgres.add_deferred_keys(conn)
         conn.commit()
-    if not deferred:
-        yield
+
+
+def _unlock_load(holder: Connection) -> None:
+    """Release LOAD_LOCK and close its connection (a session lock would go back to the pool
+    with it: the connection is dropped when the unlock fails)."""
+
+    if holder.closed:
         return
     try:
-        yield
-    finally:
-        failing = sys.exc_info()[1] is not None
-        try:
-            with engine.connect() as conn:
-                _locked(conn, postgres.lock_ddl, lock_timeout)
-                postgres.add_deferred_keys(conn)
-                conn.commit()
-        except Exception as exc:
-            if not failing:
-                raise
-            log.warning("indexes and foreign keys left for the next run to add: %s", exc)
+        holder.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+        holder.commit()
+    except Exception:
+        holder.invalidate()
+    holder.close()
 
 
 def _locked(conn: Connection, lock: Any, timeout: int) -> None:
@@ -214,7 +242,7 @@ def _locked(conn: Connection, lock: Any, timeout: int) -> None:
     try:
         lock(conn, timeout)
     except OperationalError as exc:
-        if "lock timeout" not in str(exc):
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
             raise
         raise OrderpipeError(
             f"another process held orderpipe's DDL lock on {masked(conn.engine.url)} for "

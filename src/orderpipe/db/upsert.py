@@ -195,10 +195,19 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
     return Upserted(frame.height)
 
 
-def upsert_via_copy(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
+def upsert_via_copy(
+    conn: Connection, table: Table, frame: pl.DataFrame, *, fresh: bool = False
+) -> Upserted:
     """PostgreSQL fast path: COPY into a temporary staging table, then one INSERT ... SELECT
     ... ON CONFLICT DO UPDATE, newer wins (as recent: replays are harmless), in the caller's
     transaction. Rows of one key in one batch: the newest goes in (DISTINCT ON).
+
+    `fresh` (a load into tables that were empty when it began): a plain INSERT is tried first,
+    in a savepoint. ON CONFLICT makes every row a speculative insertion, which doubles the
+    cost of a row that is new (500,000 orders: 0.75 s plain, 1.42 s with ON CONFLICT), and in
+    such a load almost every row is. A key that is there already (an order met on two days,
+    a row another writer stored) fails the INSERT (unique_violation): it rolls back to the
+    savepoint and the chunk goes in by the upsert, as it would have.
 
     `frame` holds the table's columns; datetimes must be naive UTC.
     """
@@ -232,14 +241,36 @@ def upsert_via_copy(conn: Connection, table: Table, frame: pl.DataFrame) -> Upse
             copy.write(data.getbuffer())
     finally:
         cursor.close()
-    conn.exec_driver_sql(
+    insert = (
         f'INSERT INTO "{table.name}" ({quoted}) '
         f'SELECT DISTINCT ON ({key_list}) {quoted} FROM "{stage}" '
-        f'ORDER BY {key_list}, "{recency}" DESC '
-        f"ON CONFLICT ({key_list}) DO UPDATE SET {assignments} "
+        f'ORDER BY {key_list}, "{recency}" DESC'
+    )
+    if fresh and _inserted_new(conn, insert):
+        return Upserted(frame.height)
+    conn.exec_driver_sql(
+        f"{insert} ON CONFLICT ({key_list}) DO UPDATE SET {assignments} "
         f'WHERE EXCLUDED."{recency}" >= "{table.name}"."{recency}"'
     )
     return Upserted(frame.height)
+
+
+def _inserted_new(conn: Connection, insert: str) -> bool:
+    """Run `insert` in a savepoint: True when it stored every row, False (rolled back) when a
+    key was there already."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql(insert)
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+            raise
+        return False
+    return True
+
+
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 
 
 class LoadDataRefused(OrderpipeError):

@@ -177,7 +177,7 @@ def postgres_fault(driver_error: BaseException) -> Fault | None:
     psycopg raises without a SQLSTATE when it has no server answer: OperationalError for a
     connection that failed or broke (transient), DataError for a value it cannot send, such
     as a text with a NUL byte (content)."""
-    if not type(driver_error).__module__.startswith("psycopg"):
+    if type(driver_error).__module__.split(".")[0] != "psycopg":  # psycopg 3, not psycopg2
         return None
     import psycopg
 

@@ -294,3 +294,20 @@ def test_a_fault_that_is_not_transient_is_never_retried(
     with TableWriter(url, retry=retry) as writer, pytest.raises(ZeroDivisionError):
         writer.write(frames_of(1))
     assert len(tries) == 1
+
+
+def test_a_driver_that_is_not_installed_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from orderpipe.db.engine import make_engine
+    from orderpipe.doctor import check_database
+    from orderpipe.errors import OrderpipeError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as when the extra is not installed
+    with pytest.raises(OrderpipeError) as caught:
+        make_engine("postgresql+psycopg://u:secret@127.0.0.1/x")
+    message = str(caught.value)
+    assert "needs the Python driver 'psycopg', which is not installed" in message
+    assert "orderpipe[postgres]" in message and "secret" not in message
+    check = check_database("postgresql+psycopg://u:secret@127.0.0.1/x")
+    assert not check.ok and "orderpipe[postgres]" in check.detail
