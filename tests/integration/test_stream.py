@@ -40,7 +40,6 @@ from tests.factories import layout_under
 from tests.hostile import CORPUS, POISON_MESSAGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SERVICES = Path(__file__).resolve().parents[2] / "docker" / "services.sh"
 EVENTS = 3000
 BAD = 2 * len(BAD_LINE_KINDS)
 
@@ -114,11 +113,6 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def server_backend(request: pytest.FixtureRequest) -> Backend:
     """Apache Kafka with each database server."""
     return request.getfixturevalue(f"{request.param}_backend")
-
-
-def service_of(url: str) -> str:
-    """docker/services.sh's name for the database server of `url`."""
-    return "postgres" if url.startswith("postgresql") else "mariadb"
 
 
 def new_topic() -> str:
@@ -573,10 +567,9 @@ def test_database_outage_pauses_and_resumes_without_loss(
     )
     try:
         _wait_for_rows(kafka_backend.database_url, 250, timeout=60)
-        service = service_of(kafka_backend.database_url)
-        subprocess.run([str(SERVICES), "down", service], check=True, timeout=60)
-        time.sleep(3)
-        subprocess.run([str(SERVICES), "up", service], check=True, timeout=120)
+        from tests.integration.test_chaos import database_outage
+
+        database_outage(kafka_backend.database_url, 3.0, [])
         out, err = process.communicate(timeout=180)
     finally:
         if process.poll() is None:
