@@ -35,7 +35,6 @@ from orderpipe.stream.producer import ensure_topic
 from tests.factories import layout_under
 from tests.hostile import CORPUS
 from tests.integration.test_stream import (  # noqa: F401  (data, kafka_backend: fixtures)
-    SERVICES,
     Backend,
     StreamData,
     _consume_process,
@@ -46,6 +45,7 @@ from tests.integration.test_stream import (  # noqa: F401  (data, kafka_backend:
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.kafka, pytest.mark.mysql]
+SERVICES = Path(__file__).resolve().parents[2] / "docker" / "services.sh"
 
 # Hostile lines added to the generator's own bad lines: each must reach the DLQ. Left out: the
 # 3 MB line and the lone carriage return, which the producer skips (too large, empty).
