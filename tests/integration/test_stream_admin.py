@@ -383,6 +383,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     )
 
 
+def assigned_consumer(
+    stream: Stream, url: str, artifacts: Path, idle_timeout: float = 2.0
+) -> StreamConsumer:
+    """A consumer of `stream` on the embedded broker that stores into `url`, its partitions
+    assigned (no group wait)."""
+    return StreamConsumer(
+        KafkaEndpoint(stream.bootstrap, embedded=True),
+        stream.topic,
+        stream.group,
+        partial(DatabaseSink, url, artifacts),
+        options=ConsumerOptions(idle_timeout=idle_timeout, assign=True),
+    )
+
+
 def test_replaying_a_fixed_dead_letter_twice_stores_its_event_once(
     embedded: str, trained: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
@@ -393,14 +407,7 @@ def test_replaying_a_fixed_dead_letter_twice_stores_its_event_once(
     endpoint = KafkaEndpoint(embedded, embedded=True)
 
     def consume() -> Any:
-        consumer = StreamConsumer(
-            endpoint,
-            stream.topic,
-            stream.group,
-            partial(DatabaseSink, url, artifacts),
-            options=ConsumerOptions(idle_timeout=2.0, assign=True),  # no group wait
-        )
-        return asyncio.run(consumer.run())
+        return asyncio.run(assigned_consumer(stream, url, artifacts).run())
 
     def events() -> list[tuple[Any, ...]]:
         engine = make_engine(url)
@@ -497,13 +504,7 @@ def test_on_a_backlog_the_consumer_reports_its_own_latency_beside_the_backlog_ag
     endpoint = KafkaEndpoint(embedded, embedded=True)
     sent = asyncio.run(produce(endpoint, stream.topic, clean, options=ProducerOptions()))
     time.sleep(3.0)
-    consumer = StreamConsumer(
-        endpoint,
-        stream.topic,
-        stream.group,
-        partial(DatabaseSink, f"sqlite:///{tmp_path}/backlog.db", artifacts),
-        options=ConsumerOptions(idle_timeout=2.0, assign=True),
-    )
+    consumer = assigned_consumer(stream, f"sqlite:///{tmp_path}/backlog.db", artifacts)
     result = asyncio.run(consumer.run())
     assert result.consumed == sent.sent > 0
     assert result.produce_to_stored_ms["p50"] >= 3000  # the backlog waited 3 s
@@ -524,13 +525,7 @@ def test_the_consumer_rate_leaves_out_a_quiet_spell_between_two_bursts(
 
     async def bursts() -> Any:
         await produce(endpoint, stream.topic, first, options=ProducerOptions())
-        consumer = StreamConsumer(
-            endpoint,
-            stream.topic,
-            stream.group,
-            partial(DatabaseSink, f"sqlite:///{tmp_path}/bursts.db", artifacts),
-            options=ConsumerOptions(idle_timeout=4.0, assign=True),
-        )
+        consumer = assigned_consumer(stream, f"sqlite:///{tmp_path}/bursts.db", artifacts, 4.0)
         running = asyncio.create_task(consumer.run())
         await asyncio.sleep(3.0)  # the first burst is stored, then nothing comes for a while
         await produce(endpoint, stream.topic, second, options=ProducerOptions())

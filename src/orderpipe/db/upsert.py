@@ -16,6 +16,8 @@ from orderpipe.db.models import RECENCY_COLUMN
 from orderpipe.errors import OrderpipeError
 
 if TYPE_CHECKING:
+    import io
+
     import polars as pl
     from sqlalchemy import Connection, Table
 
@@ -134,6 +136,19 @@ def _staged_columns(table: Table) -> tuple[list[str], list[str], list[str], str]
     return keys, columns, updatable, recency
 
 
+def _write_csv(frame: pl.DataFrame, target: str | io.BytesIO, *, null: str) -> None:
+    """The staged upserts' CSV: no header, text quoted, `null` for a missing value, datetimes
+    as the databases read them, floats in full."""
+    frame.write_csv(
+        target,
+        include_header=False,
+        null_value=null,
+        quote_style="non_numeric",
+        datetime_format=DB_DATETIME_FORMAT,
+        float_precision=None,
+    )
+
+
 def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
     """MySQL/MariaDB fast path: LOAD DATA LOCAL INFILE into a temporary table, then one upsert.
 
@@ -156,15 +171,8 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
     fd, path = tempfile.mkstemp(prefix=f"orderpipe-{table.name}-", suffix=".csv")
     os.close(fd)
     try:
-        frame.select(columns).write_csv(
-            # With ESCAPED BY '' a bare NULL is SQL NULL; every text value is quoted.
-            path,
-            include_header=False,
-            null_value="NULL",
-            quote_style="non_numeric",
-            datetime_format=DB_DATETIME_FORMAT,
-            float_precision=None,
-        )
+        # With ESCAPED BY '' a bare NULL is SQL NULL; every text value is quoted.
+        _write_csv(frame.select(columns), path, null="NULL")
         conn.execute(text(f"DROP TEMPORARY TABLE IF EXISTS `{stage}`"))
         # A bare staging table (no keys, no indexes): LOAD DATA only appends to it.
         conn.execute(
@@ -222,14 +230,7 @@ def upsert_via_copy(
     assignments = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in [*updatable, recency])
     # CSV: text quoted (an empty text is ""), a missing value unquoted and empty (NULL)
     data = io.BytesIO()
-    frame.select(columns).write_csv(
-        data,
-        include_header=False,
-        null_value="",
-        quote_style="non_numeric",
-        datetime_format=DB_DATETIME_FORMAT,
-        float_precision=None,
-    )
+    _write_csv(frame.select(columns), data, null="")
     conn.exec_driver_sql(
         f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" '
         f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP'
