@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 CREATE_LOCK = "orderpipe_create_tables"
+DDL_LOCK_TIMEOUT = 60  # seconds a process waits for another's table creation or key building
 # WAL a SQLite writer lets grow behind its background checkpointer (see WalCheckpointer).
 WAL_LIMIT = 512 * 1024 * 1024
 
@@ -97,7 +98,7 @@ def make_engine(url: str | URL, *, local_infile: bool = False) -> Engine:
     return engine
 
 
-def create_tables(engine: Engine, *, lock_timeout: int = 60) -> None:
+def create_tables(engine: Engine, *, lock_timeout: int = DDL_LOCK_TIMEOUT) -> None:
     """Create the contract tables that do not exist yet."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -177,7 +178,7 @@ def deferred_indexes(engine: Engine) -> Iterator[bool]:
 
 
 @contextmanager
-def _postgres_deferred_keys(engine: Engine, lock_timeout: int = 60) -> Iterator[bool]:
+def _postgres_deferred_keys(engine: Engine, lock_timeout: int = DDL_LOCK_TIMEOUT) -> Iterator[bool]:
     """PostgreSQL's deferred keys around a load into empty tables. While it runs, a connection
     of its own holds LOAD_LOCK (shared), so that another process's `create_tables` does not add
     the keys back mid-load. A load that fails gets them back quietly (a failure to add them is

@@ -75,9 +75,7 @@ def upsert(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
 def _upsert_statement(dialect: str, table: Table) -> Any:
     from sqlalchemy import func
 
-    recency = RECENCY_COLUMN[table]
-    keys = {c.name for c in table.primary_key.columns}
-    updatable = [c.name for c in table.columns if c.name not in keys and c.name != recency]
+    keys, _, updatable, recency = _staged_columns(table)
     if dialect in ("mysql", "mariadb"):
         from sqlalchemy.dialects.mysql import insert
 
@@ -91,17 +89,22 @@ def _upsert_statement(dialect: str, table: Table) -> Any:
         ]
         return stmt.on_duplicate_key_update(assignments)
     if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(table)
+        stmt = _conflict_insert(dialect)(table)
         return stmt.on_conflict_do_update(
             index_elements=sorted(keys),
             set_={name: stmt.excluded[name] for name in [*updatable, recency]},
             where=stmt.excluded[recency] >= table.c[recency],
         )
     raise ValueError(f"no upsert for the {dialect} dialect")
+
+
+def _conflict_insert(dialect: str) -> Any:
+    """The INSERT ... ON CONFLICT construct of SQLite or PostgreSQL."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 ER_UNKNOWN_SYSTEM_VARIABLE = 1193
@@ -127,7 +130,7 @@ def local_infile_available(conn: Connection) -> bool:
 
 
 def _staged_columns(table: Table) -> tuple[list[str], list[str], list[str], str]:
-    """A staged upsert's columns: (primary key, all, those updated before the recency column,
+    """An upsert's columns: (primary key, all, those updated before the recency column,
     the recency column)."""
     recency = RECENCY_COLUMN[table]
     keys = [c.name for c in table.primary_key.columns]
@@ -318,12 +321,7 @@ def set_row(conn: Connection, table: Table, row: dict[str, Any]) -> None:
         stmt = mysql_insert(table).values(row)
         stmt = stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row})
     else:
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as conflict_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as conflict_insert
-
-        stmt = conflict_insert(table).values(row)
+        stmt = _conflict_insert(conn.dialect.name)(table).values(row)
         stmt = stmt.on_conflict_do_update(
             index_elements=[c.name for c in table.primary_key.columns],
             set_={k: stmt.excluded[k] for k in row},

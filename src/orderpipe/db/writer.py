@@ -117,12 +117,12 @@ class TableWriter:
         except BaseException:
             self.engine.dispose()
             raise
-        # PostgreSQL through psycopg: COPY into a staging table, then one upsert
-        self.copy = self.engine.url.get_driver_name() == "psycopg"
         # A load into tables that were empty when it began (`deferred_indexes`): on PostgreSQL,
         # each chunk first tries a plain INSERT (see `upsert_via_copy`)
         self.fresh = False
-        self.method = "load-data" if self.load_data else "copy" if self.copy else "executemany"
+        # PostgreSQL through psycopg: COPY into a staging table, then one upsert
+        copy = self.engine.url.get_driver_name() == "psycopg"
+        self.method = "load-data" if self.load_data else "copy" if copy else "executemany"
         self.cache_mib = cache_mib  # SQLite: this connection's page cache (None: the engine's)
         self.retry = retry  # None: a failed transaction is raised at once (the stream's sink)
         self._conn: Connection | None = None
@@ -190,9 +190,10 @@ class TableWriter:
         from orderpipe.db.models import Base
         from orderpipe.db.upsert import upsert, upsert_via_copy, upsert_via_load_data
 
-        write_table = upsert_via_load_data if self.load_data else upsert
-        if self.copy:
-            write_table = partial(upsert_via_copy, fresh=self.fresh)
+        write_table = {
+            "load-data": upsert_via_load_data,
+            "copy": partial(upsert_via_copy, fresh=self.fresh),
+        }.get(self.method, upsert)
         written = 0
         for name, frame in frames.items():
             size = chunk_size or max(frame.height, 1)

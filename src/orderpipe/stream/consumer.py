@@ -170,7 +170,6 @@ class StreamConsumer:
         self.consumed = self.stored = self.dead_lettered = self.batches = self.retries = 0
         self.latencies = LatencyHistogram()  # produce -> stored; fixed size, whatever the run
         self.processing = LatencyHistogram()  # fetch -> stored
-        self._fetched_at = 0.0  # time.time() of the first record of the batch being gathered
         self._busy = 0.0  # seconds within some batch's span (see ConsumeResult.busy_seconds)
         self._busy_until = 0.0  # time.time() the spans counted so far reach
         self._stop = asyncio.Event()
@@ -408,11 +407,13 @@ class StreamConsumer:
             with contextlib.suppress(BaseException):
                 await upcoming
 
-    async def _fill_batch(self, consumer: Any) -> list[Any]:
+    async def _fill_batch(self, consumer: Any) -> tuple[list[Any], float]:
         """Whatever has arrived once the writer is free; while it is busy, more records gather,
-        up to batch_size and for at most batch_wait_ms (an upper bound, not a wait)."""
+        up to batch_size and for at most batch_wait_ms (an upper bound, not a wait). Also the
+        time.time() its first records came (0.0 for none)."""
         deadline = time.monotonic() + self.options.batch_wait_ms / 1000
         records: list[Any] = []
+        fetched_at = 0.0
         free: asyncio.Task[Any] | None = None
         try:
             while len(records) < self.options.batch_size and not self._stop.is_set():
@@ -439,12 +440,12 @@ class StreamConsumer:
                         break
                 batch = await fetch
                 if not records and batch:
-                    self._fetched_at = time.time()
+                    fetched_at = time.time()
                 records.extend(record for part in batch.values() for record in part)
         finally:
             if free is not None:
                 free.cancel()
-        return records
+        return records, fetched_at
 
     def _done(self, pending: list[Any] | None = None) -> bool:
         """A stop rule fired (counting the `pending` records about to be stored)."""
@@ -469,10 +470,9 @@ class StreamConsumer:
 
     async def _prepare(self, consumer: Any, sink: Sink) -> Prepared:
         """Gather a batch, clean it and score it, beside the write of the one before."""
-        records = await self._fill_batch(consumer)
+        records, fetched_at = await self._fill_batch(consumer)
         if not records:
             return Prepared(records, None)
-        fetched_at = self._fetched_at
         sorted_batch = await self._in_cleaner(sort_messages, records)
         scores = None
         score = getattr(sink, "score", None)
@@ -553,16 +553,15 @@ class StreamConsumer:
         await self._commit(consumer, offsets)
         for tp, offset in offsets.items():
             self.positions[tp] = max(self.positions.get(tp, 0), offset)
-        # one array for both histograms (percentiles here, Prometheus buckets there)
         now = time.time()
         if fetched_at:  # this batch's span, less what an overlapping one counted already
             self._busy += max(now - max(fetched_at, self._busy_until), 0.0)
             self._busy_until = max(self._busy_until, now)
+            self.processing.add_repeated((now - fetched_at) * 1000, len(records))
+        # one array for both histograms (percentiles here, Prometheus buckets there)
         sent_ms = np.fromiter((record.timestamp for record in records), float, len(records))
         latencies = now * 1000 - sent_ms
         self.latencies.add(latencies)
-        if fetched_at:
-            self.processing.add(np.full(len(records), (now - fetched_at) * 1000))
         self.consumed += len(records)
         self.stored += stored
         self.dead_lettered += len(dead)

@@ -27,16 +27,26 @@ class LatencyHistogram:
         self.count = 0
         self.max_ms = 0.0
 
+    def _buckets(self, values: np.ndarray) -> np.ndarray:
+        index = np.floor(np.log(values / self.LOWEST_MS) / math.log(self.GROWTH)).astype(np.int64)
+        return np.minimum(index, self.counts.size - 1)
+
     def add(self, latencies_ms: Sequence[float] | np.ndarray) -> None:
         values = np.clip(np.asarray(latencies_ms, dtype=float), self.LOWEST_MS, self.HIGHEST_MS)
         if values.size == 0:
             return
-        index = np.floor(np.log(values / self.LOWEST_MS) / math.log(self.GROWTH)).astype(np.int64)
-        self.counts += np.bincount(
-            np.minimum(index, self.counts.size - 1), minlength=self.counts.size
-        )
+        self.counts += np.bincount(self._buckets(values), minlength=self.counts.size)
         self.count += int(values.size)
         self.max_ms = max(self.max_ms, float(values.max()))
+
+    def add_repeated(self, latency_ms: float, times: int) -> None:
+        """`latency_ms` counted `times` times (a batch's one figure), as `add` would."""
+        if times <= 0:
+            return
+        values = np.clip(np.array([latency_ms], dtype=float), self.LOWEST_MS, self.HIGHEST_MS)
+        self.counts[int(self._buckets(values)[0])] += times
+        self.count += times
+        self.max_ms = max(self.max_ms, float(values[0]))
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (nearest rank), within 0.5 %."""

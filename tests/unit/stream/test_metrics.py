@@ -48,3 +48,13 @@ def test_clock_skew_and_huge_values_are_clipped_not_errors() -> None:
 def test_summary_values_are_plain_floats() -> None:
     summary = latency_summary(np.array([1, 2, 3]))
     assert all(type(value) is float for value in summary.values())
+
+
+@pytest.mark.parametrize("ms", [0.0, 0.004, 3.7, 150.0, 1e12])
+def test_one_figure_counted_many_times_equals_adding_it_that_many_times(ms: float) -> None:
+    one, many = LatencyHistogram(), LatencyHistogram()
+    one.add_repeated(ms, 20_000)
+    many.add(np.full(20_000, ms))
+    assert one.count == many.count and one.max_ms == many.max_ms
+    assert (one.counts == many.counts).all()
+    assert one.summary() == many.summary()
