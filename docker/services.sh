@@ -286,11 +286,13 @@ PY
 
 # The SASL_SSL listener is up when it completes a TLS handshake with a certificate from our CA.
 kafka_sasl_answers() {
-  openssl s_client -connect "127.0.0.1:$sasl_port" -CAfile "$tls/ca.pem" -verify_return_error \
-    -verify_hostname localhost </dev/null >/dev/null 2>&1
+  timeout 5 openssl s_client -connect "127.0.0.1:$sasl_port" -CAfile "$tls/ca.pem" \
+    -verify_return_error -verify_hostname localhost </dev/null >/dev/null 2>&1
 }
 
 kafka_up() {
+  local limit=${ORDERPIPE_SERVICES_KAFKA_WAIT:-180}  # seconds to wait for it to answer
+  [[ $limit =~ ^[1-9][0-9]*$ ]] || { log "ORDERPIPE_SERVICES_KAFKA_WAIT must be a number of seconds, not '$limit'"; return 1; }
   tls_files || return 1
   if kafka_answers && kafka_sasl_answers; then
     log "Apache Kafka already answers on 127.0.0.1:$kafka_port (SASL_SSL on $sasl_port)"; return 0
@@ -348,22 +350,36 @@ PROPS
       java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool format --standalone \
         -t "$cluster_id" -c "$dir/server.properties" \
         --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]" >"$dir/format.log" 2>&1 \
-        || { log "formatting the Kafka storage failed: see $dir/format.log"; return 1; }
+        || { log "formatting the Kafka storage failed: see $dir/format.log"; kafka_log_tail "$dir/format.log"; return 1; }
       touch "$dir/data/.orderpipe-scram"
     fi
     nohup java -cp "$cp" "${java_opts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
     echo $! >"$dir/kafka.pid"
   fi
-  local i
-  for i in $(seq 1 120); do
+  # A cold JVM on a busy machine can take well over a minute: wait by the clock, not by a count
+  # of tries (each try can itself take seconds), and say where it stands every 30 s.
+  local waited=0 start=$SECONDS
+  while [ $((SECONDS - start)) -lt "$limit" ]; do
     if kafka_answers && kafka_sasl_answers; then
-      log "Apache Kafka answers on 127.0.0.1:$kafka_port (SASL_SSL on $sasl_port)"; return 0
+      log "Apache Kafka answers on 127.0.0.1:$kafka_port (SASL_SSL on $sasl_port) after $((SECONDS - start)) s"
+      return 0
     fi
-    pid_alive "$dir/kafka.pid" kafka.Kafka || { log "Apache Kafka exited at start: see $dir/kafka.log"; return 1; }
+    pid_alive "$dir/kafka.pid" kafka.Kafka || { log "Apache Kafka exited at start: see $dir/kafka.log"; kafka_log_tail "$dir/kafka.log"; return 1; }
+    if [ $((SECONDS - start)) -ge $((waited + 30)) ]; then
+      waited=$((SECONDS - start)); log "waiting for Apache Kafka to answer ($waited s)"
+    fi
     sleep 0.5
   done
-  log "Apache Kafka did not answer within 60 s: see $dir/kafka.log"
+  log "Apache Kafka did not answer within $limit s: see $dir/kafka.log"
+  kafka_log_tail "$dir/kafka.log"
   return 1
+}
+
+# The last lines of the broker's log, so that a failed start says why where it is seen (CI).
+kafka_log_tail() {
+  [ -s "$1" ] || return 0
+  log "last lines of $1:"
+  tail -n 25 "$1" | cut -c1-400 | sed 's/^/  | /' >&2
 }
 
 kafka_down() {

@@ -93,6 +93,7 @@ def check_database(url: URL | str) -> Check:
 
     from orderpipe.db.engine import make_engine, masked
     from orderpipe.db.models import Base
+    from orderpipe.db.mysql import case_insensitive_ids
     from orderpipe.db.upsert import local_infile_available
     from orderpipe.errors import OrderpipeError
 
@@ -114,6 +115,13 @@ def check_database(url: URL | str) -> Check:
                 facts.update(database_tls(conn))
                 fast = local_infile_available(conn)
                 extra = f"; LOAD DATA LOCAL INFILE {'on' if fast else 'off (slower ingest path)'}"
+                folded = facts["case_insensitive_ids"] = case_insensitive_ids(conn)
+                if folded:
+                    extra += (
+                        f"; ids compare case- and accent-insensitively in {', '.join(folded)} "
+                        "(tables created by an earlier orderpipe): ids that differ only so are "
+                        "one row there; ingest into a new database to keep them apart"
+                    )
             elif postgres:
                 from orderpipe.db import postgres as pg
 

@@ -18,3 +18,7 @@ class UsageError(OrderpipeError):
 
 class DiskFull(OrderpipeError):
     """No space was left while writing an output (see `fileio.disk_full_as_error`)."""
+
+
+class Terminated(OrderpipeError):
+    """The command was asked to stop by SIGTERM, and stopped cleanly: exit code 143."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.errors import OrderpipeError, Terminated
 from orderpipe.layout import Layout
 from orderpipe.settings import Settings
 
@@ -83,7 +83,8 @@ def run_all(
             try:
                 outcome, record = run_phase(phase, settings, options, tracker)
             except OrderpipeError as exc:
-                raise OrderpipeError(f"run-all stopped in phase {phase.name}: {exc}") from None
+                again = Terminated if isinstance(exc, Terminated) else OrderpipeError  # exit 143
+                raise again(f"run-all stopped in phase {phase.name}: {exc}") from None
             summary = PhaseSummary(
                 phase=phase.name,
                 seconds=record.duration_s,

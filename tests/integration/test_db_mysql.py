@@ -62,3 +62,82 @@ def test_a_value_the_column_refuses_is_refused_whole_never_stored_cut(
     assert stored == 0 and orders == 0  # the whole transaction rolled back
     if local_infile:
         assert "Data too long" in str(refused.value) or "truncated" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("engine", "aria_rows", "first", "then"),
+    [
+        ("Aria", 100, ["Aria"] * 3, ["Aria"] * 3),
+        ("NoSuchEngine", 100, ["NoSuchEngine", *[None] * 3], [None] * 3),
+        ("Aria", 2, [None] * 3, [None] * 3),  # more rows than an Aria stage takes
+    ],
+)
+def test_batches_are_staged_in_aria_and_in_the_default_engine_when_the_server_refuses_it(
+    mysql_url: str,
+    engine: str,
+    aria_rows: int,
+    first: list[str | None],
+    then: list[str | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MariaDB stages a batch's LOAD DATA in Aria tables; a server that refuses the engine (none
+    such, or `enforce_storage_engine`) gets tables of its default engine from then on, and the
+    rows go in all the same. Larger loads (ingest's chunks) are staged in the default engine."""
+    import re
+
+    from sqlalchemy import event
+
+    from orderpipe.db import upsert
+    from orderpipe.db.models import table_frames
+    from tests.factories import clean_rows, raw_event
+
+    monkeypatch.setattr(upsert, "STAGE_ENGINE", engine)
+    monkeypatch.setattr(upsert, "ARIA_STAGE_ROWS", aria_rows)
+    rows = clean_rows(
+        *(
+            raw_event(event_id=f"evt-{n}", order_id=f"ord-{n}", customer__customer_id=f"c-{n}")
+            for n in range(3)
+        )
+    )
+    with TableWriter(mysql_url) as writer:
+        assert writer.method == "load-data"
+        engines: list[str | None] = []
+
+        @event.listens_for(writer.engine, "before_cursor_execute")
+        def staged(*args: object) -> None:
+            statement = str(args[2])
+            if statement.startswith("CREATE TEMPORARY TABLE"):
+                named = re.search(r"ENGINE=(\w+)", statement)
+                engines.append(named.group(1) if named else None)
+
+        writer.write(table_frames(rows))
+        assert engines == first
+        engines.clear()
+        writer.write(table_frames(rows))  # the connection remembers a refusal
+        assert engines == then
+        with writer.engine.connect() as conn:
+            stored = conn.execute(text("SELECT COUNT(*) FROM table_events")).scalar()
+    assert stored == 3
+
+
+def test_doctor_names_id_columns_that_compare_case_insensitively(mysql_url: str) -> None:
+    """Tables created by an earlier orderpipe keep the server's collation, which takes ids that
+    differ only by case or accent for one key: doctor says where."""
+    from orderpipe.doctor import check_database
+
+    engine = create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE table_customers (customer_id VARCHAR(64) COLLATE "
+                "utf8mb4_unicode_ci PRIMARY KEY, country VARCHAR(2), updated_at DATETIME(6))"
+            )
+        )
+    engine.dispose()
+    check = check_database(mysql_url)
+    assert check.ok
+    assert check.facts["case_insensitive_ids"] == ["table_customers.customer_id"]
+    assert "case- and accent-insensitively in table_customers.customer_id" in check.detail
+    # the tables that refer to it cannot be created: one line that says why
+    with pytest.raises(OrderpipeError, match="earlier orderpipe, whose ids use another"):
+        create_tables(make_engine(mysql_url))

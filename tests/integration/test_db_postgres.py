@@ -238,9 +238,10 @@ def test_a_fresh_load_meets_an_order_of_two_days_and_the_newer_still_wins(
     tried: list[bool] = []
     original = upsert._inserted_new
 
-    def spy(conn: Connection, insert: str) -> bool:
-        tried.append(original(conn, insert))
-        return tried[-1]
+    def spy(conn: Connection, insert: str) -> int | None:
+        stored = original(conn, insert)  # the rows it stored; None: a key was there already
+        tried.append(stored is not None)
+        return stored
 
     monkeypatch.setattr(upsert, "_inserted_new", spy)
     assert run_ingest(paths.table, postgres_url).events == 3
@@ -263,7 +264,7 @@ def test_a_load_into_tables_with_rows_never_tries_the_plain_insert(
 
     run_ingest(table, postgres_url)
 
-    def refused(_conn: Connection, _insert: str) -> bool:
+    def refused(_conn: Connection, _insert: str) -> int | None:
         raise AssertionError("a plain INSERT into tables that hold rows")
 
     monkeypatch.setattr(upsert, "_inserted_new", refused)

@@ -30,6 +30,7 @@ from orderpipe.errors import OrderpipeError
 from orderpipe.etl import run_etl
 from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
 from orderpipe.ml.train import run_train
+from orderpipe.stream.admin import collect_status
 from orderpipe.stream.broker import EmbeddedBroker
 from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
 from orderpipe.stream.kafka import KafkaEndpoint
@@ -243,6 +244,21 @@ def test_clean_stream_conserves_produced_events(backend: Backend, data: StreamDa
     assert stored["table_predictions"] == stored["table_events"]
 
 
+def test_max_events_stores_and_commits_exactly_that_many(
+    embedded_backend: Backend, data: StreamData
+) -> None:
+    # a batch used to take batch_size records whatever was left: --max-events 100 stored and
+    # committed a whole batch (3000), and the next consumer of the group missed none of them
+    topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
+    sent = asyncio.run(produce(embedded_backend.endpoint, topic, data.clean_jsonl, kind="clean"))
+    first = consume(embedded_backend, topic, group, data.artifacts, batch_size=1000, max_events=150)
+    assert first.consumed == first.stored == 150  # type: ignore[attr-defined]
+    assert counts(embedded_backend.database_url)["table_events"] == 150
+    status = asyncio.run(collect_status(embedded_backend.endpoint, topic, group))
+    assert sum(part.committed or 0 for part in status.partitions) == 150
+    assert status.lag_total == sent.sent - 150
+
+
 # ---------------------------------------------------------------- dead letters
 @pytest.mark.kafka
 @pytest.mark.mysql
@@ -355,6 +371,32 @@ def test_stream_run_whose_consumer_fails_at_start_stops_its_producer(
     assert asyncio.run(run_and_list_tasks()) == set()
     assert cancelled == [True]
     assert time.monotonic() - began < 30
+
+
+def test_consumer_whose_sink_fails_while_its_clients_start_leaves_no_connection(
+    embedded_backend: Backend,
+) -> None:
+    """The sink fails at once, while the Kafka clients are starting: whatever point their start
+    had reached, nothing of them is left (a start cancelled mid-request leaked its connection's
+    reader, in about half the tries; CI caught it in the test above)."""
+
+    def broken_sink() -> Sink:
+        raise OrderpipeError("the sink cannot open")
+
+    async def run_and_list_tasks() -> set[asyncio.Task[object]]:
+        consumer = StreamConsumer(
+            embedded_backend.endpoint,
+            new_topic(),
+            f"g-{uuid.uuid4().hex[:6]}",
+            broken_sink,
+            options=ConsumerOptions(assign=True, database_wait=0.0),
+        )
+        with pytest.raises(OrderpipeError, match="the sink cannot open"):
+            await consumer.run()
+        return {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+
+    left = [asyncio.run(run_and_list_tasks()) for _ in range(20)]
+    assert left == [set()] * 20
 
 
 # ---------------------------------------------------------------- hostile messages
@@ -618,19 +660,29 @@ def test_producer_skips_invalid_clean_lines_with_reasons(
     assert sum(result.skipped_by_reason.values()) == 2
 
 
+def _sigterm_once_stored(
+    process: subprocess.Popen[bytes], url: str, at_least: int
+) -> tuple[bytes, bytes, list[str]]:
+    """SIGTERM to `process` once `at_least` events are stored: its stdout, its stderr, and the
+    pids of the children it had then."""
+    try:
+        _wait_for_rows(url, at_least, timeout=60)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return out, err, children
+
+
 @pytest.mark.kafka
 @pytest.mark.mysql
 def test_sigterm_finishes_the_batch_and_exits_0(kafka_backend: Backend, data: StreamData) -> None:
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     asyncio.run(produce(kafka_backend.endpoint, topic, data.clean_jsonl))
     process = _consume_process(kafka_backend, topic, group, data.artifacts, "--json")
-    try:
-        _wait_for_rows(kafka_backend.database_url, 250, timeout=60)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    out, err, _children = _sigterm_once_stored(process, kafka_backend.database_url, 250)
     assert process.returncode == 0, err.decode()
     import json
 
@@ -639,6 +691,33 @@ def test_sigterm_finishes_the_batch_and_exits_0(kafka_backend: Backend, data: St
     # committed offsets match stored work: the restart reads exactly what was left
     assert first["consumed"] + rest.consumed == EVENTS  # type: ignore[attr-defined]
     assert counts(kafka_backend.database_url)["table_events"] == EVENTS
+
+
+def test_sigterm_stops_stream_run_cleanly(data: StreamData, tmp_path: Path) -> None:
+    """SIGTERM to `stream run`: one line, exit 143, its embedded broker stopped with it, and
+    every event stored has its prediction (before, it was killed where it stood, silently)."""
+    database = f"sqlite:///{tmp_path}/terminated.db"
+    env = {
+        **os.environ,
+        "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS": "embedded",
+        "ORDERPIPE_KAFKA_TOPIC": new_topic(),
+        "ORDERPIPE_DATABASE_URL": database,
+        "ORDERPIPE_ARTIFACTS_DIR": str(data.artifacts),
+    }
+    command = ["stream", "run", "--input", str(data.clean_jsonl), "--rate", "300"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orderpipe", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _out, err, children = _sigterm_once_stored(process, database, 100)
+    assert process.returncode == 143, err.decode()
+    assert "stopped by SIGTERM" in err.decode() and "Traceback" not in err.decode()
+    assert children and not any(Path(f"/proc/{child}").exists() for child in children)
+    stored = counts(database)
+    assert 100 <= stored["table_events"] < EVENTS
+    assert stored["table_predictions"] == stored["table_events"]
 
 
 def test_kill_9_on_the_embedded_broker_and_sqlite(data: StreamData, tmp_path: Path) -> None:

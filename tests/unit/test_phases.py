@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orderpipe.eco.tracking import EcoTracker
 from orderpipe.phases import PHASES, PHASES_BY_NAME, Phase, PhaseOptions, run_phase
 from orderpipe.settings import Settings
@@ -52,3 +54,20 @@ def test_run_phase_passes_the_settings_and_options_to_the_phase(
         EcoTracker(enabled=False, output_dir=tmp_path, country_iso_code="FRA"),
     )
     assert seen == [settings, options]
+
+
+def test_run_all_stopped_by_sigterm_keeps_its_exit_code(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phase stopped by SIGTERM (stream run) stops run-all as Terminated (exit 143), not as
+    a failure (exit 1)."""
+    from orderpipe import phases
+    from orderpipe.errors import Terminated
+    from orderpipe.pipeline import run_all
+
+    def terminated(*_args: object, **_kwargs: object) -> None:
+        raise Terminated("stream run: stopped by SIGTERM")
+
+    monkeypatch.setattr(phases, "run_phase", terminated)
+    with pytest.raises(Terminated, match="run-all stopped in phase generate: stream run"):
+        run_all(settings, 10)

@@ -102,13 +102,16 @@ def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
 
 
 def run_service(ctx: typer.Context, call: Callable[[], T]) -> T:
-    """Call a service; domain errors become one red line and exit 1 (2 for bad usage)."""
-    from orderpipe.errors import OrderpipeError, UsageError
+    """Call a service; domain errors become one red line and exit 1 (2 for bad usage, 143
+    for a command stopped by SIGTERM)."""
+    from orderpipe.errors import OrderpipeError, Terminated, UsageError
 
     try:
         return call()
     except UsageError as exc:
         fail(ctx, str(exc), 2)
+    except Terminated as exc:
+        fail(ctx, str(exc), 143)
     except OrderpipeError as exc:
         fail(ctx, str(exc))
     except KeyboardInterrupt:

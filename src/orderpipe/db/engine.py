@@ -54,7 +54,14 @@ def make_engine(url: str | URL, *, local_infile: bool = False) -> Engine:
     if backend == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file in the way, no right to create it, a full disk
+                raise OrderpipeError(
+                    f"cannot create the folder {folder} of the SQLite database {database}: "
+                    f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+                ) from None
         engine = create_engine(parsed)
 
         @event.listens_for(engine, "connect")
@@ -121,6 +128,13 @@ def create_tables(engine: Engine, *, lock_timeout: int = DDL_LOCK_TIMEOUT) -> No
                 Base.metadata.create_all(conn)
                 StateBase.metadata.create_all(conn)
             except (OperationalError, ProgrammingError) as exc:
+                if mysql and _keys_of_another_collation(exc):
+                    raise OrderpipeError(
+                        "cannot create the missing tables: their foreign keys refer to tables "
+                        "created by an earlier orderpipe, whose ids use another collation "
+                        "(`orderpipe doctor` names them); ingest into a new database, or drop "
+                        "the four contract tables and ingest again"
+                    ) from None
                 # SQLite (no named lock): the loser of a race finds the table there,
                 # which is what it wanted. Check again, once.
                 if "already exists" not in str(exc):
@@ -140,6 +154,13 @@ def create_tables(engine: Engine, *, lock_timeout: int = DDL_LOCK_TIMEOUT) -> No
         finally:
             if mysql:
                 conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{CREATE_LOCK}')")
+
+
+def _keys_of_another_collation(exc: Exception) -> bool:
+    """MariaDB's errno 150 or MySQL's 3780: a foreign key between columns that do not match."""
+    args = getattr(getattr(exc, "orig", None), "args", ())
+    code = args[0] if args else None
+    return code == 3780 or (code == 1005 and "errno: 150" in str(args[-1]))
 
 
 @contextmanager

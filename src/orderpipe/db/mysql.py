@@ -133,3 +133,23 @@ def allow_local_file(conn: SAConnection, path: str) -> Iterator[None]:
         yield
     finally:
         raw.allowed_local_file = None
+
+
+ID_COLUMNS = ("event_id", "order_id", "customer_id")
+
+
+def case_insensitive_ids(conn: SAConnection) -> list[str]:
+    """`table.column` of the contract tables' id columns stored with another collation than
+    orderpipe's byte-order one (tables created by an earlier orderpipe)."""
+    from orderpipe.db.models import MYSQL_ID_COLLATION, Base
+
+    tables = list(Base.metadata.tables)
+    rows = conn.exec_driver_sql(
+        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND COLLATION_NAME <> %s "
+        f"AND TABLE_NAME IN ({', '.join(['%s'] * len(tables))}) "
+        f"AND COLUMN_NAME IN ({', '.join(['%s'] * len(ID_COLUMNS))}) "
+        "ORDER BY TABLE_NAME, COLUMN_NAME",
+        (MYSQL_ID_COLLATION, *tables, *ID_COLUMNS),
+    )
+    return [f"{table}.{column}" for table, column in rows]

@@ -33,6 +33,13 @@ def stored_event_ids(url: str | URL) -> pl.Series:
     return pl.Series("event_id", ids, dtype=pl.String)
 
 
+# MySQL/MariaDB: a plain SELECT in a write transaction reads the snapshot of its first read
+# (REPEATABLE READ), which can predate a newer version that another consumer committed before
+# this transaction's upsert lost to it; a locking read sees the latest committed rows (those
+# the upsert touched are locked by this transaction already, so it waits for nothing new).
+LATEST = " LOCK IN SHARE MODE"
+
+
 def events_as_stored(conn: Connection, clean: pl.DataFrame) -> pl.DataFrame:
     """The rows of `clean` whose event is stored with the same event_time: the ones that won
     their upsert (a late, older duplicate loses, and must not bring its prediction).
@@ -65,12 +72,13 @@ def _stored_times(conn: Connection, chunks: list[list[str]]) -> pl.DataFrame:
     import polars as pl
 
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    latest = LATEST if conn.dialect.name in ("mysql", "mariadb") else ""
     found: list[str] = []
     times: list[object] = []
     for chunk in chunks:
         query = (
             "SELECT event_id, event_time FROM table_events "
-            f"WHERE event_id IN ({', '.join([marker] * len(chunk))})"
+            f"WHERE event_id IN ({', '.join([marker] * len(chunk))}){latest}"
         )
         for event_id, event_time in conn.exec_driver_sql(query, tuple(chunk)).fetchall():
             found.append(event_id)
@@ -95,6 +103,7 @@ def _stored_times_concatenated(conn: Connection, chunks: list[list[str]]) -> pl.
         query = (
             "SELECT COUNT(*), GROUP_CONCAT(event_id, '\t', event_time SEPARATOR '\n') "
             f"FROM table_events WHERE event_id IN ({', '.join(['%s'] * len(chunk))})"
+            f"{LATEST}"
         )
         count, text = conn.exec_driver_sql(query, tuple(chunk)).one()
         if count:

@@ -8,11 +8,13 @@ staging table then one INSERT ... SELECT); SQLite and PostgreSQL: INSERT ... ON 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orderpipe.db.models import RECENCY_COLUMN
+from orderpipe.db.queries import LATEST
 from orderpipe.errors import OrderpipeError
 
 if TYPE_CHECKING:
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 
     import polars as pl
     from sqlalchemy import Connection, Table
+
+log = logging.getLogger(__name__)
 
 # Rows per transaction when the user sets none. SQLite rewrites every page a commit dirtied, so
 # fewer, larger commits go much faster; LOAD DATA pays per statement; PyMySQL's multi-row
@@ -38,8 +42,8 @@ DB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"  # naive UTC; SQLAlchemy's own SQLi
 
 
 class Upserted(NamedTuple):
-    """What one upsert did: the rows sent, and how many of them the database reports inserted
-    or updated (None where it cannot say exactly)."""
+    """What one upsert did: the rows sent, and how many of them it inserted or updated (None
+    where that is not known exactly)."""
 
     rows: int
     won: int | None = None
@@ -152,10 +156,16 @@ def _write_csv(frame: pl.DataFrame, target: str | io.BytesIO, *, null: str) -> N
     )
 
 
-def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) -> Upserted:
+def upsert_via_load_data(
+    conn: Connection, table: Table, frame: pl.DataFrame, *, count_won: bool = False
+) -> Upserted:
     """MySQL/MariaDB fast path: LOAD DATA LOCAL INFILE into a temporary table, then one upsert.
 
-    `frame` holds the table's columns; datetimes must be naive UTC.
+    `count_won`: `won` is counted, by one join of the staged rows with the table (the rows
+    stored with their recency). The server's own counts cannot say it: with the found-rows
+    flag SQLAlchemy sets, a new row and one left as it was (it lost) both count 1. The join
+    costs a third of the read-back it spares the stream (20,000 events: 0.05 s against
+    0.11-0.14 s). `frame` holds the table's columns; datetimes must be naive UTC.
     """
     from sqlalchemy import text
 
@@ -163,7 +173,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
 
     if frame.height == 0:
         return Upserted(0, 0)
-    _, columns, updatable, recency = _staged_columns(table)
+    keys, columns, updatable, recency = _staged_columns(table)
     stage = f"stage_{table.name}"
     quoted = ", ".join(f"`{name}`" for name in columns)
     newer = f"VALUES(`{recency}`) >= `{table.name}`.`{recency}`"
@@ -177,10 +187,7 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
         # With ESCAPED BY '' a bare NULL is SQL NULL; every text value is quoted.
         _write_csv(frame.select(columns), path, null="NULL")
         conn.execute(text(f"DROP TEMPORARY TABLE IF EXISTS `{stage}`"))
-        # A bare staging table (no keys, no indexes): LOAD DATA only appends to it.
-        conn.execute(
-            text(f"CREATE TEMPORARY TABLE `{stage}` AS SELECT {quoted} FROM `{table.name}` LIMIT 0")
-        )
+        _create_stage(conn, stage, f"AS SELECT {quoted} FROM `{table.name}` LIMIT 0", frame.height)
         with allow_local_file(conn, path):
             conn.execute(
                 text(
@@ -199,11 +206,59 @@ def upsert_via_load_data(conn: Connection, table: Table, frame: pl.DataFrame) ->
                 f"ON DUPLICATE KEY UPDATE {assignments}"
             )
         )
+        won = _stored_as_staged(conn, table.name, stage, [*keys, recency]) if count_won else None
         conn.execute(text(f"DROP TEMPORARY TABLE `{stage}`"))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    return Upserted(frame.height)
+    return Upserted(frame.height, won)
+
+
+STAGE_ENGINE = "Aria"  # MariaDB's staging tables of up to ARIA_STAGE_ROWS rows
+# Aria's temporary tables are files in the server's tmpdir (often a small volume), InnoDB's are
+# in its temporary tablespace: the stream's batches (20,000 rows at most by default) are staged
+# in Aria, ingest's chunks of 500,000 in InnoDB (Aria gained them ~5 %).
+ARIA_STAGE_ROWS = 100_000
+ER_UNKNOWN_STORAGE_ENGINE = 1286
+ER_OPTION_PREVENTS_STATEMENT = 1290  # with NO_ENGINE_SUBSTITUTION: `enforce_storage_engine`
+
+
+def _create_stage(conn: Connection, stage: str, definition: str, rows: int) -> None:
+    """A bare staging table (no keys, no indexes): LOAD DATA only appends to it. On MariaDB,
+    for a batch, an Aria one: it takes those appends for ~25 % less than InnoDB, and a staging
+    table needs neither transactions nor crash safety. MySQL has no Aria; a MariaDB that
+    refuses it gets the server's default engine, from then on for the connection."""
+    from sqlalchemy.exc import DBAPIError
+
+    if conn.dialect.is_mariadb and rows <= ARIA_STAGE_ROWS and not conn.info.get("no_aria"):
+        try:
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE `{stage}` ENGINE={STAGE_ENGINE} {definition}"
+            )
+            return
+        except DBAPIError as exc:
+            if not _refuses_the_engine(exc):
+                raise
+            log.info("no %s staging tables on this server (%s)", STAGE_ENGINE, exc.orig)
+            conn.info["no_aria"] = True
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE `{stage}` {definition}")
+
+
+def _refuses_the_engine(exc: Any) -> bool:
+    args = exc.orig.args if exc.orig is not None else ()
+    if not args:
+        return False
+    if args[0] == ER_UNKNOWN_STORAGE_ENGINE:
+        return True
+    return args[0] == ER_OPTION_PREVENTS_STATEMENT and "NO_ENGINE_SUBSTITUTION" in str(args[-1])
+
+
+def _stored_as_staged(conn: Connection, table: str, stage: str, matching: list[str]) -> int:
+    """How many staged rows the table now holds with the same key and recency (`matching`):
+    those that won."""
+    same = " AND ".join(f"t.`{name}` <=> s.`{name}`" for name in matching)
+    query = f"SELECT COUNT(*) FROM `{stage}` s JOIN `{table}` t ON {same}{LATEST}"
+    return int(conn.exec_driver_sql(query).scalar_one())
 
 
 def upsert_via_copy(
@@ -250,28 +305,29 @@ def upsert_via_copy(
         f'SELECT DISTINCT ON ({key_list}) {quoted} FROM "{stage}" '
         f'ORDER BY {key_list}, "{recency}" DESC'
     )
-    if fresh and _inserted_new(conn, insert):
-        return Upserted(frame.height)
-    conn.exec_driver_sql(
+    inserted = _inserted_new(conn, insert) if fresh else None
+    if inserted is not None:
+        return Upserted(frame.height, inserted)
+    # PostgreSQL counts the rows inserted or updated: one whose WHERE (as recent) fails, none
+    result = conn.exec_driver_sql(
         f"{insert} ON CONFLICT ({key_list}) DO UPDATE SET {assignments} "
         f'WHERE EXCLUDED."{recency}" >= "{table.name}"."{recency}"'
     )
-    return Upserted(frame.height)
+    return Upserted(frame.height, result.rowcount)
 
 
-def _inserted_new(conn: Connection, insert: str) -> bool:
-    """Run `insert` in a savepoint: True when it stored every row, False (rolled back) when a
-    key was there already."""
+def _inserted_new(conn: Connection, insert: str) -> int | None:
+    """Run `insert` in a savepoint: the rows it stored, or None (rolled back) when a key was
+    there already."""
     from sqlalchemy.exc import IntegrityError
 
     try:
         with conn.begin_nested():
-            conn.exec_driver_sql(insert)
+            return conn.exec_driver_sql(insert).rowcount
     except IntegrityError as exc:
         if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
             raise
-        return False
-    return True
+        return None
 
 
 UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE

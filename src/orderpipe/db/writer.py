@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -132,6 +132,7 @@ class TableWriter:
         frames: Mapping[str, pl.DataFrame],
         then: Then | None = None,
         *,
+        count_won: Collection[str] = (),
         chunk_size: int | None = None,
         before_commit: Callable[[Connection], None] | None = None,
         progress: Progress | None = None,
@@ -140,14 +141,15 @@ class TableWriter:
 
         `then(connection, won)`, when given, sees the tables as written so far and returns more
         frames for the same transaction (the stream's predictions follow the events that won);
-        `won` maps each table to the rows its upsert inserted or updated, where the database
-        says so exactly (`db.upsert.Upserted`). `chunk_size` splits each frame into statements
-        of that many rows (still one transaction, `progress` after each); `before_commit
-        (connection)` runs last in it (ingest's watermark). With a `retry`, a transient fault
-        runs the whole transaction again.
+        `won` maps each table to the rows its upsert inserted or updated, where that is known
+        exactly (`db.upsert.Upserted`): SQLite and PostgreSQL's COPY path say so; MySQL's LOAD
+        DATA path counts them, by a join, for the tables in `count_won`. `chunk_size` splits
+        each frame into statements of that many rows (still one transaction, `progress` after
+        each); `before_commit(connection)` runs last in it (ingest's watermark). With a
+        `retry`, a transient fault runs the whole transaction again.
         """
         return retrying(
-            lambda: self._write_once(frames, then, chunk_size, before_commit, progress),
+            lambda: self._write_once(frames, then, count_won, chunk_size, before_commit, progress),
             self.retry,
         )
 
@@ -155,6 +157,7 @@ class TableWriter:
         self,
         frames: Mapping[str, pl.DataFrame],
         then: Then | None,
+        count_won: Collection[str],
         chunk_size: int | None,
         before_commit: Callable[[Connection], None] | None,
         progress: Progress | None,
@@ -165,7 +168,7 @@ class TableWriter:
                 self.checkpointer.before_write()
             with conn.begin():
                 won: dict[str, int | None] = {}
-                written = self._upsert_all(conn, frames, won, chunk_size, progress)
+                written = self._upsert_all(conn, frames, won, chunk_size, progress, count_won)
                 if then is not None:
                     written += self._upsert_all(conn, then(conn, won), won, chunk_size)
                 if before_commit is not None:
@@ -184,18 +187,22 @@ class TableWriter:
         won: dict[str, int | None],
         chunk_size: int | None = None,
         progress: Progress | None = None,
+        count_won: Collection[str] = (),
     ) -> int:
         from functools import partial
 
         from orderpipe.db.models import Base
         from orderpipe.db.upsert import upsert, upsert_via_copy, upsert_via_load_data
 
-        write_table = {
-            "load-data": upsert_via_load_data,
-            "copy": partial(upsert_via_copy, fresh=self.fresh),
-        }.get(self.method, upsert)
         written = 0
+        write_table: Callable[..., Any]
         for name, frame in frames.items():
+            if self.method == "load-data":
+                write_table = partial(upsert_via_load_data, count_won=name in count_won)
+            elif self.method == "copy":
+                write_table = partial(upsert_via_copy, fresh=self.fresh)
+            else:
+                write_table = upsert
             size = chunk_size or max(frame.height, 1)
             total: int | None = 0
             for offset in range(0, max(frame.height, 1), size):

@@ -15,6 +15,7 @@ would dead-letter good data and guessing "transient" would stall the partitions 
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from orderpipe.errors import OrderpipeError
@@ -90,6 +91,16 @@ POSTGRES_CONTENT = {
     "22": "data exception",  # too long, out of range, invalid value or encoding, NUL byte
     "23": "integrity constraint violation",  # NOT NULL, foreign key, unique, CHECK
 }
+# A connection the server refuses carries no SQLSTATE (libpq keeps the server's answer to
+# itself), only its FATAL message. These refusals of a login fail on every retry (28P01, 28000,
+# 3D000, 42501 at connect); any other answer at connect time (starting up, shutting down, too
+# many clients, a pooler that cannot reach its server, an authentication timeout, a message in
+# another language) stays transient, bounded by --database-wait at start.
+POSTGRES_LOGIN_REFUSED = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|pg_hba\.conf rejects|does not exist"
+    r"|not permitted to log in|permission denied for database",
+    re.IGNORECASE,
+)
 # SQLite primary result codes (the low byte of the extended code).
 SQLITE_TRANSIENT = {5: "database is locked (busy)", 6: "table is locked"}
 SQLITE_CONTENT = {18: "value too big", 19: "constraint violated", 20: "datatype mismatch"}
@@ -175,8 +186,9 @@ def postgres_fault(driver_error: BaseException) -> Fault | None:
     """The fault of a psycopg error by its SQLSTATE; None for another driver's error.
 
     psycopg raises without a SQLSTATE when it has no server answer: OperationalError for a
-    connection that failed or broke (transient), DataError for a value it cannot send, such
-    as a text with a NUL byte (content)."""
+    connection that failed or broke (transient, unless the server refused the login: see
+    POSTGRES_LOGIN_REFUSED), DataError for a value it cannot send, such as a text with a NUL
+    byte (content)."""
     if type(driver_error).__module__.split(".")[0] != "psycopg":  # psycopg 3, not psycopg2
         return None
     import psycopg
@@ -184,6 +196,9 @@ def postgres_fault(driver_error: BaseException) -> Fault | None:
     state = getattr(driver_error, "sqlstate", None)
     if not state:
         if isinstance(driver_error, psycopg.OperationalError):
+            text = str(driver_error)
+            if "FATAL:" in text and POSTGRES_LOGIN_REFUSED.search(text):
+                return Fault.fatal
             return Fault.transient
         return Fault.content if isinstance(driver_error, psycopg.DataError) else Fault.fatal
     if state in POSTGRES_TRANSIENT or state[:2] in POSTGRES_TRANSIENT:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orderpipe.stream")
 CONNECT_CHECK_SECONDS = 10.0
+START_GRACE_SECONDS = 5.0  # see start_client
 
 
 @dataclass(frozen=True)
@@ -122,21 +123,41 @@ async def start_client(client: Any, endpoint: KafkaEndpoint) -> Any:
     untrusted certificate, plaintext on a TLS port...) instead of "Unable to bootstrap".
 
     Other Kafka errors (a broker refusing a feature) are raised as they are; the caller stops
-    the client then.
+    the client then. Cancelled, it stops the client before it gives way: aiokafka leaks the
+    connection of a start cancelled mid-request (its bootstrap connection is never closed and
+    its reader runs on), so a start under way is let finish, `START_GRACE_SECONDS` at most.
     """
     from aiokafka.errors import KafkaConnectionError
 
-    try:
-        with quiet_bootstrap_errors():
-            await client.start()
-        return client
-    except (KafkaConnectionError, OSError) as exc:
-        stop = getattr(client, "stop", None) or client.close
-        with contextlib.suppress(Exception):
-            await stop()
-        reason = await connection_problem(endpoint) or _first_line(exc)
-        message = f"cannot connect to Kafka at {endpoint.description}: {reason}"
-        raise OrderpipeError(message) from None
+    stop = getattr(client, "stop", None) or client.close
+    with quiet_bootstrap_errors():
+        starting = asyncio.ensure_future(client.start())
+        try:
+            await asyncio.shield(starting)
+            return client
+        except asyncio.CancelledError:
+            # in a task of its own: a second cancel must not cut the start short either
+            ending = asyncio.ensure_future(_let_start_end_then_stop(starting, stop))
+            while not ending.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(ending)
+            raise
+        except (KafkaConnectionError, OSError) as exc:
+            failure = exc
+    with contextlib.suppress(Exception):
+        await stop()
+    reason = await connection_problem(endpoint) or _first_line(failure)
+    message = f"cannot connect to Kafka at {endpoint.description}: {reason}"
+    raise OrderpipeError(message) from None
+
+
+async def _let_start_end_then_stop(
+    starting: asyncio.Future[Any], stop: Callable[[], Awaitable[Any]]
+) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(starting, START_GRACE_SECONDS)
+    with contextlib.suppress(Exception):
+        await stop()
 
 
 async def connection_problem(endpoint: KafkaEndpoint) -> str | None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orderpipe.errors import UsageError
+
+log = logging.getLogger("orderpipe.stream")
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -250,6 +253,9 @@ def serve_metrics(topic: str, group: str, port: int | None, addr: str = "127.0.0
         return NoMetrics()
     metrics = ConsumerMetrics(topic, group)
     metrics.serve(port, addr)
+    # the port a scraper needs (the one picked when 0 was asked for)
+    host = f"[{addr}]" if ":" in addr else addr
+    log.info("metrics served at http://%s:%d/metrics", host, metrics.port)
     return metrics
 
 

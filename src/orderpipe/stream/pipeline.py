@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orderpipe.errors import OrderpipeError
 from orderpipe.stream.consumer import ConsumeResult, ConsumerOptions, StreamConsumer
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from orderpipe.settings import Settings
     from orderpipe.stream.kafka import KafkaEndpoint
     from orderpipe.stream.sink import Sink
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ async def run_stream(
         consumer.stop_at = {
             TopicPartition(topic, partition): end for partition, end in produced.end_offsets.items()
         }
-        consumed = await asyncio.wait_for(consuming, timeout)
+        # shielded: a cancel (SIGTERM, Ctrl-C) stops the consumer in `finally`, which ends its
+        # batch and commits it, instead of cancelling it in the middle of one
+        consumed = await asyncio.wait_for(asyncio.shield(consuming), timeout)
     except TimeoutError:
         consumer.stop()
         raise OrderpipeError(
@@ -145,15 +149,18 @@ def run_stream_with_settings(
 
     with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
-            run_stream(
-                endpoint,
-                settings.kafka_topic,
-                settings.kafka_group_id,
-                source,
-                DatabaseSink.factory(settings),
-                kind=kind,
-                producer_options=producer_options,
-                consumer_options=consumer_options,
+            _cancelled_by_sigterm(
+                run_stream(
+                    endpoint,
+                    settings.kafka_topic,
+                    settings.kafka_group_id,
+                    source,
+                    DatabaseSink.factory(settings),
+                    kind=kind,
+                    producer_options=producer_options,
+                    consumer_options=consumer_options,
+                ),
+                "stream run",
             )
         )
 
@@ -190,17 +197,48 @@ def produce_with_settings(
 
     with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
-            produce(endpoint, settings.kafka_topic, source, kind=kind, options=options)
+            _cancelled_by_sigterm(
+                produce(endpoint, settings.kafka_topic, source, kind=kind, options=options),
+                "stream produce",
+            )
         )
 
 
-async def _until_signal(work: object, stop: Callable[[], None]) -> ConsumeResult:
-    """Run `work`; SIGINT/SIGTERM call `stop` so it can finish cleanly."""
+async def _until_signal(
+    work: Coroutine[Any, Any, T], stop: Callable[[], None], signals: tuple[int, ...] = ()
+) -> T:
+    """Run `work`; the `signals` (SIGINT and SIGTERM when none are named) call `stop` so it
+    can finish cleanly."""
     import contextlib
     import signal
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals or (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
-    return await work  # type: ignore[misc]
+    return await work
+
+
+async def _cancelled_by_sigterm(work: Coroutine[Any, Any, T], command: str) -> T:
+    """Run `work`; SIGTERM cancels it as Ctrl-C does (its clean-up runs: the producer stops,
+    the consumer finishes its batch and commits it, then the embedded broker stops), and the
+    command ends with `Terminated` (exit 143) instead of being killed where it stood."""
+    import signal
+
+    from orderpipe.errors import Terminated
+
+    task = asyncio.current_task()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        if not terminated and task is not None:  # once: a second one must not cut the clean-up
+            terminated = True
+            task.cancel()
+
+    try:
+        return await _until_signal(work, terminate, (signal.SIGTERM,))
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated(f"{command}: stopped by SIGTERM") from None
+        raise

@@ -38,11 +38,34 @@ class DatabaseSink:
     """Scores each batch with the saved classifier and upserts it with its predictions."""
 
     def __init__(self, url: str | URL, artifacts_dir: Path, *, local_infile: bool = True) -> None:
+        import contextlib
+        from concurrent.futures import ThreadPoolExecutor
+
+        from sqlalchemy.engine import make_url
+
         from orderpipe.db.writer import TableWriter
         from orderpipe.ml.model import load_model
 
-        self.model = load_model(artifacts_dir, "classification")
-        self.writer = TableWriter(url, local_infile=local_infile, cache_mib=STREAM_SQLITE_CACHE_MIB)
+        writer = partial(
+            TableWriter, url, local_infile=local_infile, cache_mib=STREAM_SQLITE_CACHE_MIB
+        )
+        if make_url(url).get_backend_name() == "sqlite":  # no round trips (and `sqlite://`
+            self.model = load_model(artifacts_dir, "classification")  # is one per thread)
+            self.writer = writer()
+            return
+        # A server's round trips (connect, create the tables) wait beside the model's load,
+        # which is mostly scikit-learn's imports. A model that fails to load is the error
+        # raised, as when the two ran in turn.
+        with ThreadPoolExecutor(1, thread_name_prefix="orderpipe-sink-open") as pool:
+            opening = pool.submit(writer)
+            try:
+                self.model = load_model(artifacts_dir, "classification")
+            except BaseException:
+                if opening.exception() is None:
+                    with contextlib.suppress(Exception):
+                        opening.result().close()
+                raise
+            self.writer = opening.result()
 
     @classmethod
     def factory(cls, settings: Settings) -> Callable[[], DatabaseSink]:
@@ -70,8 +93,8 @@ class DatabaseSink:
 
         def predictions(conn: Connection, won: Mapping[str, int | None]) -> dict[str, pl.DataFrame]:
             # Only the events that won their upsert are scored: a late, older duplicate keeps
-            # its stale prediction out of table_predictions. When the database counts every
-            # event as inserted or updated (SQLite, exactly), all won: nothing to read back.
+            # its stale prediction out of table_predictions. When every event counts as
+            # inserted or updated, all won: nothing to read back.
             if won.get("table_events") == clean.height:
                 winners = clean
             else:
@@ -81,7 +104,7 @@ class DatabaseSink:
             kept = scores.join(winners.select("event_id"), on="event_id", how="semi")
             return {"table_predictions": kept}
 
-        self.writer.write(table_frames(clean), then=predictions)
+        self.writer.write(table_frames(clean), then=predictions, count_won=("table_events",))
         return clean.height
 
     def close(self) -> None:

@@ -311,3 +311,14 @@ def test_a_driver_that_is_not_installed_is_one_line(monkeypatch: pytest.MonkeyPa
     assert "orderpipe[postgres]" in message and "secret" not in message
     check = check_database("postgresql+psycopg://u:secret@127.0.0.1/x")
     assert not check.ok and "orderpipe[postgres]" in check.detail
+
+
+def test_a_sqlite_path_under_a_file_is_one_line_naming_the_folder(tmp_path: Path) -> None:
+    # it was "unexpected FileExistsError: [Errno 17] File exists: ..."
+    from orderpipe.db.engine import make_engine
+    from orderpipe.errors import OrderpipeError
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(OrderpipeError, match=r"cannot create the folder .*notes.txt/sub of"):
+        make_engine(f"sqlite:///{blocker}/sub/x.db")

@@ -118,6 +118,47 @@ def test_postgres_connection_lock_and_failover_errors_are_transient(state: str) 
     assert classify(postgres_error(state)) is Fault.transient
 
 
+CONNECT_FAILED = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+
+
+LOGIN_REFUSED = [
+    'FATAL:  password authentication failed for user "orderpipe"',
+    'FATAL:  database "orderpipe_nope" does not exist',
+    'FATAL:  role "nobody" does not exist',
+    'FATAL:  no pg_hba.conf entry for host "10.0.0.9", user "orderpipe", database "x"',
+    'FATAL:  role "reader" is not permitted to log in',
+    'FATAL:  permission denied for database "orderpipe"',
+]
+DOWN_OR_BUSY = [
+    "Connection refused\n\tIs the server running on that host and accepting TCP/IP?",
+    "FATAL:  the database system is starting up",
+    "FATAL:  the database system is shutting down",
+    "FATAL:  the database system is not yet accepting connections",
+    "FATAL:  sorry, too many clients already",
+    "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute",
+    "server closed the connection unexpectedly",
+    "FATAL:  canceling authentication due to timeout",
+    "FATAL:  pgbouncer cannot connect to server",
+    "FATAL:  server login has been failing, try again later (server_login_retry)",
+    "FATAL:  no more connections allowed (max_client_conn)",
+    "FATAL:  das Datenbanksystem startet",
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "fault"),
+    [(a, Fault.fatal) for a in LOGIN_REFUSED] + [(a, Fault.transient) for a in DOWN_OR_BUSY],
+)
+def test_a_refused_postgres_connection_is_fatal_only_for_a_refused_login(
+    answer: str, fault: Fault
+) -> None:
+    # libpq gives no SQLSTATE for a refused connection, only the server's FATAL message: a
+    # wrong password was retried as if the server were down
+    import psycopg
+
+    assert classify(wrapped(psycopg.OperationalError(CONNECT_FAILED + answer))) is fault
+
+
 @pytest.mark.parametrize("state", ["22001", "22003", "22007", "22021", "23502", "23503", "23514"])
 def test_postgres_values_refused_for_their_content_are_content(state: str) -> None:
     assert classify(postgres_error(state)) is Fault.content

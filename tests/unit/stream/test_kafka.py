@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from pydantic import SecretStr
 
 from orderpipe.errors import ConfigError, OrderpipeError
 from orderpipe.settings import Settings, load_settings
-from orderpipe.stream.kafka import KafkaEndpoint
+from orderpipe.stream import kafka
+from orderpipe.stream.kafka import KafkaEndpoint, start_client
 
 
 def test_plaintext_options_are_the_address_only() -> None:
@@ -91,3 +93,61 @@ def test_empty_tls_file_settings_are_unset() -> None:
     """What `.env.example`'s `ORDERPIPE_KAFKA_SSL_CERTFILE=` gives when uncommented."""
     settings = load_settings(_env_file=None, kafka_ssl_certfile="", kafka_ssl_keyfile=" ")
     assert settings.kafka_ssl_certfile is None and settings.kafka_ssl_keyfile is None
+
+
+class SlowStartClient:
+    """A client whose start takes a while (a bootstrap request in flight)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.events: list[str] = []
+
+    async def start(self) -> None:
+        self.events.append("starting")
+        await asyncio.sleep(self.seconds)
+        self.events.append("started")
+
+    async def stop(self) -> None:
+        self.events.append("stopped")
+
+
+async def cancel_while_starting(client: SlowStartClient) -> None:
+    """start_client(client), cancelled 10 ms in: the cancellation must come through (5 s)."""
+    task = asyncio.ensure_future(start_client(client, KafkaEndpoint("127.0.0.1:1")))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+
+
+def test_a_cancelled_start_is_let_finish_then_the_client_is_stopped() -> None:
+    """aiokafka leaks the connection of a start cancelled mid-request: the start finishes, the
+    client stops, then the cancellation goes on."""
+    client = SlowStartClient(0.05)
+    asyncio.run(cancel_while_starting(client))
+    assert client.events == ["starting", "started", "stopped"]
+
+
+def test_a_start_that_does_not_finish_within_the_grace_is_stopped_anyway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka, "START_GRACE_SECONDS", 0.02)
+    client = SlowStartClient(3600)
+    asyncio.run(cancel_while_starting(client))
+    assert client.events == ["starting", "stopped"]
+
+
+def test_a_second_cancel_does_not_cut_the_start_short() -> None:
+    client = SlowStartClient(0.05)
+
+    async def cancel_twice() -> None:
+        task = asyncio.ensure_future(start_client(client, KafkaEndpoint("127.0.0.1:1")))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(cancel_twice())
+    assert client.events == ["starting", "started", "stopped"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import socket
 import subprocess
 import sys
@@ -282,6 +283,20 @@ def test_close_frees_the_port_and_can_be_called_twice() -> None:
 def test_serving_twice_is_a_programming_error(metrics: ConsumerMetrics) -> None:
     with pytest.raises(RuntimeError, match="already served"):
         metrics.serve(0)
+
+
+def test_the_address_served_is_logged_with_the_port_picked_for_0(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # port 0 bound a free port that nothing reported. (The CLI's configure_logging stops
+    # orderpipe's records at its own handler: let them reach caplog's, whatever ran before.)
+    monkeypatch.setattr(logging.getLogger("orderpipe"), "propagate", True)
+    with (
+        caplog.at_level(logging.INFO, logger="orderpipe.stream"),
+        serve_metrics(TOPIC, GROUP, 0) as metrics,
+    ):
+        assert metrics.port
+        assert f"http://127.0.0.1:{metrics.port}/metrics" in caplog.text
 
 
 def test_no_port_means_no_metrics_and_nothing_served() -> None:
