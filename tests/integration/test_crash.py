@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from orderpipe.dataset import is_table, orphan_files, read_clean_dataset, table_version
 from orderpipe.db.engine import make_engine
@@ -38,6 +38,10 @@ from tests.integration.test_ingest_databases import dump
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CRASH_ROUNDS = int(os.environ.get("ORDERPIPE_CRASH_ROUNDS", "2"))
+# Timed kills draw their delays from a generator seeded per test with this seed and the test's
+# id, so a failing round replays with ORDERPIPE_CRASH_SEED=<the seed its failure printed>.
+CRASH_SEED = int(os.environ.get("ORDERPIPE_CRASH_SEED") or random.SystemRandom().randrange(2**32))
+_delays = random.Random()
 KILLED = -signal.SIGKILL
 # Runs the CLI with small units, so a few thousand events make several of them.
 SMALL_UNIT = 4_000
@@ -100,15 +104,29 @@ class Work:
         done = self.run(*args, crash=point)
         assert done.returncode == KILLED, (point, done.returncode, done.stderr.decode()[-2000:])
 
-    def killed_after(self, seconds: float, *args: str) -> int:
-        """Start the command and kill -9 it after `seconds` (its exit code if it ended first)."""
+    def killed_after(self, low: float, high: float, *args: str) -> bool:
+        """Start the command and kill -9 it after a seeded delay in [low, high) seconds: True
+        when the kill landed, False when the command had already finished with exit 0. Any
+        other end (it failed before the kill) fails the test with the seed that replays it."""
+        seconds = _delays.uniform(low, high)
+        print(f"timed kill of {args[0]} after {seconds:.3f} s (ORDERPIPE_CRASH_SEED={CRASH_SEED})")
         process = self.start(*args)
         try:
             process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
-        return process.returncode
+        _, err = process.communicate(timeout=60)
+        assert process.returncode in (KILLED, 0), (
+            f"{args[0]} exited {process.returncode} before its kill at {seconds:.3f} s "
+            f"(replay: ORDERPIPE_CRASH_SEED={CRASH_SEED}): {err.decode()[-2000:]}"
+        )
+        return process.returncode == KILLED
+
+
+@pytest.fixture(autouse=True)
+def seeded_delays(request: pytest.FixtureRequest) -> None:
+    """Each test's timed kills from its own seeded generator (replayable alone)."""
+    _delays.seed(f"{CRASH_SEED}:{request.node.nodeid}")
 
 
 @pytest.fixture
@@ -148,7 +166,7 @@ def test_generate_killed_leaves_the_previous_file_and_a_rerun_gives_the_same_byt
     assert (digest(layout.raw), digest(layout.truth)) == after
     work.ok("generate", "--events", "3000", "--seed", "1")  # back to the first file
     for _ in range(CRASH_ROUNDS):
-        work.killed_after(random.uniform(0.5, 2.5), *args)
+        work.killed_after(0.5, 2.5, *args)
         finish_pending_truth(layout.truth)
         assert (digest(layout.raw), digest(layout.truth)) in (before, after)
     work.ok(*args)
@@ -223,7 +241,7 @@ def test_etl_merge_killed_anywhere_is_before_or_after_and_a_rerun_finishes_it(
         assert orphan_files(layout.table) or point == "etl.chunk-cleaned"
         assert etl_state(layout).version == before.version
     for _ in range(CRASH_ROUNDS):
-        work.killed_after(random.uniform(0.3, 2.0), "etl", "--input", str(day2))
+        work.killed_after(0.3, 2.0, "etl", "--input", str(day2))
         check("timed")
     for point in ["etl.committed", "etl.quarantine-moved"]:
         killed = Work(work.root / point)
@@ -272,9 +290,13 @@ def ingest_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def whole_units(url: str) -> tuple[int, dict[str, str]]:
     """(events stored, watermark rows); asserts no order without events, no event without
-    its order."""
+    its order. A kill that landed before the tables were created left nothing: (0, {})."""
     engine = make_engine(url)
     with engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+        if not {"table_orders", "table_events", "orderpipe_ingest_watermark"} <= present:
+            engine.dispose()
+            return 0, {}
         lonely_orders = conn.execute(
             text(
                 "SELECT COUNT(*) FROM table_orders o WHERE NOT EXISTS "
@@ -337,8 +359,11 @@ def test_ingest_killed_leaves_whole_days_and_a_rerun_gives_the_uninterrupted_tab
     engine = make_engine(ingest_url)
     drop_tables(engine)
     engine.dispose()
+    # Killed at start-up, before its tables exist (the race CI met with timed kills).
+    assert work.killed_after(0.0, 0.05, "ingest", "--database-url", ingest_url)
+    assert whole_units(ingest_url) == (0, {})
     for _ in range(CRASH_ROUNDS):
-        work.killed_after(random.uniform(1.0, 3.0), "ingest", "--database-url", ingest_url)
+        work.killed_after(1.0, 3.0, "ingest", "--database-url", ingest_url)
         whole_units(ingest_url)
     work.ok("ingest", "--database-url", ingest_url)
     assert whole_units(ingest_url)[0] == both and dump(ingest_url) == expected
