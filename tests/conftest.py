@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from orderpipe.settings import Settings
+from orderpipe.core.settings import Settings
 
 # Property tests: CI runs a fixed, derandomized set of examples; `make fuzz` the same properties
 # for minutes with fresh randomness (HYPOTHESIS_PROFILE=fuzz).

@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from orderpipe.layout import Layout
+from orderpipe.core.layout import Layout
 
 BASE_EVENT: dict[str, Any] = {
     "event_id": "evt-0001",
@@ -64,7 +64,7 @@ def layout_under(root: Path) -> Layout:
 
 def clean_rows(*events: dict[str, Any]) -> pl.DataFrame:
     """Clean records (the contract's columns, no `line_number`) of valid raw events, in order."""
-    from orderpipe.etl import clean_lines
+    from orderpipe.core.cleaning import clean_lines
 
     lines = pl.DataFrame(
         {

@@ -1,4 +1,4 @@
-"""Ingest: the clean dataset -> table_customers, table_orders, table_events (bulk, idempotent).
+"""Ingest: the clean table -> table_customers, table_orders, table_events (bulk, idempotent).
 
 Through the one write path (`db.writer.TableWriter`), customers first, then units of whole days
 (about READ_ROWS events): a unit's orders and events are one transaction, so a reader never
@@ -13,19 +13,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.crashpoints import crash_point
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.db.queries import ingest_progress, ingested_version
 
 if TYPE_CHECKING:
     import polars as pl
     from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import URL
 
-    from orderpipe.dataset import TableFiles
-    from orderpipe.db.writer import Progress, TableWriter
+    from orderpipe.core.progress import Progress
+    from orderpipe.db.writer import TableWriter
+    from orderpipe.table.read import TableFiles
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,9 @@ def run_ingest(
 ) -> IngestResult:
     """Ingest the clean dataset at `source`: from etl's table, what changed since the last
     ingest into this database (everything with `full`); from a file, everything."""
-    from orderpipe.dataset import is_table, read_clean_dataset
     from orderpipe.db.engine import masked
     from orderpipe.db.writer import DatabaseGone
+    from orderpipe.table.read import is_table, read_clean_dataset
 
     try:
         if is_table(source):
@@ -155,22 +158,19 @@ def _ingest_table(
     progress: Progress | None,
     full: bool,
 ) -> IngestResult:
-    from deltalake import DeltaTable
-
-    from orderpipe.dataset import table_files_since
     from orderpipe.db.engine import database_errors, deferred_indexes, masked
     from orderpipe.db.writer import BATCH_RETRY, retrying
+    from orderpipe.table.read import table_files_since, table_id
 
     began = time.perf_counter()
     counts = {"events": 0, "customers": 0, "orders": 0}
     with database_errors(database_url), _writer(database_url, local_infile) as w:
-        table_id = DeltaTable(str(source)).metadata().id
-        watermark = _Watermark(table_id, source)
+        watermark = _Watermark(table_id(source), source)
 
         def where_from() -> tuple[int | None, Resume | None]:
             if full:
                 return None, None
-            since = ingested_version(w.engine, table_id)
+            since = ingested_version(w.engine, watermark.table_id)
             return since, watermark.resume(w.engine, since)
 
         since, resume = retrying(where_from, BATCH_RETRY)
@@ -190,16 +190,8 @@ def _ingest_table(
                     break
                 changes, resume = latest, None
         method, size = w.method, w.chunk_size(chunk_size)
-    return _result(
-        source,
-        masked(database_url),
-        method,
-        size,
-        counts,
-        began,
-        table_version=changes.version,
-        since_version=first_since,
-    )
+    versions = {"table_version": changes.version, "since_version": first_since}
+    return _result(source, masked(database_url), method, size, counts, began, **versions)
 
 
 def _writer(database_url: str | URL, local_infile: bool, *, create: bool = True) -> TableWriter:
@@ -220,14 +212,11 @@ def _ingest_changes(
     """Write what `changes` holds: customers first (each once, its latest state over every
     day read), then whole days of orders and events a transaction at a time, each with the
     watermark's progress; the last one moves the watermark to the changes' version."""
-    from orderpipe.dataset import file_groups, read_changes, row_keys
     from orderpipe.db.models import latest_customers
+    from orderpipe.table.read import file_groups, read_changes, row_keys
 
     if resume is not None and resume.since == changes.since and resume.version == changes.version:
-        names = [name for name, _ in changes.files]
-        if resume.through in names:  # the days up to it are in the database already
-            done = names.index(resume.through) + 1
-            changes = replace(changes, files=changes.files[done:])
+        changes = changes.after(resume.through)  # the days up to it are in the database already
     groups = file_groups(changes.files, READ_ROWS)  # the units read_changes reads
     unchanged = row_keys(source, changes.replaced)  # read once, for both passes
 
@@ -365,8 +354,6 @@ class _Units:
         marks: list[Callable[[Connection], None]],
         progress: Progress | None,
     ) -> None:
-        from orderpipe.faults import crash_point
-
         def before_commit(conn: Connection) -> None:
             with self.lock:
                 if not all(earlier in self.committed for earlier in range(index)):
@@ -382,21 +369,6 @@ class _Units:
         with self.lock:
             self.committed.add(index)
         crash_point("ingest.unit-committed")
-
-
-def ingested_version(engine: Engine, table_id: str) -> int | None:
-    """The version of etl's table last ingested into this database; None when there is none,
-    or when the events table is empty (dropped or emptied since: load everything again)."""
-    from sqlalchemy import select
-
-    from orderpipe.db.models import Event, IngestWatermark
-
-    with engine.connect() as conn:
-        if conn.execute(select(Event.event_id).limit(1)).first() is None:
-            return None
-        return conn.execute(
-            select(IngestWatermark.table_version).where(IngestWatermark.source_id == table_id)
-        ).scalar()
 
 
 def _events_progress(progress: Progress | None, before: int, total: int) -> Progress | None:
@@ -437,23 +409,12 @@ class _Watermark:
 
     def resume(self, engine: Engine, since: int | None) -> Resume | None:
         """The progress a run cut short left for these changes (since `since`), if any."""
-        from sqlalchemy import select
-
-        from orderpipe.db.models import Event, IngestWatermark
-
-        with engine.connect() as conn:
-            if conn.execute(select(Event.event_id).limit(1)).first() is None:
-                return None  # emptied since (or never written): the progress is not true now
-            row = conn.execute(
-                select(IngestWatermark.table_version, IngestWatermark.source_path).where(
-                    IngestWatermark.source_id == self.run_id
-                )
-            ).first()
-        if row is None or not row.source_path:
+        if (stored := ingest_progress(engine, self.run_id)) is None:
             return None
+        version, progress = stored
         try:
-            state = json.loads(row.source_path)
-            resume = Resume(state["since"], int(row.table_version), str(state["through"]))
+            state = json.loads(progress)
+            resume = Resume(state["since"], int(version), str(state["through"]))
         except (ValueError, KeyError, TypeError):
             return None  # not ours to read: start from the watermark
         return resume if resume.since == since else None

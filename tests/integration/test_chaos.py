@@ -27,11 +27,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from orderpipe.dataset import read_clean_dataset
 from orderpipe.db.engine import create_tables, make_engine
-from orderpipe.etl import run_etl
+from orderpipe.etl.run import run_etl
 from orderpipe.stream.kafka import KafkaEndpoint
-from orderpipe.stream.producer import ensure_topic
+from orderpipe.stream.topics import ensure_topic
+from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under
 from tests.hostile import CORPUS
 from tests.integration.test_stream import (  # noqa: F401  (data, kafka_backend: fixtures)

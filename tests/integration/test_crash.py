@@ -1,5 +1,5 @@
 """The crash harness: each batch phase killed with SIGKILL at its crash points
-(`ORDERPIPE_CRASH_AT`, see `orderpipe.faults`) and at timed moments, then run again.
+(`ORDERPIPE_CRASH_AT`, see `orderpipe.core.crashpoints`) and at timed moments, then run again.
 
 After each kill, every output a reader can open is as the last completed run left it, or, for
 a kill after a phase's commit, as the killed run made it; the next run finishes or redoes the
@@ -29,10 +29,11 @@ import polars as pl
 import pytest
 from sqlalchemy import inspect, text
 
-from orderpipe.dataset import is_table, orphan_files, read_clean_dataset, table_version
+from orderpipe.core.fileio import leftovers
+from orderpipe.core.layout import Layout
 from orderpipe.db.engine import make_engine
-from orderpipe.fileio import leftovers
-from orderpipe.layout import Layout
+from orderpipe.table.maintenance import orphan_files
+from orderpipe.table.read import is_table, read_clean_dataset, table_version
 from tests.integration.test_ingest_databases import dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,7 +47,7 @@ KILLED = -signal.SIGKILL
 # Runs the CLI with small units, so a few thousand events make several of them.
 SMALL_UNIT = 4_000
 SMALL = (
-    "import sys, orderpipe.ingest as i, orderpipe.ml.predict as p, orderpipe.generate as g; "
+    "import sys, orderpipe.ingest as i, orderpipe.ml.predict as p, orderpipe.generate.writer as g; "
     f"i.READ_ROWS = p.READ_ROWS = {SMALL_UNIT}; "
     "g.generate_events.__kwdefaults__['chunk_size'] = g.UNIT; "
     "from orderpipe.cli import app; app(prog_name='orderpipe')"
@@ -160,7 +161,7 @@ def test_generate_killed_leaves_the_previous_file_and_a_rerun_gives_the_same_byt
     assert (digest(layout.raw), digest(layout.truth)) == before
     work.killed_at("generate.events-moved", *args)  # after the commit, before the truth's rename
     assert (digest(layout.raw), digest(layout.truth)) == (after[0], before[1])
-    from orderpipe.generate import finish_pending_truth
+    from orderpipe.core.truth import finish_pending_truth
 
     assert finish_pending_truth(layout.truth)  # what train (the truth's reader) does first
     assert (digest(layout.raw), digest(layout.truth)) == after

@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, text
 
+from orderpipe.core.errors import OrderpipeError
 from orderpipe.db.engine import create_tables, make_engine
 from orderpipe.db.writer import TableWriter
-from orderpipe.errors import OrderpipeError
 
 pytestmark = [pytest.mark.integration, pytest.mark.mysql]
 
@@ -45,8 +45,9 @@ def test_a_value_the_column_refuses_is_refused_whole_never_stored_cut(
 ) -> None:
     """LOAD DATA LOCAL turns a too-long value into a warning and stores it cut, even in strict
     mode; the writer refuses the load instead, like executemany (and SQLite) refuse the row."""
+    from orderpipe.db.errors import Fault
     from orderpipe.db.models import table_frames
-    from orderpipe.stream.errors import Fault, classify
+    from orderpipe.stream.errors import classify
     from tests.factories import clean_rows, raw_event
 
     rows = clean_rows(raw_event(event_id="evt-long")).with_columns(
@@ -123,7 +124,7 @@ def test_batches_are_staged_in_aria_and_in_the_default_engine_when_the_server_re
 def test_doctor_names_id_columns_that_compare_case_insensitively(mysql_url: str) -> None:
     """Tables created by an earlier orderpipe keep the server's collation, which takes ids that
     differ only by case or accent for one key: doctor says where."""
-    from orderpipe.doctor import check_database
+    from orderpipe.runs.doctor import check_database
 
     engine = create_engine(mysql_url)
     with engine.begin() as conn:

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from orderpipe.core.errors import OrderpipeError
 from orderpipe.db import postgres
 from orderpipe.db.engine import create_tables, deferred_indexes, make_engine
-from orderpipe.errors import OrderpipeError
-from orderpipe.etl import run_etl
-from orderpipe.generate import generate_events
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.writer import generate_events
 from orderpipe.ingest import run_ingest
 from tests.factories import layout_under
 
@@ -125,6 +125,7 @@ def test_processes_starting_together_create_the_tables_once(postgres_url: str) -
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    assert [thread for thread in threads if thread.is_alive()] == []  # each one finished
     assert errors == []
     assert keys(postgres_url) == EXPECTED
 
@@ -193,7 +194,7 @@ def test_a_user_who_may_only_write_loads_into_empty_tables_with_the_keys_in_plac
 def test_doctor_shows_tls_whether_checked_and_keys_a_killed_load_left_out(
     postgres_url: str, postgres_tls_url: str
 ) -> None:
-    from orderpipe.doctor import check_database
+    from orderpipe.runs.doctor import check_database
 
     verified = check_database(postgres_tls_url)
     assert verified.ok, verified.detail
@@ -297,7 +298,7 @@ def test_other_commands_leave_the_keys_of_a_running_load_alone(postgres_url: str
 def test_a_key_that_no_longer_holds_is_a_warning_not_the_end_of_every_command(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from orderpipe.doctor import check_database
+    from orderpipe.runs.doctor import check_database
 
     engine = make_engine(postgres_url)
     try:

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orderpipe.cli import app
-from orderpipe.dataset import table_version
+from orderpipe.table.read import table_version
 from tests.conftest import IN_CI
 
 pytestmark = [pytest.mark.integration]

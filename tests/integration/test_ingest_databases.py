@@ -11,13 +11,14 @@ import polars as pl
 import pytest
 from sqlalchemy import select, text
 
-from orderpipe.dataset import read_clean_dataset
+from orderpipe.core.errors import OrderpipeError
 from orderpipe.db.engine import make_engine
 from orderpipe.db.models import Base
-from orderpipe.errors import OrderpipeError
-from orderpipe.etl import run_etl
-from orderpipe.generate import Dirt, generate_events
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.dirt import Dirt
+from orderpipe.generate.writer import generate_events
 from orderpipe.ingest import ingest_dataset, run_ingest
+from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under, raw_event, write_lines
 
 pytestmark = pytest.mark.integration
@@ -653,7 +654,7 @@ def test_an_ingest_from_a_file_counts_customers_and_each_order_once(
 ) -> None:
     """From a file, in several units (an order may fall in two): the counts are the tables'."""
     from orderpipe import ingest
-    from orderpipe.dataset import export_dataset
+    from orderpipe.table.export import export_dataset
 
     monkeypatch.setattr(ingest, "READ_ROWS", 700)
     exported = export_dataset(generated_clean, tmp_path / "clean.parquet", "parquet").output

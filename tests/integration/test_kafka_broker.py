@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from orderpipe.doctor import check_kafka
-from orderpipe.settings import Settings
+from orderpipe.core.settings import Settings
+from orderpipe.runs.doctor import check_kafka
 from orderpipe.stream.broker import free_port, metadata_answers
 from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata
 

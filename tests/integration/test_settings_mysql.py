@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from orderpipe.settings import Settings, load_settings
+from orderpipe.core.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.mysql]
 

@@ -24,19 +24,21 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from orderpipe.dataset import export_dataset
+from orderpipe.core.errors import OrderpipeError
 from orderpipe.db.engine import make_engine
-from orderpipe.errors import OrderpipeError
-from orderpipe.etl import run_etl
-from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.dirt import BAD_LINE_KINDS, Dirt
+from orderpipe.generate.writer import generate_events
 from orderpipe.ml.train import run_train
 from orderpipe.stream.admin import collect_status
 from orderpipe.stream.broker import EmbeddedBroker
-from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
+from orderpipe.stream.consumer import StreamConsumer
 from orderpipe.stream.kafka import KafkaEndpoint
-from orderpipe.stream.pipeline import run_stream
+from orderpipe.stream.lifecycle import ConsumerOptions
 from orderpipe.stream.producer import ProducerOptions, produce
+from orderpipe.stream.run import run_stream
 from orderpipe.stream.sink import DatabaseSink, Sink
+from orderpipe.table.export import export_dataset
 from tests.factories import layout_under
 from tests.hostile import CORPUS, POISON_MESSAGES
 
@@ -335,7 +337,7 @@ def test_stream_run_whose_consumer_fails_at_start_stops_its_producer(
     """An unpaced run sends while the consumer starts: a consumer that cannot start (here its
     sink) ends the run with its own error, the producer still sending is cancelled, and
     nothing is left running."""
-    from orderpipe.stream import pipeline
+    from orderpipe.stream import run as pipeline
 
     sending = asyncio.Event()
     cancelled: list[bool] = []
@@ -404,7 +406,7 @@ async def send_exactly(backend: Backend, topic: str, values: list[bytes]) -> Non
     """Each value as one message, byte for byte, no key (what a foreign producer may send)."""
     from aiokafka import AIOKafkaProducer
 
-    from orderpipe.stream.producer import ensure_topic
+    from orderpipe.stream.topics import ensure_topic
 
     await ensure_topic(backend.endpoint, topic, 3)
     producer = AIOKafkaProducer(bootstrap_servers=backend.bootstrap, max_request_size=8_000_000)
@@ -467,7 +469,7 @@ def test_replaying_the_topic_from_offset_zero_changes_no_table(
 def test_two_consumers_in_one_group_split_the_partitions(
     kafka_backend: Backend, data: StreamData
 ) -> None:
-    from orderpipe.stream.producer import ensure_topic
+    from orderpipe.stream.topics import ensure_topic
 
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     asyncio.run(ensure_topic(kafka_backend.endpoint, topic, 4))

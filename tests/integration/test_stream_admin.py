@@ -20,17 +20,20 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from orderpipe.cli import app
-from orderpipe.dataset import export_dataset
 from orderpipe.db.engine import make_engine
-from orderpipe.etl import run_etl
-from orderpipe.generate import Dirt, generate_events
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.dirt import Dirt
+from orderpipe.generate.writer import generate_events
 from orderpipe.ml.train import run_train
 from orderpipe.stream.broker import EmbeddedBroker, free_port
-from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
+from orderpipe.stream.consumer import StreamConsumer
 from orderpipe.stream.kafka import KafkaEndpoint
+from orderpipe.stream.lifecycle import ConsumerOptions
 from orderpipe.stream.messages import DeadLetter, dead_letter_headers
-from orderpipe.stream.producer import ProducerOptions, ensure_topic, produce
+from orderpipe.stream.producer import ProducerOptions, produce
 from orderpipe.stream.sink import DatabaseSink
+from orderpipe.stream.topics import ensure_topic
+from orderpipe.table.export import export_dataset
 from tests.factories import layout_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,9 +21,10 @@ import pymysql
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from orderpipe.stream.consumer import ConsumerOptions, StreamConsumer
+from orderpipe.stream.consumer import StreamConsumer
 from orderpipe.stream.kafka import KafkaEndpoint
-from orderpipe.stream.producer import ensure_topic
+from orderpipe.stream.lifecycle import ConsumerOptions
+from orderpipe.stream.topics import ensure_topic
 from tests.factories import raw_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.slow]

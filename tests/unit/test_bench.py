@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orderpipe.bench import _measure, bench_plan
-from orderpipe.errors import OrderpipeError
-from orderpipe.phases import PHASES, PhaseOptions
-from orderpipe.settings import Settings
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.settings import Settings
+from orderpipe.runs.bench import _measure, bench_plan
+from orderpipe.runs.phases import PHASES, PhaseOptions
 
 
 def test_a_child_that_dies_without_reporting_is_an_error_not_a_hang() -> None:
@@ -45,7 +45,7 @@ def test_the_plan_keeps_the_users_eco_country_and_uses_its_own_folders(
 
 
 def test_phases_bring_what_they_need_and_unknown_ones_are_refused() -> None:
-    from orderpipe.bench import NEEDS, with_prerequisites
+    from orderpipe.runs.bench import NEEDS, with_prerequisites
 
     assert set(NEEDS) == {phase.name for phase in PHASES}
     assert with_prerequisites(["predict"]) == {"generate", "etl", "ingest", "train", "predict"}

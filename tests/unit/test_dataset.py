@@ -6,12 +6,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from orderpipe import schema
-from orderpipe.dataset import as_text_records, read_clean_dataset
-from orderpipe.errors import OrderpipeError
-from orderpipe.etl import clean_lines, dedupe_latest
-from orderpipe.generate import Dirt, generate_events
-from orderpipe.lines import read_raw_lines
+from orderpipe.core import schema
+from orderpipe.core.cleaning import clean_lines, dedupe_latest
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.rawinput import read_raw_lines
+from orderpipe.generate.dirt import Dirt
+from orderpipe.generate.writer import generate_events
+from orderpipe.table.read import as_text_records, read_clean_dataset
 from tests.factories import raw_event, write_lines
 
 
@@ -110,8 +111,8 @@ def test_an_unreadable_file_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_a_capped_read_is_a_stratified_sample_and_the_same_every_time(tmp_path: Path) -> None:
-    from orderpipe.dataset import read_sample
-    from orderpipe.etl import run_etl
+    from orderpipe.etl.run import run_etl
+    from orderpipe.table.read import read_sample
     from tests.factories import layout_under
 
     raw = generate_events(tmp_path / "raw.jsonl", 5_000, seed=2, dirt=Dirt(duplicates=0)).output
@@ -137,14 +138,16 @@ def test_an_export_is_of_the_one_version_it_names(
 ) -> None:
     """The version read first is the version written, even if etl commits one meanwhile (here:
     the table is at version 1 while the export asked for 0)."""
-    from orderpipe import dataset
-    from orderpipe.dataset import Run, export_dataset, merge_into_table
+    from orderpipe.table import export
+    from orderpipe.table import read as dataset
+    from orderpipe.table.export import export_dataset
+    from orderpipe.table.merge import Run, merge_into_table
 
     table = tmp_path / "table"
     merge_into_table(table, Run(clean.filter(pl.col("event_id") != "e3")))
     merge_into_table(table, Run(clean))
     assert dataset.table_version(table) == 1
-    monkeypatch.setattr(dataset, "table_version", lambda _path: 0)
+    monkeypatch.setattr(export, "table_version", lambda _path: 0)
     result = export_dataset(table, tmp_path / "out.parquet", "parquet")
     assert (result.table_version, result.rows) == (0, 2)
     assert pl.read_parquet(tmp_path / "out.parquet")["event_id"].sort().to_list() == ["e1", "e2"]

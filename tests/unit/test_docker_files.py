@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orderpipe.settings import Settings
+from orderpipe.core.settings import Settings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 

@@ -8,12 +8,14 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from orderpipe import schema
-from orderpipe.dataset import export_dataset, read_clean_dataset
-from orderpipe.errors import OrderpipeError
-from orderpipe.etl import run_etl
-from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
-from orderpipe.layout import Layout
+from orderpipe.core import schema
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.layout import Layout
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.dirt import BAD_LINE_KINDS, Dirt
+from orderpipe.generate.writer import generate_events
+from orderpipe.table.export import export_dataset
+from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under, raw_event, write_lines
 
 
@@ -431,7 +433,8 @@ def test_etl_memory_does_not_grow_with_the_input(tmp_path: Path) -> None:
     def peak(events: int) -> int:
         raw = generate_events(tmp_path / f"raw{events}.jsonl", events, seed=1).output
         code = (
-            "import resource, sys; from pathlib import Path; from orderpipe.etl import run_etl; "
+            "import resource, sys; from pathlib import Path; "
+            "from orderpipe.etl.run import run_etl; "
             "from tests.factories import layout_under; "
             "run_etl(Path(sys.argv[1]), layout_under(Path(sys.argv[2])), chunk_lines=50_000, "
             "in_memory_rows=100_000); "
@@ -480,8 +483,8 @@ def test_a_run_interrupted_after_its_commit_keeps_its_quarantine_for_the_next_ru
     pending quarantine stays, and the next run, started from another folder with another
     absolute path to the same data (relative folders, as the defaults are), moves it into place
     and writes the quality report of the committed version."""
-    import orderpipe.etl as etl_module
-    from orderpipe.etl import interrupted_run
+    import orderpipe.etl.run as etl_module
+    from orderpipe.etl.recovery import interrupted_run
 
     raw = write_lines(tmp_path / "raw.jsonl", [raw_event(event_id="a"), raw_event(event_id="b")])
     with raw.open("a") as out:

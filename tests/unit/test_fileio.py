@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orderpipe.fileio import leftovers, remove_leftovers
+from orderpipe.core.fileio import leftovers, remove_leftovers
 
 
 def test_a_leftover_named_by_this_process_pid_is_an_earlier_process_s(tmp_path: Path) -> None:

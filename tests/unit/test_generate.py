@@ -5,14 +5,39 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from orderpipe import schema
-from orderpipe.errors import OrderpipeError
-from orderpipe.generate import BAD_LINE_KINDS, Dirt, generate_events
-from orderpipe.layout import truth_for
+from orderpipe.core import schema
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.layout import truth_for
+from orderpipe.generate import world
+from orderpipe.generate.dirt import BAD_LINE_KINDS, Dirt
+from orderpipe.generate.writer import generate_events
 
 
 def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_worlds_shares_and_effects_are_keyed_by_the_contracts_vocabularies() -> None:
+    """The generator draws exactly the devices, channels and categories the contract knows, in
+    its order (the order fixes the draws, so the bytes)."""
+    for vocabulary, tables in (
+        (schema.DEVICES, (world.DEVICE_SHARE, world.RETURN_DEVICE)),
+        (schema.CHANNELS, (world.CHANNEL_SHARE, world.RETURN_CHANNEL)),
+        (
+            schema.CATEGORIES,
+            (
+                world.CATEGORY_SHARE,
+                world.CATEGORY_PRICE,
+                world.CATEGORY_ITEMS,
+                world.RETURN_CATEGORY,
+            ),
+        ),
+    ):
+        for table in tables:
+            assert tuple(table) == vocabulary
+    with pytest.raises(ValueError, match="vocabulary"):
+        world.keyed(schema.DEVICES, mobile=0.5, desktop=0.5)
+    assert all(len(country) == 2 and country.isupper() for country in world.COUNTRY_SHARE)
 
 
 def test_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
@@ -106,9 +131,9 @@ def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict) -> None:
 @pytest.fixture
 def small_units(monkeypatch: pytest.MonkeyPatch) -> int:
     """Units of 500 events, so a few thousand events span many units and chunks."""
-    import orderpipe.generate
+    import orderpipe.generate.writer
 
-    monkeypatch.setattr(orderpipe.generate, "UNIT", 500)
+    monkeypatch.setattr(orderpipe.generate.writer, "UNIT", 500)
     return 500
 
 
@@ -206,7 +231,7 @@ def test_memory_does_not_grow_with_the_number_of_events(tmp_path: Path) -> None:
     def peak(events: int) -> int:
         code = (
             "import resource, sys; from pathlib import Path; "
-            "from orderpipe.generate import generate_events; "
+            "from orderpipe.generate.writer import generate_events; "
             f"generate_events(Path(sys.argv[1]), {events}, chunk_size=65536); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
         )
@@ -246,8 +271,8 @@ def test_a_pending_truth_is_moved_only_beside_its_own_events(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from orderpipe.generate import finish_pending_truth
-    from orderpipe.layout import truth_for
+    from orderpipe.core.layout import truth_for
+    from orderpipe.core.truth import finish_pending_truth
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from orderpipe.history import append_entry, append_stream_run, read_entries, stream_runs
+from orderpipe.core.history import append_entry, append_stream_run, read_entries, stream_runs
 
 
 def test_stream_runs_come_from_run_all_and_stream_run_lines(tmp_path: Path) -> None:

@@ -16,10 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orderpipe.dataset import read_clean_dataset
-from orderpipe.etl import clean_lines, clean_record_lines, run_etl
-from orderpipe.lines import iter_raw_lines, read_raw_lines
+from orderpipe.core.cleaning import clean_lines, clean_record_lines
+from orderpipe.core.rawinput import iter_raw_lines, read_raw_lines
+from orderpipe.etl.run import run_etl
 from orderpipe.stream.messages import UNDECODABLE, sort_messages
+from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under, raw_event
 from tests.hostile import CORPUS, HOSTILE_LINES
 

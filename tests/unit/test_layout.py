@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orderpipe.layout import Layout, truth_for
-from orderpipe.settings import Settings
+from orderpipe.core.layout import Layout, truth_for
+from orderpipe.core.settings import Settings
 from tests.factories import layout_under
 
 

@@ -16,15 +16,11 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from orderpipe.cli import app
-from orderpipe.errors import OrderpipeError, UsageError
-from orderpipe.etl import clean_lines, run_etl
-from orderpipe.lines import (
-    READ_BLOCK,
-    describe_json_problem,
-    iter_raw_lines,
-    json_depth,
-    read_raw_lines,
-)
+from orderpipe.core.cleaning import clean_lines
+from orderpipe.core.errors import OrderpipeError, UsageError
+from orderpipe.core.linecheck import describe_json_problem, json_depth
+from orderpipe.core.rawinput import READ_BLOCK, iter_raw_lines, read_raw_lines
+from orderpipe.etl.run import run_etl
 from tests.factories import layout_under, raw_event
 
 EVENT = json.dumps(raw_event(event_id="e-1")).encode()

@@ -3,8 +3,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from orderpipe import schema
-from orderpipe.etl import FLAT_RAW_COLUMNS, clean_events, first_broken_rule, typed_fields
+from orderpipe.core import schema
+from orderpipe.core.cleaning import FLAT_RAW_COLUMNS, clean_events, first_broken_rule, typed_fields
 
 GOOD_ROW = {
     "event_id": "evt-1",

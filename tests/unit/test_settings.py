@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from orderpipe.errors import ConfigError
-from orderpipe.settings import Settings, load_settings
+from orderpipe.core.errors import ConfigError
+from orderpipe.core.settings import Settings, load_settings
 
 
 def test_defaults_match_the_contract(workdir: Path) -> None:

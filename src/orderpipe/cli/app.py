@@ -12,8 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from orderpipe import __version__
+from orderpipe.core.errors import OrderpipeError, Terminated, UsageError
+from orderpipe.core.logs import configure_logging
+
 if TYPE_CHECKING:
-    from orderpipe.settings import Settings
+    from orderpipe.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -43,8 +47,6 @@ class CliState:
 
 def _print_version(value: bool) -> None:
     if value:
-        from orderpipe import __version__
-
         typer.echo(f"orderpipe {__version__}")
         raise typer.Exit()
 
@@ -89,8 +91,7 @@ def fail(ctx: typer.Context, message: str, code: int = 1) -> NoReturn:
 
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
     """The settings, loaded once (again when a command overrides some); configures logging."""
-    from orderpipe.logs import configure_logging
-    from orderpipe.settings import load_settings
+    from orderpipe.core.settings import load_settings
 
     state = _state(ctx)
     if state.settings is None or overrides:
@@ -104,7 +105,6 @@ def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
 def run_service(ctx: typer.Context, call: Callable[[], T]) -> T:
     """Call a service; domain errors become one red line and exit 1 (2 for bad usage, 143
     for a command stopped by SIGTERM)."""
-    from orderpipe.errors import OrderpipeError, Terminated, UsageError
 
     try:
         return call()

@@ -19,6 +19,7 @@ from orderpipe.cli.render import (
     table_progress,
     what_was_read,
 )
+from orderpipe.core.layout import Layout
 
 DEFAULT_START_DAY = datetime(2026, 1, 1)  # generate.DEFAULT_START (not imported: --help stays fast)
 
@@ -60,8 +61,8 @@ def generate(
 
     Example: [bold]orderpipe generate --events 100000 --bad-lines 20 --seed 7[/]
     """
-    from orderpipe.generate import Dirt, generate_events
-    from orderpipe.layout import Layout
+    from orderpipe.generate.dirt import Dirt
+    from orderpipe.generate.writer import generate_events
 
     def call() -> Any:
         from datetime import UTC
@@ -81,7 +82,7 @@ def generate(
                 dirt=dirt,
                 start=start.replace(tzinfo=UTC),
                 days=days,
-                progress=lambda done, total: progress("events", done, total),
+                progress=progress,
             )
 
     result = run_service(ctx, call)
@@ -128,8 +129,7 @@ def etl(
 
     Example: [bold]orderpipe etl --input data/raw/orders_events.jsonl[/]
     """
-    from orderpipe.etl import run_etl
-    from orderpipe.layout import Layout
+    from orderpipe.etl.run import run_etl
 
     def call() -> Any:
         layout = Layout.from_settings(settings_of(ctx))
@@ -193,7 +193,6 @@ def ingest(
     Example: [bold]orderpipe ingest --database-url mysql+pymysql://user:pw@127.0.0.1:3306/shop[/]
     """
     from orderpipe.ingest import run_ingest
-    from orderpipe.layout import Layout
 
     with table_progress() as on_progress:
 
@@ -247,8 +246,7 @@ def export(
 
     Example: [bold]orderpipe export --format jsonl[/]
     """
-    from orderpipe.dataset import export_dataset
-    from orderpipe.layout import Layout
+    from orderpipe.table.export import export_dataset
 
     def call() -> Any:
         layout = Layout.from_settings(settings_of(ctx))

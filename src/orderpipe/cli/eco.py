@@ -8,6 +8,7 @@ import typer
 
 from orderpipe.cli.app import JsonOption, app, run_service, settings_of
 from orderpipe.cli.render import columns_table, emit
+from orderpipe.core.layout import Layout
 
 eco_app = typer.Typer(help="Eco-impact (CodeCarbon) of the pipeline.", no_args_is_help=True)
 app.add_typer(eco_app, name="eco")
@@ -20,7 +21,6 @@ def eco_report(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example: [bold]orderpipe eco report[/]
     """
     from orderpipe.eco.report import run_eco_report
-    from orderpipe.layout import Layout
 
     def call() -> Any:
         return run_eco_report(Layout.from_settings(settings_of(ctx)))

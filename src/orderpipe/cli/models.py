@@ -18,6 +18,7 @@ from orderpipe.cli.render import (
     table_progress,
     what_was_read,
 )
+from orderpipe.core.layout import Layout
 from orderpipe.ml import ModelKind
 
 CLASSIFIER_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall")
@@ -59,7 +60,6 @@ def train(
 
     Example: [bold]orderpipe train classification[/]
     """
-    from orderpipe.layout import Layout
     from orderpipe.ml.train import run_train
 
     def call() -> Any:
@@ -139,7 +139,6 @@ def predict(
 
     Example: [bold]orderpipe predict --json[/]
     """
-    from orderpipe.layout import Layout
     from orderpipe.ml.predict import run_predict
 
     with table_progress() as on_progress:

@@ -38,7 +38,7 @@ def run_all_command(
 
     Example: [bold]orderpipe run-all --events 4000 --fresh[/]
     """
-    from orderpipe.pipeline import run_all
+    from orderpipe.runs.run_all import run_all
 
     _, err = consoles(as_json)
 
@@ -84,7 +84,7 @@ def report_command(
 
     Example: [bold]orderpipe report && xdg-open reports/report.html[/]
     """
-    from orderpipe.report import run_report
+    from orderpipe.report.build import run_report
 
     def call() -> Any:
         settings = settings_of(ctx, database_url=database_url)
@@ -115,7 +115,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: [bold]ORDERPIPE_DATABASE_URL=mysql+pymysql://u:p@127.0.0.1/db orderpipe doctor[/]
     """
-    from orderpipe.doctor import Check, run_doctor
+    from orderpipe.runs.doctor import Check, run_doctor
 
     result = run_service(ctx, lambda: run_doctor(settings_of(ctx)))
 
@@ -165,7 +165,7 @@ def bench(
 
     Example: [bold]orderpipe bench --events 10000000 --phases predict --json[/]
     """
-    from orderpipe.bench import run_bench
+    from orderpipe.runs.bench import run_bench
 
     _, err = consoles(as_json)
 

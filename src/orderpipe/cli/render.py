@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from orderpipe.core.progress import Progress
+
 if TYPE_CHECKING:
-    from rich.progress import Progress
+    import rich.progress
 
 
 def consoles(as_json: bool) -> tuple[Console, Console]:
@@ -143,7 +145,7 @@ def n(value: float) -> str:
 
 
 @contextmanager
-def progress_bar() -> Iterator[Progress]:
+def progress_bar() -> Iterator[rich.progress.Progress]:
     """A progress display on stderr when it is a terminal; silent otherwise."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -161,7 +163,7 @@ def progress_bar() -> Iterator[Progress]:
 
 
 @contextmanager
-def table_progress() -> Iterator[Callable[[str, int, int | None], None]]:
+def table_progress() -> Iterator[Progress]:
     """A `(name, done, total)` callback that shows one bar per name."""
     with progress_bar() as progress:
         tasks: dict[str, Any] = {}

@@ -10,7 +10,9 @@ from rich.console import Console
 
 from orderpipe.cli.app import DatabaseUrlOption, JsonOption, app, run_service, settings_of
 from orderpipe.cli.render import emit_table, n
-from orderpipe.layout import StreamSource
+from orderpipe.core.history import append_stream_run
+from orderpipe.core.layout import Layout, StreamSource
+from orderpipe.stream.broker import EmbeddedBroker
 
 stream_app = typer.Typer(
     help="Kafka streaming: produce events, consume them into the database, or both at once.",
@@ -55,9 +57,8 @@ def stream_produce(
 
     Example: [bold]orderpipe stream produce --source raw --rate 2000[/]
     """
-    from orderpipe.layout import Layout
-    from orderpipe.stream.pipeline import produce_with_settings
     from orderpipe.stream.producer import ProducerOptions
+    from orderpipe.stream.run import produce_with_settings
 
     def call() -> Any:
         settings = settings_of(ctx)
@@ -121,8 +122,8 @@ def stream_consume(
 
     Example: [bold]orderpipe stream consume --idle-timeout 10[/]
     """
-    from orderpipe.stream.consumer import ConsumerOptions
-    from orderpipe.stream.pipeline import consume_with_settings
+    from orderpipe.stream.lifecycle import ConsumerOptions
+    from orderpipe.stream.run import consume_with_settings
 
     options = ConsumerOptions(
         batch_size=batch_size,
@@ -187,11 +188,9 @@ def stream_run(
 
     Example: [bold]orderpipe stream run --source raw[/]
     """
-    from orderpipe.history import append_stream_run
-    from orderpipe.layout import Layout
-    from orderpipe.stream.consumer import ConsumerOptions
-    from orderpipe.stream.pipeline import run_stream_with_settings
+    from orderpipe.stream.lifecycle import ConsumerOptions
     from orderpipe.stream.producer import ProducerOptions
+    from orderpipe.stream.run import run_stream_with_settings
 
     def call() -> Any:
         settings = settings_of(ctx, database_url=database_url)
@@ -236,7 +235,6 @@ def broker(
     Example: [bold]orderpipe broker --port 9092[/]  then
     ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 orderpipe stream consume
     """
-    from orderpipe.stream.broker import EmbeddedBroker
 
     def announce(bootstrap: str) -> None:
         Console(stderr=True).print(f"embedded broker on {bootstrap} (Ctrl-C stops it)")
@@ -263,7 +261,7 @@ def topic_create(
 
     Example: [bold]orderpipe stream topic create --partitions 12 --replication-factor 3[/]
     """
-    from orderpipe.stream.producer import create_topics_with_settings
+    from orderpipe.stream.topics import create_topics_with_settings
 
     result = run_service(
         ctx,

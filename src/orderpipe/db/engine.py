@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.errors import OrderpipeError, first_line
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -322,7 +322,7 @@ class database_errors:
         from sqlalchemy.exc import DBAPIError, OperationalError
 
         if isinstance(exc, OperationalError | DBAPIError):
-            detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+            detail = first_line(exc)
             unreachable = isinstance(exc, OperationalError) and any(
                 sign in detail for sign in CONNECTION_FAILURES
             )

@@ -14,7 +14,7 @@ from sqlalchemy import DateTime, Double, ForeignKey, Integer, SmallInteger, Stri
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orderpipe.schema import CLEAN_SCHEMA, COLUMN_LENGTHS, MAX_ID_LENGTH
+from orderpipe.core.schema import CLEAN_SCHEMA, COLUMN_LENGTHS, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     import polars as pl

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from orderpipe.core.errors import first_line
+
 if TYPE_CHECKING:
     from sqlalchemy import Connection, ForeignKeyConstraint, Index
 
@@ -155,7 +157,7 @@ def restore_deferred_keys(conn: Connection) -> None:
         with conn.begin_nested():
             add_deferred_keys(conn)
     except Exception as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+        detail = first_line(exc)
         log.warning("could not add back the indexes and keys a load left out: %s", detail)
 
 

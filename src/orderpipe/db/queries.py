@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orderpipe.core.errors import OrderpipeError, first_line
+
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import polars as pl
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import URL
 
 ID_CHUNK = 5000  # ids per IN (...) list (SQLite allows 32,766 variables since 3.32)
 STORED_TIME = "%Y-%m-%d %H:%M:%S%.f"  # a DATETIME as the database prints it
 GROUP_CONCAT_BYTES = 64 * 1024 * 1024  # >> ID_CHUNK ids with their times (~300 KB)
-
-
-def stored_event_ids(url: str | URL) -> pl.Series:
-    """Every event_id in table_events (empty when the table does not exist yet)."""
-    import polars as pl
-    from sqlalchemy import inspect, text
-
-    from orderpipe.db.engine import database_errors, make_engine
-
-    engine = make_engine(url)
-    try:
-        with database_errors(url), engine.connect() as conn:
-            if "table_events" not in inspect(conn).get_table_names():
-                return pl.Series("event_id", [], dtype=pl.String)
-            ids = conn.execute(text("SELECT event_id FROM table_events")).scalars().all()
-    finally:
-        engine.dispose()
-    return pl.Series("event_id", ids, dtype=pl.String)
 
 
 # MySQL/MariaDB: a plain SELECT in a write transaction reads the snapshot of its first read
@@ -162,3 +149,117 @@ def scoring_state(conn: Connection, clean: pl.DataFrame, model_version: str) -> 
         pl.col("_stored").str.to_datetime(STORED_TIME, time_unit="us"),
         pl.col("current").fill_null(0).cast(pl.Boolean),
     )
+
+
+def ingested_version(engine: Engine, table_id: str) -> int | None:
+    """The version of etl's table last ingested into this database (its ingest watermark); None
+    when there is none, or when the events table is empty (dropped or emptied since: load
+    everything again)."""
+    from sqlalchemy import select
+
+    from orderpipe.db.models import Event, IngestWatermark
+
+    with engine.connect() as conn:
+        if conn.execute(select(Event.event_id).limit(1)).first() is None:
+            return None
+        return conn.execute(
+            select(IngestWatermark.table_version).where(IngestWatermark.source_id == table_id)
+        ).scalar()
+
+
+def predicted_version(engine: Engine, table_id: str, model_version: str) -> int | None:
+    """The version of etl's table last scored in this database with this model; None when
+    there is none, or when table_predictions is empty (dropped or emptied since)."""
+    from sqlalchemy import select
+
+    from orderpipe.db.models import Prediction, PredictWatermark
+
+    with engine.connect() as conn:
+        if conn.execute(select(Prediction.event_id).limit(1)).first() is None:
+            return None
+        row = conn.execute(
+            select(PredictWatermark.model_version, PredictWatermark.table_version).where(
+                PredictWatermark.source_id == table_id
+            )
+        ).first()
+    return row.table_version if row is not None and row.model_version == model_version else None
+
+
+def ingest_progress(engine: Engine, run_id: str) -> tuple[int, str] | None:
+    """(table version, progress) that an ingest run cut short recorded under `run_id`; None when
+    there is none, or when the events table is empty (emptied since, or never written: the
+    progress is not true now)."""
+    from sqlalchemy import select
+
+    from orderpipe.db.models import Event, IngestWatermark
+
+    with engine.connect() as conn:
+        if conn.execute(select(Event.event_id).limit(1)).first() is None:
+            return None
+        row = conn.execute(
+            select(IngestWatermark.table_version, IngestWatermark.source_path).where(
+                IngestWatermark.source_id == run_id
+            )
+        ).first()
+    if row is None or not row.source_path:
+        return None
+    return row.table_version, row.source_path
+
+
+def scored_inputs(
+    url: str | URL,
+    model_version: str,
+    inputs: list[str],
+    newer_than: datetime | None,
+    *,
+    limit: int,
+) -> tuple[pl.DataFrame, bool]:
+    """The clean columns `inputs` (of the events, orders and customers tables) of the `limit`
+    events `model_version` scored most recently: those newer than `newer_than` (the training
+    data's latest event) when there are any (True), else any it scored (False)."""
+    import polars as pl
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orderpipe.db.engine import make_engine, sqlite_file
+    from orderpipe.db.models import Customer, Event, Order, Prediction
+
+    def column(name: str) -> Any:
+        for table in (Event, Order, Customer):
+            if name in table.__table__.columns:
+                return getattr(table, name)
+        raise OrderpipeError(f"no table holds the model input {name!r}")
+
+    columns = [column(name) for name in inputs]
+    database = sqlite_file(url)
+    if database is not None and not Path(database).is_file():
+        return pl.DataFrame(schema=inputs), False
+
+    def query(newer: bool) -> Any:
+        # the events first (most recent predictions of the model), then their columns
+        recent = select(Prediction.event_id).where(Prediction.model_version == model_version)
+        if newer and newer_than is not None:
+            recent = recent.join(Event, Event.event_id == Prediction.event_id).where(
+                Event.event_time > newer_than
+            )
+        ids = recent.order_by(Prediction.predicted_at.desc()).limit(limit).subquery()
+        return (
+            select(*columns)
+            .select_from(ids)
+            .join(Event, Event.event_id == ids.c.event_id)
+            .join(Order, Order.order_id == Event.order_id)
+            .join(Customer, Customer.customer_id == Event.customer_id)
+        )
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(query(newer=True)).all() if newer_than is not None else []
+            newer = bool(rows)
+            if not rows:
+                rows = conn.execute(query(newer=False)).all()
+    except SQLAlchemyError as exc:
+        raise OrderpipeError(first_line(exc)) from None
+    finally:
+        engine.dispose()
+    return pl.DataFrame([tuple(row) for row in rows], schema=inputs, orient="row"), newer

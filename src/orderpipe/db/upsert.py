@@ -13,9 +13,9 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from orderpipe.core.errors import OrderpipeError
 from orderpipe.db.models import RECENCY_COLUMN
 from orderpipe.db.queries import LATEST
-from orderpipe.errors import OrderpipeError
 
 if TYPE_CHECKING:
     import io

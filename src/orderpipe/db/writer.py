@@ -15,14 +15,15 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.progress import Progress
+from orderpipe.db.errors import Fault, classify_database, reason_of
 
 if TYPE_CHECKING:
     import polars as pl
     from sqlalchemy import Connection
     from sqlalchemy.engine import URL
 
-Progress = Callable[[str, int, int], None]  # (table, rows done, rows in all)
 # (connection, rows each table's upsert inserted or updated, where known) -> more frames
 Then = Callable[["Connection", Mapping[str, int | None]], Mapping[str, "pl.DataFrame"]]
 
@@ -34,7 +35,7 @@ T = TypeVar("T")
 class Retry:
     """How a batch write meets a database that goes away: a transaction that fails on a
     transient fault (connection lost, server restarting, deadlock, lock timeout: the taxonomy
-    of `stream.errors`) is rolled back and run again, after a capped, jittered backoff."""
+    of `db.errors`) is rolled back and run again, after a capped, jittered backoff."""
 
     attempts: int = 8  # tries in all: 0.5 + 1 + 2 + 4 + 8 + 8 + 8 = ~32 s of waiting
     first_delay: float = 0.5
@@ -58,14 +59,12 @@ def retrying(call: Callable[[], T], retry: Retry | None) -> T:
     """`call()`, run again after a transient database fault as `retry` says (once when None);
     DatabaseGone when the fault outlasts the tries. `call` must be safe to run again: one
     transaction, or a read."""
-    from orderpipe.stream.errors import Fault, classify, reason_of
-
     attempt, began = 1, time.monotonic()
     while True:
         try:
             return call()
         except Exception as exc:
-            if retry is None or classify(exc) is not Fault.transient:
+            if retry is None or classify_database(exc) is not Fault.transient:
                 raise
             if attempt >= retry.attempts:
                 raise DatabaseGone(

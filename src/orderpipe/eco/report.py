@@ -13,13 +13,13 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orderpipe.core.crashpoints import crash_point
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.fileio import disk_full_as_error, remove_leftovers, staged_paths
 from orderpipe.eco.tracking import PHASES_FILE
-from orderpipe.errors import OrderpipeError
-from orderpipe.faults import crash_point
-from orderpipe.fileio import disk_full_as_error, remove_leftovers, staged_paths
 
 if TYPE_CHECKING:
-    from orderpipe.layout import Layout
+    from orderpipe.core.layout import Layout
 
 log = logging.getLogger("orderpipe.eco")
 NEEDED = ("task_name", "run_id", "timestamp", "duration", "energy_consumed", "emissions")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orderpipe.settings import Settings
+    from orderpipe.core.settings import Settings
 
 log = logging.getLogger("orderpipe.eco")
 PHASES_FILE = "orderpipe_phases.csv"

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from orderpipe.errors import OrderpipeError
-from orderpipe.layout import evaluation_file, model_files
+from orderpipe.core.crashpoints import crash_point
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.fileio import disk_full_as_error, leftovers, remove_leftovers, staged_paths
+from orderpipe.core.layout import evaluation_file, model_files
 from orderpipe.ml.features import SPECS, FeatureSpec
 
 
@@ -49,9 +51,6 @@ def save_model(
     (`finish_pending_metadata`).
     """
     import joblib
-
-    from orderpipe.faults import crash_point
-    from orderpipe.fileio import disk_full_as_error, remove_leftovers, staged_paths
 
     model_path, meta_path = model_files(artifacts_dir, name)
     eval_path = evaluation_file(artifacts_dir, name)
@@ -94,8 +93,6 @@ def finish_pending_metadata(artifacts_dir: Path, name: str) -> bool:
     """Move into place the metadata and evaluation sample that a training killed after its
     model's rename left pending (leftovers that name the hash of the model in place); True
     when it moved anything."""
-    from orderpipe.fileio import leftovers
-
     model_path, meta_path = model_files(artifacts_dir, name)
     eval_path = evaluation_file(artifacts_dir, name)
     pending = leftovers(artifacts_dir, {meta_path.name, eval_path.name})

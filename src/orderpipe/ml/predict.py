@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from orderpipe.errors import OrderpipeError
-from orderpipe.faults import crash_point
+from orderpipe.core.crashpoints import crash_point
+from orderpipe.core.errors import OrderpipeError
 from orderpipe.ml.model import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.engine import URL
 
-    from orderpipe.db.writer import Progress, TableWriter
+    from orderpipe.core.progress import Progress
+    from orderpipe.db.writer import TableWriter
 
 SCORE_CHUNK = 250_000
 READ_ROWS = 500_000  # rows of the dataset read at a time (whole days of etl's table)
@@ -98,9 +99,9 @@ def run_predict(
 ) -> PredictResult:
     """Score, with the saved classifier, the events of the clean dataset that table_events holds
     and that have no prediction of this model (every one with `full`); upsert them."""
-    from orderpipe.dataset import is_table
     from orderpipe.db.engine import database_errors, masked
     from orderpipe.db.writer import BATCH_RETRY, DatabaseGone, TableWriter, retrying
+    from orderpipe.table.read import is_table
 
     began = time.perf_counter()
     model = load_model(artifacts_dir, "classification")
@@ -150,7 +151,7 @@ def run_predict(
 
 
 def _file_plan(source: Path, *, full: bool) -> _Plan:
-    from orderpipe.dataset import read_clean_dataset
+    from orderpipe.table.read import read_clean_dataset
 
     clean = read_clean_dataset(source)
     parts = (clean.slice(at, READ_ROWS) for at in range(0, clean.height, READ_ROWS))
@@ -161,21 +162,19 @@ def _table_plan(source: Path, engine: Engine, model_version: str, *, full: bool)
     """etl's table as of the version last ingested into this database (the current one when
     none was): every data file, or only those added since the version last scored with this
     model, less the rows that the files they replaced held identical (`read_changes`)."""
-    from deltalake import DeltaTable
+    from orderpipe.db.queries import ingested_version, predicted_version
+    from orderpipe.table.read import read_changes, table_files_since, table_id
 
-    from orderpipe.dataset import read_changes, table_files_since
-    from orderpipe.ingest import ingested_version
-
-    table_id = DeltaTable(str(source)).metadata().id
-    ingested = ingested_version(engine, table_id)
-    since = None if full else predicted_version(engine, table_id, model_version)
+    source_id = table_id(source)
+    ingested = ingested_version(engine, source_id)
+    since = None if full else predicted_version(engine, source_id, model_version)
     changes = table_files_since(source, since, upto=ingested)
     incremental = changes.since is not None
     return _Plan(
         read_changes(source, changes, READ_ROWS),
         changes.rows,
         rescore=incremental or full,
-        table_id=table_id,
+        table_id=source_id,
         table_version=changes.version,
         since_version=changes.since,
         # Without an ingest watermark, events may reach the database later from other files:
@@ -222,24 +221,6 @@ def _score(
     if scored:
         writer.write_chunked({"table_predictions": pl.concat(scored)}, chunk_size=chunk_size)
         tally.scored += todo.height
-
-
-def predicted_version(engine: Engine, table_id: str, model_version: str) -> int | None:
-    """The version of etl's table last scored in this database with this model; None when
-    there is none, or when table_predictions is empty (dropped or emptied since)."""
-    from sqlalchemy import select
-
-    from orderpipe.db.models import Prediction, PredictWatermark
-
-    with engine.connect() as conn:
-        if conn.execute(select(Prediction.event_id).limit(1)).first() is None:
-            return None
-        row = conn.execute(
-            select(PredictWatermark.model_version, PredictWatermark.table_version).where(
-                PredictWatermark.source_id == table_id
-            )
-        ).first()
-    return row.table_version if row is not None and row.model_version == model_version else None
 
 
 def _set_predicted(engine: Engine, table_id: str, model_version: str, version: int) -> None:

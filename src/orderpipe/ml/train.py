@@ -15,7 +15,6 @@ on validation.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,16 +25,23 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.layout import model_files
+from orderpipe.core.progress import Progress
 from orderpipe.ml import ModelKind
 from orderpipe.ml.features import CLASSIFICATION, REGRESSION, FeatureSpec, model_inputs
+from orderpipe.ml.metrics import (
+    best_f1_threshold,
+    classification_metrics,
+    dataset_hash,
+    regression_metrics,
+    split_indices,
+)
 from orderpipe.ml.model import save_model
+from orderpipe.ml.pipelines import binned_logistic_regression, regressors
 
 MIN_ROWS = 200
 MIN_PER_CLASS = 5  # events of each is_returned value, so that every split has one
-RELIABILITY_BINS = 10
-# Quantile bins per number: enough to follow a step, few enough to learn each from 60k rows.
-NUMBER_BINS = 10
 # Test rows kept beside a model, with its predictions, for the report's curves and importances.
 EVALUATION_ROWS = 20_000
 
@@ -54,224 +60,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-# ---------------------------------------------------------------- pipelines
-def _derived(spec: FeatureSpec, *, one_hot: bool) -> list[tuple[str, Any, list[str]]]:
-    """ColumnTransformer entries that derive the spec's features from clean columns, so the
-    saved Pipeline scores clean records with no step outside it. One-hot (linear models) makes
-    the weekday seven flags; trees read it as a number (NaN when the date is missing)."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    from orderpipe.ml.features import DERIVED
-    from orderpipe.ml.transformers import DayOfWeek, Positive
-
-    dtype = np.float32 if one_hot else np.float64
-    entries: list[tuple[str, Any, list[str]]] = []
-    if "has_discount" in spec.derived:  # no discount (missing or 0) -> 0, any discount -> 1
-        flag = Positive(dtype=dtype, sparse_output=one_hot)
-        entries.append(("has_discount", flag, list(DERIVED["has_discount"])))
-    if "day_of_week" in spec.derived:
-        steps: list[tuple[str, Any]] = [("weekday", DayOfWeek())]
-        if one_hot:
-            steps += [
-                ("impute", SimpleImputer(strategy="most_frequent")),
-                ("encode", OneHotEncoder(handle_unknown="ignore", dtype=dtype)),
-            ]
-        entries.append(("day_of_week", Pipeline(steps), list(DERIVED["day_of_week"])))
-    return entries
-
-
-def _categories(*, one_hot: bool) -> Any:
-    """Category columns, a missing value counted as "unknown" (what etl writes for it): one-hot
-    with the categories seen fewer than 20 times pooled (linear models), or codes with NaN for
-    a category never seen in training (trees, which handle NaN)."""
-    from orderpipe.ml.transformers import Categories
-
-    if one_hot:  # float32: half the memory of the coded rows, which the solver reads as such
-        return Categories(output="onehot", min_frequency=20, dtype=np.float32)
-    return Categories(output="codes")
-
-
-def _preprocessor(spec: FeatureSpec, *, one_hot: bool) -> Any:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    numeric: Any = "passthrough"  # trees: raw numbers
-    if one_hot:  # linear models: imputed and scaled numbers
-        numeric = Pipeline(
-            [("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler())]
-        )
-    return ColumnTransformer(
-        [
-            ("categorical", _categories(one_hot=one_hot), list(spec.categorical)),
-            ("numeric", numeric, spec.plain_numeric),
-            *_derived(spec, one_hot=one_hot),
-        ],
-        verbose_feature_names_out=False,
-    )
-
-
-def binned_logistic_regression(spec: FeatureSpec) -> Any:
-    """One-hot categories, quantile-binned numbers (each with a bin for a missing value),
-    derived features, logistic regression. Every step codes straight into one sparse float32
-    matrix, which the solver reads as it is.
-
-    Numbers with few distinct values get fewer bins (edges closer than 1e-8 merge).
-    """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    from orderpipe.ml.transformers import QuantileBins
-
-    features = ColumnTransformer(
-        [
-            ("categorical", _categories(one_hot=True), list(spec.categorical)),
-            (
-                "numeric",
-                QuantileBins(n_bins=NUMBER_BINS, subsample=200_000, dtype=np.float32),
-                spec.plain_numeric,
-            ),
-            *_derived(spec, one_hot=True),
-        ],
-        verbose_feature_names_out=False,
-    )
-    return Pipeline([("features", features), ("model", LogisticRegression(C=1.0, max_iter=2000))])
-
-
-def _regressors(spec: FeatureSpec, seed: int) -> dict[str, Any]:
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import Pipeline
-
-    categorical = list(range(len(spec.categorical)))  # the preprocessor's first columns
-    return {
-        "ridge": Pipeline(
-            [("features", _preprocessor(spec, one_hot=True)), ("model", Ridge(alpha=1.0))]
-        ),
-        "hist_gradient_boosting": Pipeline(
-            [
-                ("features", _preprocessor(spec, one_hot=False)),
-                (
-                    "model",
-                    HistGradientBoostingRegressor(
-                        categorical_features=categorical,
-                        learning_rate=0.1,
-                        max_iter=300,
-                        early_stopping=True,
-                        validation_fraction=0.1,
-                        n_iter_no_change=15,
-                        random_state=seed,
-                    ),
-                ),
-            ]
-        ),
-    }
-
-
-# ---------------------------------------------------------------- splits and metrics
-def split_indices(
-    n: int, seed: int, stratify: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded 60/20/20 train/validation/test indices, each sorted (stratified when `stratify`
-    is given: each class split alike). Sorted rows gather faster from a frame."""
-    rng = np.random.default_rng(seed)
-    groups = (
-        [np.arange(n)]
-        if stratify is None
-        else [np.flatnonzero(stratify == value) for value in np.unique(stratify)]
-    )
-    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
-    for group in groups:
-        shuffled = rng.permutation(group)
-        n_test = n_val = round(len(group) * 0.2)
-        parts[2].append(shuffled[:n_test])
-        parts[1].append(shuffled[n_test : n_test + n_val])
-        parts[0].append(shuffled[n_test + n_val :])
-    train, val, test = (np.sort(np.concatenate(part)) for part in parts)
-    return train, val, test
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
-    """ROC AUC, PR AUC, log loss, Brier, thresholded scores, confusion matrix, reliability."""
-    from sklearn.metrics import (
-        average_precision_score,
-        brier_score_loss,
-        confusion_matrix,
-        f1_score,
-        log_loss,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
-    predicted = (proba >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
-    return {
-        "roc_auc": float(roc_auc_score(y, proba)),
-        "pr_auc": float(average_precision_score(y, proba)),
-        "log_loss": float(log_loss(y, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        "brier": float(brier_score_loss(y, proba)),
-        "threshold": float(threshold),
-        "f1": float(f1_score(y, predicted, zero_division=0)),
-        "precision": float(precision_score(y, predicted, zero_division=0)),
-        "recall": float(recall_score(y, predicted, zero_division=0)),
-        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
-        "positive_rate": float(y.mean()),
-        "reliability": reliability_table(y, proba),
-    }
-
-
-def reliability_table(y: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
-    """Per probability decile bin: mean predicted probability vs observed return rate."""
-    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
-    bins = np.clip(np.digitize(proba, edges[1:-1]), 0, RELIABILITY_BINS - 1)
-    table = []
-    for b in range(RELIABILITY_BINS):
-        mask = bins == b
-        if mask.any():
-            table.append(
-                {
-                    "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
-                    "count": int(mask.sum()),
-                    "mean_predicted": float(proba[mask].mean()),
-                    "observed_rate": float(y[mask].mean()),
-                }
-            )
-    return table
-
-
-def best_f1_threshold(y: np.ndarray, proba: np.ndarray) -> float:
-    """The probability cut that maximises F1 (chosen on validation, reported on test)."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, thresholds = precision_recall_curve(y, proba)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-12), 0)
-    return float(thresholds[int(np.argmax(f1[:-1]))]) if len(thresholds) else 0.5
-
-
-def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    return {
-        "mae": float(mean_absolute_error(y, predicted)),
-        "rmse": float(np.sqrt(mean_squared_error(y, predicted))),
-        "r2": float(r2_score(y, predicted)),
-    }
-
-
-def dataset_hash(clean: pl.DataFrame) -> str:
-    """A content hash of the training rows (order-independent)."""
-    digest = hashlib.sha256()
-    digest.update(str(clean.height).encode())
-    digest.update(str(int(clean.hash_rows(seed=0).sum())).encode())
-    return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- training
 def _base_meta(
     spec: FeatureSpec,
     fitted_on: pl.DataFrame,
@@ -329,12 +117,7 @@ def train_classifier(
     spec = CLASSIFICATION
     _check_rows(clean, spec)
     y = clean[spec.target].to_numpy().astype(int)
-    fewest = int(min(np.sum(y == 0), np.sum(y == 1)))
-    if fewest < MIN_PER_CLASS:
-        raise OrderpipeError(
-            f"the training data has {fewest} event(s) with its rarer is_returned value: at "
-            f"least {MIN_PER_CLASS} are needed (one for each split): generate more events"
-        )
+    _check_classes(y)
     x = model_inputs(clean, spec)
     train, val, test = split_indices(clean.height, seed, stratify=y)
     estimator = "binned_logistic_regression"
@@ -377,30 +160,55 @@ def train_classifier(
         "fitted_on": "train+validation",
     }
     oracle_proba = _oracle_proba(clean[test], truth)
-    oracle = None if oracle_proba is None else _oracle_metrics(y[test], oracle_proba, threshold)
-    if oracle:
-        metrics["oracle"] = oracle
-        metrics["gap_to_oracle"] = {
-            "roc_auc": metrics["test"]["roc_auc"] - oracle["roc_auc"],
-            "brier": metrics["test"]["brier"] - oracle["brier"],
-        }
+    if oracle_proba is not None:
+        _add_oracle(metrics, _oracle_metrics(y[test], oracle_proba, threshold))
     splits = {"train": len(train), "validation": len(val), "test": len(test)}
     meta = _base_meta(spec, inputs, splits, seed, estimator, sampling, data=clean, pipeline=final)
     meta["metrics"] = metrics
     kept = _evaluation_rows(len(test), seed)
-    evaluation = x[test[kept]].with_columns(
-        pl.Series(spec.target, y[test[kept]], dtype=pl.Int8),
-        pl.Series("return_proba", test_proba[kept], dtype=pl.Float64),
+    oracle_kept = None if oracle_proba is None else oracle_proba[kept]
+    evaluation = _classifier_evaluation(x[test[kept]], y[test[kept]], test_proba[kept], oracle_kept)
+    version = save_model(final, meta, artifacts_dir, spec.name, evaluation)
+    on_step()
+    return _result(spec, estimator, version, artifacts_dir, clean.height, metrics, began)
+
+
+def _check_classes(y: np.ndarray) -> None:
+    fewest = int(min(np.sum(y == 0), np.sum(y == 1)))
+    if fewest < MIN_PER_CLASS:
+        raise OrderpipeError(
+            f"the training data has {fewest} event(s) with its rarer is_returned value: at "
+            f"least {MIN_PER_CLASS} are needed (one for each split): generate more events"
+        )
+
+
+def _add_oracle(metrics: dict[str, Any], oracle: dict[str, Any]) -> None:
+    """The oracle's test metrics, and the model's gap to them."""
+    metrics["oracle"] = oracle
+    metrics["gap_to_oracle"] = {
+        "roc_auc": metrics["test"]["roc_auc"] - oracle["roc_auc"],
+        "brier": metrics["test"]["brier"] - oracle["brier"],
+    }
+
+
+def _classifier_evaluation(
+    inputs: pl.DataFrame,
+    y: np.ndarray,
+    proba: np.ndarray,
+    oracle_proba: np.ndarray | None,
+) -> pl.DataFrame:
+    """The test rows kept beside the model: their inputs with their label, the model's
+    probability and the oracle's (null without one)."""
+    return inputs.with_columns(
+        pl.Series(CLASSIFICATION.target, y, dtype=pl.Int8),
+        pl.Series("return_proba", proba, dtype=pl.Float64),
         pl.Series(
             "oracle_proba",
-            np.full(len(kept), np.nan) if oracle_proba is None else oracle_proba[kept],
+            np.full(len(y), np.nan) if oracle_proba is None else oracle_proba,
             dtype=pl.Float64,
             nan_to_null=True,
         ),
     )
-    version = save_model(final, meta, artifacts_dir, spec.name, evaluation)
-    on_step()
-    return _result(spec, estimator, version, artifacts_dir, clean.height, metrics, began)
 
 
 def _evaluation_rows(n_test: int, seed: int) -> np.ndarray:
@@ -453,7 +261,7 @@ def train_regressor(
     train, val, test = split_indices(clean.height, seed)
     validation: dict[str, dict[str, float]] = {}
     fitted: dict[str, Any] = {}
-    for name, pipeline in _regressors(spec, seed).items():
+    for name, pipeline in regressors(spec, seed).items():
         pipeline.fit(x[train], y[train])
         validation[name] = regression_metrics(y[val], pipeline.predict(x[val]))
         fitted[name] = pipeline
@@ -500,8 +308,6 @@ def _result(
     metrics: dict[str, Any],
     began: float,
 ) -> TrainResult:
-    from orderpipe.layout import model_files
-
     model_path, meta_path = model_files(artifacts_dir, spec.name)
     return TrainResult(
         name=spec.name,
@@ -544,12 +350,12 @@ def run_train(
     seed: int = 42,
     truth_path: Path | None = None,
     max_rows: int | None = MAX_ROWS,
-    progress: Callable[[str, int, int | None], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[TrainResult]:
     """Train `classification`, `regression` or `all` from the clean dataset (at most `max_rows`
     of it, a stratified sample recorded in the metadata; None: every row). `progress(name,
     done, total)` hears of each step: the read, then each model's fits and its save."""
-    from orderpipe.dataset import read_sample
+    from orderpipe.table.read import read_sample
 
     steps = (
         1 + CLASSIFIER_STEPS * (kind != "regression") + REGRESSOR_STEPS * (kind != "classification")
@@ -570,7 +376,7 @@ def run_train(
     step()
     sampling = {"rows_seen": sample.rows_seen, "rows_used": sample.rows_used, "how": sample.method}
     if truth_path is not None:
-        from orderpipe.generate import finish_pending_truth
+        from orderpipe.core.truth import finish_pending_truth
 
         finish_pending_truth(truth_path)  # of a generate run killed between its renames
     # read when the test rows are known, and only theirs

@@ -10,30 +10,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.errors import OrderpipeError, first_line
+from orderpipe.stream.broker import kafka_endpoint
+from orderpipe.stream.kafka import in_one_line, start_client
+from orderpipe.stream.reader import (
+    Offsets,
+    batches_until,
+    checked_offsets,
+    committed_offsets,
+    start_reader,
+    topic_partitions,
+)
 
 if TYPE_CHECKING:
-    from orderpipe.settings import Settings
+    from orderpipe.core.settings import Settings
     from orderpipe.stream.kafka import KafkaEndpoint
 
 log = logging.getLogger("orderpipe.stream")
 
 TOP_REASONS = 10
 DLQ_SCAN = 100_000
-REPLAY_BATCH = 1_000
 NO_REASON = "(no error header)"
 REASON_CHARS = 200  # a reason longer than this is cut: it is a label to count, not a report
-PROBE_SECONDS = 10.0  # longest wait for the last record of each partition
-STALL_SECONDS = 30.0  # longest wait for a read to move forward before it is given up
 
 
-# ---------------------------------------------------------------- results
 @dataclass(frozen=True)
 class PartitionLag:
     """One partition of the topic as the group sees it."""
@@ -94,7 +99,6 @@ class ReplayResult:
     dlq_exists: bool = True
 
 
-# ---------------------------------------------------------------- pure rules
 def reason_of_letter(headers: Sequence[tuple[str, bytes | None]] | None) -> str:
     """The `error` header of a dead letter as text (cut to REASON_CHARS), or NO_REASON."""
     for key, value in headers or ():
@@ -150,119 +154,8 @@ def newest_starts(beginning: dict[Any, int], end: dict[Any, int], cap: int) -> d
     return {tp: end[tp] - shares[tp] for tp in end}
 
 
-# ---------------------------------------------------------------- Kafka
-@dataclass(frozen=True)
-class _Offsets:
-    beginning: dict[Any, int]
-    end: dict[Any, int]
-    exact: bool
-
-
-async def _partitions(admin: Any) -> dict[str, list[int]]:
-    """Every topic with its partitions, from one metadata request that names no topic: asking
-    for a missing topic by name would create it on a cluster with auto.create.topics.enable."""
-    return {
-        meta["topic"]: sorted(part["partition"] for part in meta["partitions"])
-        for meta in await admin.describe_topics()
-        if meta.get("error_code", 0) == 0
-    }
-
-
-async def _offsets(consumer: Any, partitions: list[Any]) -> _Offsets:
-    """Beginning and end offsets of the (assigned) partitions; each end checked by fetching the
-    partition's last record. The partitions are left paused: the caller seeks and resumes.
-
-    Apache Kafka's ListOffsets answers the offset after the last record. tansu's answers the last
-    batch's base offset + 1, short by the batch's size - 1; a fetch from that base returns the
-    whole batch and the true high watermark.
-    """
-    beginning = await consumer.beginning_offsets(partitions)
-    reported = await consumer.end_offsets(partitions)
-    ends = dict(reported)
-    unchecked = {tp for tp in partitions if reported[tp] > beginning[tp]}
-    consumer.pause(*[tp for tp in partitions if tp not in unchecked])  # nothing to prefetch
-    for tp in unchecked:
-        consumer.seek(tp, reported[tp] - 1)
-    deadline = time.monotonic() + PROBE_SECONDS
-    while unchecked and time.monotonic() < deadline:
-        fetched = await consumer.getmany(*unchecked, timeout_ms=500)
-        for tp in list(unchecked):
-            records = fetched.get(tp)
-            if records:
-                ends[tp] = max(ends[tp], records[-1].offset + 1, consumer.highwater(tp) or 0)
-            elif await consumer.position(tp) < reported[tp]:
-                continue
-            # else: a transaction marker ends the partition, no record to see
-            unchecked.discard(tp)
-            consumer.pause(tp)
-    consumer.pause(*partitions)
-    if unchecked:
-        log.warning(
-            "end offsets of %s not checked within %.0f s: lag approximate there",
-            sorted(str(tp) for tp in unchecked),
-            PROBE_SECONDS,
-        )
-    return _Offsets(beginning, ends, exact=not unchecked)
-
-
-async def _start_reader(endpoint: KafkaEndpoint, group_id: str | None) -> Any:
-    """A started consumer that joins no group (partitions are assigned by hand); `group_id`
-    only names where its commits go."""
-    from aiokafka import AIOKafkaConsumer
-
-    from orderpipe.stream.kafka import start_client
-
-    consumer = AIOKafkaConsumer(
-        **endpoint.client_options(),
-        group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=REPLAY_BATCH,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await start_client(consumer, endpoint)
-    # Without a group, aiokafka starts a background task at start(); stopped before that task
-    # first ran, stop() raises CancelledError. One turn of the loop lets it run.
-    await asyncio.sleep(0)
-    return consumer
-
-
-async def _batches_until(consumer: Any, ends: dict[Any, int]) -> AsyncIterator[list[Any]]:
-    """Yield lists of records up to `ends` (exclusive), partitions already positioned.
-
-    Stops when every partition has reached its end; raises when nothing moves for STALL_SECONDS.
-    """
-    pending = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
-    moved = time.monotonic()
-    while pending:
-        fetched = await consumer.getmany(*pending, timeout_ms=500)
-        records = []
-        for tp, part in fetched.items():
-            records.extend(record for record in part if record.offset < ends[tp])
-        for tp in list(pending):
-            if await consumer.position(tp) >= ends[tp]:
-                pending.discard(tp)
-        if records:
-            moved = time.monotonic()
-            yield records
-        elif pending and time.monotonic() - moved > STALL_SECONDS:
-            where = ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in pending))
-            raise OrderpipeError(f"reading {where} made no progress in {STALL_SECONDS:.0f} s")
-
-
-async def _committed(admin: Any, group: str, partitions: list[Any]) -> dict[Any, int | None]:
-    """The group's committed offsets (None where it has none). The partitions are named: tansu
-    cannot answer the request for "every partition of the group"."""
-    answer = await admin.list_consumer_group_offsets(group, partitions=partitions)
-    offsets: dict[Any, int | None] = {}
-    for tp in partitions:
-        meta = answer.get(tp)
-        offsets[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
-    return offsets
-
-
 async def _scan_reasons(
-    consumer: Any, dead: list[Any], offsets: _Offsets, cap: int
+    consumer: Any, dead: list[Any], offsets: Offsets, cap: int
 ) -> tuple[Counter[str], int]:
     """Count the `error` header of the newest `cap` dead letters."""
     counts: Counter[str] = Counter()
@@ -274,7 +167,7 @@ async def _scan_reasons(
         consumer.seek(tp, start)
     consumer.resume(*dead)
     scanned = 0
-    async with contextlib.aclosing(_batches_until(consumer, ends)) as batches:
+    async with contextlib.aclosing(batches_until(consumer, ends)) as batches:
         async for records in batches:
             counts.update(reason_of_letter(record.headers) for record in records)
             scanned += len(records)
@@ -289,24 +182,23 @@ async def collect_status(
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from orderpipe.stream.kafka import start_client
     from orderpipe.stream.messages import dlq_topic
 
     dlq = dlq_topic(topic)
     admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
     try:
-        topics = await _partitions(admin)
+        topics = await topic_partitions(admin)
         source = [TopicPartition(topic, p) for p in topics.get(topic, [])]
-        committed = await _committed(admin, group, source) if source else {}
+        committed = await committed_offsets(admin, group, source) if source else {}
     finally:
         await admin.close()
     dead = [TopicPartition(dlq, p) for p in topics.get(dlq, [])]
-    offsets, reasons, scanned = _Offsets({}, {}, exact=True), Counter[str](), 0
+    offsets, reasons, scanned = Offsets({}, {}, exact=True), Counter[str](), 0
     if source or dead:
-        consumer = await _start_reader(endpoint, None)
+        consumer = await start_reader(endpoint, None)
         consumer.assign(source + dead)
         try:
-            offsets = await _offsets(consumer, source + dead)
+            offsets = await checked_offsets(consumer, source + dead)
             reasons, scanned = await _scan_reasons(consumer, dead, offsets, dlq_scan)
         finally:
             await consumer.stop()
@@ -403,8 +295,8 @@ class _Replayer:
             await asyncio.gather(*deliveries)
         except KafkaError as exc:
             raise OrderpipeError(
-                f"a replayed dead letter was refused ({_one_line(exc)}): its batch is not marked "
-                "replayed (earlier batches are); run the replay again"
+                f"a replayed dead letter was refused ({first_line(exc, named=True)}): its batch "
+                "is not marked replayed (earlier batches are); run the replay again"
             ) from None
         self.sent += len(outgoing)
         await self.consumer.commit(commit_offsets(read))
@@ -431,14 +323,13 @@ async def replay_dead_letters(
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from orderpipe.stream.kafka import start_client
     from orderpipe.stream.messages import dlq_topic
     from orderpipe.stream.producer import ProducerOptions, producer_config, start_producer
 
     dlq, replay_group = dlq_topic(topic), f"{group}.dlq-replay"
     admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
     try:
-        topics = await _partitions(admin)
+        topics = await topic_partitions(admin)
     finally:
         await admin.close()
     replayer = _Replayer(
@@ -451,10 +342,10 @@ async def replay_dead_letters(
     )
     if dlq in topics:
         dead = [TopicPartition(dlq, p) for p in topics[dlq]]
-        consumer = replayer.consumer = await _start_reader(endpoint, replay_group)
+        consumer = replayer.consumer = await start_reader(endpoint, replay_group)
         try:
             consumer.assign(dead)  # once: aiokafka's coordinator trips on a reassignment
-            offsets = await _offsets(consumer, dead)
+            offsets = await checked_offsets(consumer, dead)
             for tp in dead:
                 done = None if from_beginning else await consumer.committed(tp)
                 consumer.seek(tp, max(done or 0, offsets.beginning[tp]))
@@ -462,7 +353,7 @@ async def replay_dead_letters(
             if not dry_run:
                 config = producer_config(endpoint, ProducerOptions())
                 replayer.producer = await start_producer(endpoint, config)
-            async with contextlib.aclosing(_batches_until(consumer, offsets.end)) as batches:
+            async with contextlib.aclosing(batches_until(consumer, offsets.end)) as batches:
                 async for records in batches:
                     await replayer.replay(records)
                     if replayer.limited:
@@ -490,11 +381,8 @@ async def replay_dead_letters(
     )
 
 
-# ---------------------------------------------------------------- with settings
 def status_with_settings(settings: Settings, *, dlq_scan: int = DLQ_SCAN) -> StreamStatus:
     """`stream status` on the configured Kafka, topic and group."""
-    from orderpipe.stream.kafka import kafka_endpoint
-
     _warn_if_embedded(settings)
     with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
@@ -515,8 +403,6 @@ def replay_with_settings(
     from_beginning: bool = False,
 ) -> ReplayResult:
     """`stream dlq replay` on the configured Kafka, topic and group."""
-    from orderpipe.stream.kafka import kafka_endpoint
-
     _warn_if_embedded(settings)
     with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
@@ -540,20 +426,3 @@ def _warn_if_embedded(settings: Settings) -> None:
             "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS=embedded starts an empty broker for this command: "
             "point it at `orderpipe broker` or your cluster to see its topics"
         )
-
-
-async def in_one_line(work: Coroutine[Any, Any, Any]) -> Any:
-    """Kafka's refusals (authorization, unknown group...) as one line."""
-    from aiokafka.errors import KafkaError
-
-    try:
-        return await work
-    except KafkaError as exc:
-        raise OrderpipeError(f"Kafka refused the request: {_one_line(exc)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    name = type(exc).__name__
-    return first if first.startswith(name) else f"{name}: {first}".rstrip(": ")

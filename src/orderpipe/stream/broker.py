@@ -1,4 +1,5 @@
-"""The embedded Kafka-compatible broker (tansu, memory storage) for `embedded` settings, and
+"""The embedded Kafka-compatible broker (tansu, memory storage) for `embedded` settings, the
+endpoint of a command (the configured cluster, or an embedded broker for its duration), and
 whether a plaintext cluster answers metadata (how the broker's start-up is checked).
 
 The broker runs on a free 127.0.0.1 port for one command's lifetime, stopped on exit, errors and
@@ -16,11 +17,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata, quiet_bootstrap_errors
+
+if TYPE_CHECKING:
+    from orderpipe.core.settings import Settings
 
 log = logging.getLogger("orderpipe.stream")
 
@@ -39,8 +45,6 @@ def metadata_answers(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 def _names_a_broker(bootstrap: str, timeout: float) -> bool:
-    from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata, quiet_bootstrap_errors
-
     try:
         # a closed port fails in milliseconds; aiokafka's error line for it is not ours to show
         with quiet_bootstrap_errors():
@@ -152,3 +156,20 @@ class EmbeddedBroker:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+@contextlib.contextmanager
+def kafka_endpoint(settings: Settings) -> Iterator[KafkaEndpoint]:
+    """The configured cluster, or an embedded broker for the duration of the block."""
+    if settings.kafka_bootstrap_servers != "embedded":
+        yield KafkaEndpoint.from_settings(settings)
+        return
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        log.warning("the embedded broker is plaintext on 127.0.0.1: Kafka security settings unused")
+    broker = EmbeddedBroker()
+    try:
+        bootstrap = broker.start()
+        log.info("embedded broker: idempotent producers switched off (tansu rejects them)")
+        yield KafkaEndpoint(bootstrap, embedded=True)
+    finally:
+        broker.stop()

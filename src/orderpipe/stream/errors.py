@@ -1,109 +1,22 @@
-"""What a failure in the consumer's write path means, in one place: the error taxonomy.
+"""What a failure in the consumer's write path means, in one place: the error taxonomy, the
+database's faults (`db.errors`) and Kafka's, and the fatal stop.
 
 - content (value out of range or too long, CHECK/NOT NULL refused): dead-letter the message.
 - transient (connection lost, server gone, lock timeout, deadlock, read-only during a
-  failover, too many connections): pause, retry with capped backoff and jitter, commit nothing.
+  failover, too many connections, a retriable Kafka error): pause, retry with capped backoff
+  and jitter, commit nothing.
 - fatal (permission denied, missing table, a bug, a model that fails, an unknown server
   error): stop, commit nothing, exit 1; a restart after the fix carries on with no loss.
 
-Database errors are classified by the server's error code (MySQL/MariaDB), SQLSTATE
-(PostgreSQL) or SQLite's result code, never by the driver's exception class: PyMySQL raises
-OperationalError for lock timeouts and for CHECK failures alike. Anything orderpipe cannot
-name is fatal: stopping loses nothing (the offsets stay uncommitted), while guessing "content"
-would dead-letter good data and guessing "transient" would stall the partitions forever.
+Anything orderpipe cannot name is fatal: stopping loses nothing (the offsets stay uncommitted),
+while guessing "content" would dead-letter good data and guessing "transient" would stall the
+partitions forever.
 """
 
 from __future__ import annotations
 
-import re
-from enum import StrEnum
-
-from orderpipe.errors import OrderpipeError
-
-
-class Fault(StrEnum):
-    """Whose fault a failure is, which decides what the consumer does."""
-
-    content = "content"
-    transient = "transient"
-    fatal = "fatal"
-
-
-# MySQL/MariaDB server and client error codes (mysqld_error.h, errmsg.h, MariaDB's additions).
-MYSQL_TRANSIENT = {
-    0: "connection closed by the server",  # PyMySQL's InterfaceError(0, '') after a restart
-    1040: "too many connections",
-    1053: "server shutdown in progress",
-    1152: "connection aborted",
-    1158: "network read error",
-    1159: "network read timeout",
-    1160: "network write error",
-    1161: "network write timeout",
-    1203: "user has too many connections",
-    1205: "lock wait timeout",
-    1213: "deadlock",
-    1226: "user resource limit reached",
-    1290: "server is read-only",  # ER_OPTION_PREVENTS_STATEMENT (--read-only during failover)
-    1317: "query interrupted",
-    1615: "statement needs re-preparing",
-    1637: "too many active transactions",
-    1792: "read-only transaction",
-    1836: "server is read-only",
-    1927: "connection killed",
-    2002: "cannot connect (socket)",
-    2003: "cannot connect",
-    2006: "server has gone away",
-    2013: "lost connection during query",
-    2055: "lost connection",
-    4031: "disconnected for inactivity",
-}
-MYSQL_CONTENT = {
-    1048: "column cannot be null",
-    1062: "duplicate key",
-    1264: "value out of range",
-    1265: "data truncated",
-    1292: "incorrect value",
-    1300: "invalid character string",
-    1366: "incorrect value",
-    1367: "illegal value",
-    1406: "value too long",
-    1411: "incorrect value for a function",
-    1441: "datetime overflow",
-    1452: "parent row missing",
-    1690: "value out of range",
-    3819: "check constraint violated",
-    4025: "check constraint violated",
-}
-# PostgreSQL SQLSTATEs (Appendix A of its manual): a whole class, or one code.
-POSTGRES_TRANSIENT = {
-    "08": "connection exception",
-    "40001": "serialization failure",
-    "40P01": "deadlock",
-    "53300": "too many connections",
-    "55P03": "lock not available",
-    "57014": "query canceled",
-    "57P01": "server shutting down",
-    "57P02": "server crashed",
-    "57P03": "server not accepting connections yet",
-    "25006": "read-only transaction",  # a standby during a failover
-}
-POSTGRES_CONTENT = {
-    "22": "data exception",  # too long, out of range, invalid value or encoding, NUL byte
-    "23": "integrity constraint violation",  # NOT NULL, foreign key, unique, CHECK
-}
-# A connection the server refuses carries no SQLSTATE (libpq keeps the server's answer to
-# itself), only its FATAL message. These refusals of a login fail on every retry (28P01, 28000,
-# 3D000, 42501 at connect); any other answer at connect time (starting up, shutting down, too
-# many clients, a pooler that cannot reach its server, an authentication timeout, a message in
-# another language) stays transient, bounded by --database-wait at start.
-POSTGRES_LOGIN_REFUSED = re.compile(
-    r"authentication failed|no pg_hba\.conf entry|pg_hba\.conf rejects|does not exist"
-    r"|not permitted to log in|permission denied for database",
-    re.IGNORECASE,
-)
-# SQLite primary result codes (the low byte of the extended code).
-SQLITE_TRANSIENT = {5: "database is locked (busy)", 6: "table is locked"}
-SQLITE_CONTENT = {18: "value too big", 19: "constraint violated", 20: "datatype mismatch"}
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.db.errors import Fault, database_fault, is_database_error, reason_of
 
 
 class StreamStopped(OrderpipeError):
@@ -111,7 +24,7 @@ class StreamStopped(OrderpipeError):
 
     @classmethod
     def because(cls, exc: BaseException, messages: int) -> StreamStopped:
-        what = "database error" if _is_database_error(exc) else type(exc).__name__
+        what = "database error" if is_database_error(exc) else type(exc).__name__
         return cls(
             f"stream consumer stopped on a {what} that retrying cannot fix: {reason_of(exc)}; "
             f"nothing of the failing batch ({messages:,} messages) was committed: fix the cause "
@@ -119,91 +32,16 @@ class StreamStopped(OrderpipeError):
         )
 
 
-def _is_database_error(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError
-
-    if isinstance(exc, OrderpipeError) and exc.__cause__ is not None:
-        return _is_database_error(exc.__cause__)
-    driver = _driver(exc)
-    return (
-        isinstance(exc, DBAPIError)
-        or mysql_code(driver) is not None
-        or getattr(driver, "sqlite_errorcode", None) is not None
-        or postgres_fault(driver) is not None
-    )
-
-
-def _driver(exc: BaseException) -> BaseException:
-    from sqlalchemy.exc import DBAPIError
-
-    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-
-
 def classify(exc: BaseException) -> Fault:
     """The fault of a failure in the write path (database, DLQ producer, or our own code)."""
-    from sqlalchemy.exc import DBAPIError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    if isinstance(exc, PoolTimeout):
-        return Fault.transient
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return Fault.transient
-    driver = _driver(exc)
-    mysql = mysql_code(driver)
-    if mysql is not None:
-        if mysql in MYSQL_TRANSIENT:
-            return Fault.transient
-        return Fault.content if mysql in MYSQL_CONTENT else Fault.fatal
-    postgres = postgres_fault(driver)
-    if postgres is not None:
-        return postgres
-    sqlite = getattr(driver, "sqlite_errorcode", None)
-    if isinstance(sqlite, int):
-        primary = sqlite & 0xFF
-        if primary in SQLITE_TRANSIENT:
-            return Fault.transient
-        return Fault.content if primary in SQLITE_CONTENT else Fault.fatal
+    fault = database_fault(exc)
+    if fault is not None:
+        return fault
     if _is_retriable_kafka_error(exc):
         return Fault.transient
     if isinstance(exc, OrderpipeError) and exc.__cause__ is not None:
         return classify(exc.__cause__)  # a driver error orderpipe put into words
     return Fault.fatal
-
-
-def mysql_code(driver_error: BaseException) -> int | None:
-    """The MySQL/MariaDB error code of a PyMySQL error (or of orderpipe's LOAD DATA check)."""
-    code = getattr(driver_error, "mysql_errno", None)
-    if isinstance(code, int):
-        return code
-    module = type(driver_error).__module__
-    if not module.startswith("pymysql"):
-        return None
-    args = getattr(driver_error, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def postgres_fault(driver_error: BaseException) -> Fault | None:
-    """The fault of a psycopg error by its SQLSTATE; None for another driver's error.
-
-    psycopg raises without a SQLSTATE when it has no server answer: OperationalError for a
-    connection that failed or broke (transient, unless the server refused the login: see
-    POSTGRES_LOGIN_REFUSED), DataError for a value it cannot send, such as a text with a NUL
-    byte (content)."""
-    if type(driver_error).__module__.split(".")[0] != "psycopg":  # psycopg 3, not psycopg2
-        return None
-    import psycopg
-
-    state = getattr(driver_error, "sqlstate", None)
-    if not state:
-        if isinstance(driver_error, psycopg.OperationalError):
-            text = str(driver_error)
-            if "FATAL:" in text and POSTGRES_LOGIN_REFUSED.search(text):
-                return Fault.fatal
-            return Fault.transient
-        return Fault.content if isinstance(driver_error, psycopg.DataError) else Fault.fatal
-    if state in POSTGRES_TRANSIENT or state[:2] in POSTGRES_TRANSIENT:
-        return Fault.transient
-    return Fault.content if state[:2] in POSTGRES_CONTENT else Fault.fatal
 
 
 def _is_retriable_kafka_error(exc: BaseException) -> bool:
@@ -214,9 +52,3 @@ def _is_retriable_kafka_error(exc: BaseException) -> bool:
     if isinstance(exc, KafkaTimeoutError):
         return True
     return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
-
-
-def reason_of(exc: BaseException) -> str:
-    """The driver's first line for a database error, the exception's otherwise."""
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,5 +1,5 @@
 """How orderpipe reaches Kafka: the endpoint (address, embedded or not, SASL/TLS) that every
-client is built from, and one-line errors when a client cannot connect.
+client is built from, and one-line errors when a client cannot connect or Kafka refuses.
 """
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.errors import OrderpipeError, first_line
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from orderpipe.settings import Settings
+    from orderpipe.core.settings import Settings
 
 log = logging.getLogger("orderpipe.stream")
 CONNECT_CHECK_SECONDS = 10.0
@@ -75,7 +75,7 @@ class KafkaEndpoint:
                 )
             except (ssl.SSLError, OSError) as exc:
                 raise OrderpipeError(
-                    f"cannot use the Kafka TLS files (ORDERPIPE_KAFKA_SSL_*): {_first_line(exc)}"
+                    f"cannot use the Kafka TLS files (ORDERPIPE_KAFKA_SSL_*): {first_line(exc)}"
                 ) from None
         if self.security_protocol.startswith("SASL_"):
             options["sasl_mechanism"] = self.sasl_mechanism
@@ -84,25 +84,6 @@ class KafkaEndpoint:
                 self.sasl_password.get_secret_value() if self.sasl_password else None
             )
         return options
-
-
-@contextlib.contextmanager
-def kafka_endpoint(settings: Settings) -> Iterator[KafkaEndpoint]:
-    """The configured cluster, or an embedded broker for the duration of the block."""
-    from orderpipe.stream.broker import EmbeddedBroker
-
-    if settings.kafka_bootstrap_servers != "embedded":
-        yield KafkaEndpoint.from_settings(settings)
-        return
-    if settings.kafka_security_protocol != "PLAINTEXT":
-        log.warning("the embedded broker is plaintext on 127.0.0.1: Kafka security settings unused")
-    broker = EmbeddedBroker()
-    try:
-        bootstrap = broker.start()
-        log.info("embedded broker: idempotent producers switched off (tansu rejects them)")
-        yield KafkaEndpoint(bootstrap, embedded=True)
-    finally:
-        broker.stop()
 
 
 async def cluster_metadata(endpoint: KafkaEndpoint, timeout: float) -> tuple[int, int]:
@@ -146,7 +127,7 @@ async def start_client(client: Any, endpoint: KafkaEndpoint) -> Any:
             failure = exc
     with contextlib.suppress(Exception):
         await stop()
-    reason = await connection_problem(endpoint) or _first_line(failure)
+    reason = await connection_problem(endpoint) or first_line(failure)
     message = f"cannot connect to Kafka at {endpoint.description}: {reason}"
     raise OrderpipeError(message) from None
 
@@ -178,14 +159,9 @@ async def connection_problem(endpoint: KafkaEndpoint) -> str | None:
     except TimeoutError:
         return f"no answer within {CONNECT_CHECK_SECONDS:.0f} s (is it a TLS port? the protocol?)"
     except Exception as exc:
-        return _first_line(exc)
+        return first_line(exc)
     conn.close()
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _DropBootstrapErrors(logging.Filter):
@@ -203,3 +179,13 @@ def quiet_bootstrap_errors() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(drop)
+
+
+async def in_one_line(work: Coroutine[Any, Any, Any]) -> Any:
+    """Kafka's refusals (authorization, unknown group...) as one line."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return await work
+    except KafkaError as exc:
+        raise OrderpipeError(f"Kafka refused the request: {first_line(exc, named=True)}") from None

@@ -1,4 +1,4 @@
-"""Kafka records -> clean rows and dead letters, with the batch ETL's own cleaning code.
+"""Kafka records -> clean rows and dead letters, with the cleaning the batch ETL shares too.
 
 Pure: depends only on the records' bytes, so the consumer can run it in a worker thread.
 """
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+
+from orderpipe.core.errors import first_line
 
 RAW_SHAPE = r'"customer"\s*:|"order"\s*:'  # the nested raw event, not the flat clean record
 UNDECODABLE = "cannot be decoded"
@@ -45,7 +47,7 @@ def sort_messages(records: list[Any]) -> SortedBatch:
         log.warning(
             "cleaning a batch of %d messages raised %s; isolating the message that raises",
             len(records),
-            _describe(exc),
+            first_line(exc, named=True)[:200],
         )
         isolated = _isolate(records)
         raised = sum(letter.error.startswith(UNDECODABLE) for letter in isolated.dead)
@@ -59,9 +61,9 @@ def _isolate(records: list[Any]) -> SortedBatch:
         return _sort(records)
     except Exception as exc:
         if len(records) <= 1:
-            reason = f"{UNDECODABLE} ({_describe(exc)})"
+            reason = f"{UNDECODABLE} ({first_line(exc, named=True)[:200]})"
             return SortedBatch(clean=_no_rows(), dead=[DeadLetter(r, reason) for r in records])
-    from orderpipe.etl import dedupe_latest
+    from orderpipe.core.cleaning import dedupe_latest
 
     half = len(records) // 2
     first, second = _isolate(records[:half]), _isolate(records[half:])
@@ -71,18 +73,14 @@ def _isolate(records: list[Any]) -> SortedBatch:
     return SortedBatch(clean=dedupe_latest(clean), dead=[*first.dead, *second.dead])
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-
-
 def _no_rows() -> pl.DataFrame:
-    from orderpipe import schema
+    from orderpipe.core import schema
 
     return pl.DataFrame(schema={"line_number": pl.Int64, **schema.CLEAN_SCHEMA})
 
 
 def _sort(records: list[Any]) -> SortedBatch:
-    from orderpipe.etl import clean_lines, clean_record_lines, dedupe_latest
+    from orderpipe.core.cleaning import clean_lines, clean_record_lines, dedupe_latest
 
     dead: list[DeadLetter] = []
     numbers: list[int] = []

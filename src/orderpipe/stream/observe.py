@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from orderpipe.errors import UsageError
+from orderpipe.core.errors import UsageError
 
 log = logging.getLogger("orderpipe.stream")
 

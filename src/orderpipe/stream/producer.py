@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from orderpipe.errors import OrderpipeError
-from orderpipe.layout import StreamSource
-from orderpipe.stream.messages import dlq_topic
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.layout import StreamSource
+from orderpipe.stream.kafka import start_client
+from orderpipe.stream.partitioner import key_hashes
+from orderpipe.stream.topics import ensure_topic
 
 if TYPE_CHECKING:
-    from orderpipe.settings import Settings
     from orderpipe.stream.kafka import KafkaEndpoint
 
 log = logging.getLogger("orderpipe.stream")
@@ -72,59 +72,6 @@ class Outgoing:
     hashes: np.ndarray  # `key_hashes(keys)`, made in the messages' thread
 
 
-MURMUR_SEED, MURMUR_M = 0x9747B28C, 0x5BD1E995
-FEW_KEYS = 16  # keys of one length: fewer than this are hashed one by one
-
-
-def key_hashes(keys: list[bytes | None]) -> np.ndarray:
-    """`murmur2(key) & 0x7FFFFFFF` for every key, as Kafka's default partitioner computes it
-    (the Java client's, and aiokafka's), or -1 for no key: the same key lands on the same
-    partition whichever client sends it.
-
-    Vectorised over the keys of each length: aiokafka's pure-Python murmur2 took ~12 µs per key,
-    a third of `stream run`'s main thread, which also runs the consumer.
-    """
-    from aiokafka.partitioner import murmur2
-
-    hashes = np.full(len(keys), -1, dtype=np.int64)
-    lengths = np.fromiter((-1 if k is None else len(k) for k in keys), np.int64, len(keys))
-    for length in np.unique(lengths[lengths >= 0]).tolist():
-        where = np.flatnonzero(lengths == length)
-        if len(where) < FEW_KEYS:
-            for index in where.tolist():
-                hashes[index] = murmur2(keys[index]) & 0x7FFFFFFF
-            continue
-        data = np.frombuffer(b"".join(keys[i] for i in where.tolist()), np.uint8)  # type: ignore[misc]
-        hashes[where] = _murmur2_rows(data.reshape(len(where), length)) & 0x7FFFFFFF
-    return hashes
-
-
-def _murmur2_rows(data: np.ndarray) -> np.ndarray:
-    """Kafka's murmur2 of each row of `data` (uint8, one key per row, all of one length).
-    uint32 arithmetic wraps modulo 2**32, as the Java int arithmetic it copies."""
-    rows, length = data.shape
-    m = np.uint32(MURMUR_M)
-    h = np.full(rows, (MURMUR_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
-    whole = length // 4 * 4
-    if whole:
-        words = np.ascontiguousarray(data[:, :whole]).view("<u4")  # little-endian 4-byte words
-        for column in range(words.shape[1]):
-            k = words[:, column] * m
-            k ^= k >> np.uint32(24)
-            k *= m
-            h *= m
-            h ^= k
-    tail = length % 4
-    if tail:
-        for shift in range(tail - 1, -1, -1):
-            h ^= data[:, whole + shift].astype(np.uint32) << np.uint32(8 * shift)
-        h *= m
-    h ^= h >> np.uint32(13)
-    h *= m
-    h ^= h >> np.uint32(15)
-    return h.astype(np.int64)
-
-
 def prepare_messages(
     lines: pl.DataFrame,
     kind: str,
@@ -137,7 +84,7 @@ def prepare_messages(
     `validated`: clean lines of etl's table, with their `order_id` (`iter_table_lines`); they
     passed the cleaning rules when etl wrote them, so they are not parsed again here.
     """
-    from orderpipe.etl import clean_record_lines
+    from orderpipe.core.cleaning import clean_record_lines
 
     skipped: dict[str, int] = {}
     size = pl.col("line").str.len_bytes()
@@ -180,117 +127,6 @@ def prepare_messages(
     return Outgoing(keys=keys, values=values, skipped_by_reason=skipped, hashes=key_hashes(keys))
 
 
-async def ensure_topic(
-    endpoint: KafkaEndpoint, topic: str, partitions: int, replication_factor: int = 1
-) -> list[str]:
-    """Create `topic` (and its dead-letter topic) when missing; returns the ones created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from orderpipe.stream.kafka import start_client
-
-    admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
-            for name in (topic, dlq_topic(topic))
-            if name not in existing
-        ]
-        if not wanted:
-            return []
-        with contextlib.suppress(TopicAlreadyExistsError):
-            response = await admin.create_topics(wanted)
-            return _created(response, [new.name for new in wanted])
-        return []
-    finally:
-        await admin.close()
-
-
-def _created(response: Any, names: list[str]) -> list[str]:
-    """The topics a CreateTopics answer says were made; a refusal (not "already exists", which
-    a concurrent creator can cause) is one line: the broker answers per topic, it raises not."""
-    from aiokafka.errors import for_code
-
-    errors = getattr(response, "topic_errors", None)
-    if errors is None:
-        return names
-    created = []
-    for entry in errors:
-        name, code = entry[0], entry[1]
-        message = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
-        if code == 0:
-            created.append(name)
-        elif code != TOPIC_ALREADY_EXISTS:
-            raise OrderpipeError(f"Kafka refused to create the topic {name!r}: {message}")
-    return created
-
-
-TOPIC_ALREADY_EXISTS = 36  # Kafka's error code
-
-
-@dataclass(frozen=True)
-class TopicsResult:
-    """`stream topic create`: the topic and its DLQ, which of them this call created."""
-
-    topic: str
-    dlq_topic: str
-    partitions: dict[str, int]  # per topic, as the cluster reports it now
-    created: list[str]
-
-
-DESCRIBE_SECONDS = 10.0  # longest wait for created topics to show in the cluster's metadata
-
-
-def create_topics_with_settings(
-    settings: Settings, partitions: int, replication_factor: int = 1
-) -> TopicsResult:
-    """Create the configured topic and its DLQ (those missing), without producing, so consumers
-    can start before producers."""
-    from orderpipe.stream.admin import in_one_line
-    from orderpipe.stream.kafka import kafka_endpoint
-
-    async def create(endpoint: KafkaEndpoint) -> TopicsResult:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        from orderpipe.stream.kafka import start_client
-
-        topic = settings.kafka_topic
-        names = [topic, dlq_topic(topic)]
-        created = await ensure_topic(endpoint, topic, partitions, replication_factor)
-        admin = await start_client(AIOKafkaAdminClient(**endpoint.client_options()), endpoint)
-        try:
-            counts: dict[str, int] = {}
-            deadline = time.monotonic() + DESCRIBE_SECONDS
-            while True:  # a new topic's metadata reaches every broker in a moment
-                described = await admin.describe_topics(names)
-                counts = {
-                    str(entry.get("topic", entry.get("name"))): len(entry["partitions"])
-                    for entry in described
-                    if not entry.get("error_code") and entry["partitions"]
-                }
-                if all(name in counts for name in names) or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
-        missing = [name for name in names if name not in counts]
-        if missing:
-            raise OrderpipeError(
-                f"{', '.join(missing)} not described by the cluster {DESCRIBE_SECONDS:.0f} s "
-                "after its creation"
-            )
-        return TopicsResult(topic, dlq_topic(topic), counts, created)
-
-    if settings.kafka_bootstrap_servers == "embedded":
-        log.warning(
-            "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS=embedded: the topics live only as long as this "
-            "command's broker; point it at `orderpipe broker` or your cluster"
-        )
-    with kafka_endpoint(settings) as endpoint:
-        return asyncio.run(in_one_line(create(endpoint)))
-
-
 def producer_config(endpoint: KafkaEndpoint, options: ProducerOptions) -> dict[str, object]:
     """aiokafka producer settings; the embedded broker rejects idempotent producers."""
     return {
@@ -309,8 +145,6 @@ async def start_producer(endpoint: KafkaEndpoint, config: dict[str, object]) -> 
     refuses it (tansu, also when reached through an address rather than `embedded`)."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
-
-    from orderpipe.stream.kafka import start_client
 
     producer = AIOKafkaProducer(**config)
     try:
@@ -431,8 +265,8 @@ async def produce(
     The file is read chunk by chunk too (memory does not grow with it). Each chunk is read and
     prepared in a worker thread, so a consumer in the same process keeps working meanwhile.
     """
-    from orderpipe.dataset import is_table, iter_table_lines
-    from orderpipe.lines import iter_raw_lines
+    from orderpipe.core.rawinput import iter_raw_lines
+    from orderpipe.table.read import is_table, iter_table_lines
 
     options = options or ProducerOptions()
     if kind not in list(StreamSource):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.engine import URL
 
-    from orderpipe.settings import Settings
+    from orderpipe.core.settings import Settings
 
 
 class Sink(Protocol):

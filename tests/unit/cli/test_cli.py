@@ -70,10 +70,15 @@ def test_json_output_is_exactly_one_object(workdir: Path) -> None:
     assert "generate" in result.stderr  # the human table went to stderr
 
 
-def test_bad_usage_exits_2(workdir: Path) -> None:
-    assert invoke("generate", "--events", "zero").exit_code == 2
-    assert invoke("generate", "--events", "0").exit_code == 2
-    assert invoke("no-such-command").exit_code == 2
+def test_bad_usage_exits_2_with_a_message_naming_the_mistake(workdir: Path) -> None:
+    for args, says in [
+        (("generate", "--events", "zero"), "Input should be a valid integer"),
+        (("generate", "--events", "0"), "greater than or equal to 1"),
+        (("no-such-command",), "No such command 'no-such-command'"),
+    ]:
+        result = invoke(*args)
+        assert (result.exit_code, says in result.stderr) == (2, True), (args, result.stderr)
+    assert not (workdir / "data").exists()  # nothing was generated
 
 
 def test_runtime_failure_is_one_red_line_and_exit_1(workdir: Path) -> None:
@@ -168,7 +173,9 @@ def test_doctor_lists_what_dead_runs_left_and_the_next_runs_remove_it(workdir: P
         ("export", "--format", "csv"),
     ):
         assert invoke(*command).exit_code == 0
-    assert invoke("eco", "report").exit_code in (0, 1)  # no measurements is fine here
+    # standalone commands do not measure (run-all does): the report says so, the rest cleaned up
+    eco = invoke("eco", "report")
+    assert (eco.exit_code, "no CodeCarbon measurements" in eco.stderr) == (1, True), eco.stderr
     assert [path for path in left if path.exists()] == []
     assert alive.exists()
     assert _doctor_check("leftovers")["note"] is False
@@ -224,14 +231,16 @@ def test_predict_without_a_model_says_what_to_run(workdir: Path) -> None:
 
 
 def test_train_refuses_an_unknown_model_name(workdir: Path) -> None:
-    assert invoke("train", "forest").exit_code == 2
+    result = invoke("train", "forest")
+    assert result.exit_code == 2
+    assert "'forest' is not one of 'classification', 'regression', 'all'" in result.stderr
 
 
 def test_json_log_format_gives_one_object_per_line() -> None:
     import io
     import logging
 
-    from orderpipe.logs import JsonFormatter
+    from orderpipe.core.logs import JsonFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -266,6 +275,5 @@ def test_every_json_result_says_how_long_the_whole_command_took(workdir: Path) -
     payload = json.loads(run.stdout)
     # the whole command (interpreter start and imports included) vs the work alone
     assert payload["seconds"] > payload["work_seconds"] > 0
-    assert payload["seconds"] - payload["work_seconds"] > 0.05
     in_process = json.loads(invoke("generate", "--events", "20", "--json").stdout)
     assert in_process["seconds"] >= in_process["work_seconds"]

@@ -299,9 +299,9 @@ def test_a_fault_that_is_not_transient_is_never_retried(
 def test_a_driver_that_is_not_installed_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
+    from orderpipe.core.errors import OrderpipeError
     from orderpipe.db.engine import make_engine
-    from orderpipe.doctor import check_database
-    from orderpipe.errors import OrderpipeError
+    from orderpipe.runs.doctor import check_database
 
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as when the extra is not installed
     with pytest.raises(OrderpipeError) as caught:
@@ -315,8 +315,8 @@ def test_a_driver_that_is_not_installed_is_one_line(monkeypatch: pytest.MonkeyPa
 
 def test_a_sqlite_path_under_a_file_is_one_line_naming_the_folder(tmp_path: Path) -> None:
     # it was "unexpected FileExistsError: [Errno 17] File exists: ..."
+    from orderpipe.core.errors import OrderpipeError
     from orderpipe.db.engine import make_engine
-    from orderpipe.errors import OrderpipeError
 
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")

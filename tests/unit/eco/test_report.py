@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.layout import Layout
 from orderpipe.eco.report import build_report, run_eco_report
 from orderpipe.eco.tracking import PHASE_COLUMNS, PHASES_FILE
-from orderpipe.errors import OrderpipeError
-from orderpipe.layout import Layout
 
 HEADER = [
     "task_name",

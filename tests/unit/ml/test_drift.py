@@ -7,7 +7,7 @@ import polars as pl
 
 from orderpipe.ml.drift import PSI_FLAG, drift_table, model_features, training_profile
 from orderpipe.ml.features import CLASSIFICATION, model_inputs
-from orderpipe.ml.train import binned_logistic_regression
+from orderpipe.ml.pipelines import binned_logistic_regression
 
 
 def _clean(n: int, seed: int, *, price: float = 50.0, mobile: float = 0.5) -> pl.DataFrame:

@@ -9,16 +9,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from orderpipe.dataset import EXPORT_FORMATS, export_dataset, read_clean_dataset
-from orderpipe.errors import OrderpipeError
-from orderpipe.etl import clean_lines, clean_record_lines, run_etl
-from orderpipe.generate import Dirt, generate_events
+from orderpipe.core.cleaning import clean_lines, clean_record_lines
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.core.layout import model_files, truth_for
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.dirt import Dirt
+from orderpipe.generate.writer import generate_events
 from orderpipe.ingest import run_ingest
-from orderpipe.layout import model_files, truth_for
 from orderpipe.ml.features import CLASSIFICATION, REGRESSION, model_inputs
 from orderpipe.ml.model import load_model
 from orderpipe.ml.predict import run_predict
 from orderpipe.ml.train import run_train
+from orderpipe.table.export import EXPORT_FORMATS, export_dataset
+from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under, raw_event
 
 
@@ -285,7 +288,7 @@ def test_extreme_groups_on_little_data_never_give_a_certain_probability(tmp_path
     # "grocery" never, and a validation split of 180 rows.
     import random
 
-    from orderpipe.dataset import read_clean_dataset
+    from orderpipe.table.read import read_clean_dataset
     from tests.factories import write_lines
 
     rng = random.Random(3)

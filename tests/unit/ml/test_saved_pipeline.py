@@ -13,15 +13,17 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, text
 
-from orderpipe.dataset import export_dataset, read_clean_dataset
-from orderpipe.etl import run_etl
-from orderpipe.generate import Dirt, generate_events
+from orderpipe.core.layout import model_files, truth_for
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.dirt import Dirt
+from orderpipe.generate.writer import generate_events
 from orderpipe.ingest import run_ingest
-from orderpipe.layout import model_files, truth_for
 from orderpipe.ml.model import load_model
 from orderpipe.ml.predict import run_predict
 from orderpipe.ml.train import run_train
 from orderpipe.ml.transformers import DayOfWeek, day_of_week
+from orderpipe.table.export import export_dataset
+from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under, raw_event, write_lines
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orderpipe.errors import OrderpipeError
+from orderpipe.core.errors import OrderpipeError
 from orderpipe.stream.admin import (
     NO_REASON,
     REASON_CHARS,

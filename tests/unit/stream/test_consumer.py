@@ -11,14 +11,10 @@ import pymysql
 import pytest
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from orderpipe.stream.consumer import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
-    ConsumerOptions,
-    StreamConsumer,
-    backoff_delay,
-)
+from orderpipe.stream.consumer import StreamConsumer
 from orderpipe.stream.kafka import KafkaEndpoint
+from orderpipe.stream.lifecycle import ConsumerOptions
+from orderpipe.stream.runtime import BACKOFF_BASE, BACKOFF_CAP, backoff_delay
 
 
 class FlakyFactory:
@@ -126,8 +122,8 @@ def start_with(
 ) -> tuple[StreamConsumer, list[FakeClient]]:
     """A consumer whose Kafka clients are fakes: the consumer's start is `consumer_start`
     ("ok", "fails", "hangs"), the dead-letter producer's always succeeds."""
-    from orderpipe.errors import OrderpipeError
-    from orderpipe.stream import kafka, producer
+    from orderpipe.core.errors import OrderpipeError
+    from orderpipe.stream import lifecycle, producer
 
     clients: list[FakeClient] = []
 
@@ -142,7 +138,7 @@ def start_with(
         clients.append(FakeClient())
         return clients[-1]
 
-    monkeypatch.setattr(kafka, "start_client", start_client)
+    monkeypatch.setattr(lifecycle, "start_client", start_client)
     monkeypatch.setattr(producer, "start_producer", start_producer)
     consumer = StreamConsumer(KafkaEndpoint("127.0.0.1:1"), "topic", "group", factory)
 
@@ -165,7 +161,7 @@ def test_a_sink_that_fails_to_open_stops_the_started_clients(
 
 
 def test_clients_that_fail_to_start_close_the_opened_sink(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orderpipe.errors import OrderpipeError
+    from orderpipe.core.errors import OrderpipeError
 
     sink = FakeSink()
     consumer, clients = start_with(monkeypatch, "fails", lambda: sink)
@@ -195,7 +191,7 @@ def test_max_events_fetches_again_when_revoked_records_were_left_to_their_new_ow
     # the loop ended with fewer than N taken (exit 0), as no next fetch had been started.
     from collections import namedtuple
 
-    from orderpipe.stream.consumer import Prepared
+    from orderpipe.stream.batches import Prepared
 
     Record = namedtuple("Record", "topic partition offset")
     consumer = StreamConsumer(

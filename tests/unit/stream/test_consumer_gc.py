@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import gc
 
-from orderpipe.stream import consumer
-from orderpipe.stream.consumer import SERVICE_GC_THRESHOLDS
+from orderpipe.stream import runtime
+from orderpipe.stream.runtime import SERVICE_GC_THRESHOLDS
 
 
 def test_overlapping_consumers_put_the_process_thresholds_back_once_the_last_is_done() -> None:
     """Each consumer used to restore what it saw at its start: with two in one process (as the
     tests run), the second saw the first's service thresholds and left them for good."""
     own = gc.get_threshold()
-    first, second = consumer._collector_for_serving(), consumer._collector_for_serving()
+    first, second = runtime.collector_for_serving(), runtime.collector_for_serving()
     first.__enter__()
     second.__enter__()
     assert gc.get_threshold() == SERVICE_GC_THRESHOLDS
@@ -25,6 +25,6 @@ def test_overlapping_consumers_put_the_process_thresholds_back_once_the_last_is_
 
 def test_the_collector_is_paused_while_loading_and_back_after() -> None:
     assert gc.isenabled()
-    with consumer._collector_paused():
+    with runtime.collector_paused():
         assert not gc.isenabled()
     assert gc.isenabled()

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.db.errors import Fault, reason_of
 from orderpipe.db.upsert import LoadDataRefused
-from orderpipe.errors import OrderpipeError
-from orderpipe.stream.errors import Fault, StreamStopped, classify, reason_of
+from orderpipe.stream.errors import StreamStopped, classify
 
 
 def wrapped(driver: Exception, cls: type[DBAPIError] = OperationalError) -> DBAPIError:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from orderpipe.errors import ConfigError, OrderpipeError
-from orderpipe.settings import Settings, load_settings
+from orderpipe.core.errors import ConfigError, OrderpipeError
+from orderpipe.core.settings import Settings, load_settings
 from orderpipe.stream import kafka
 from orderpipe.stream.kafka import KafkaEndpoint, start_client
 

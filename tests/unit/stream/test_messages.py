@@ -9,14 +9,14 @@ import polars as pl
 import pytest
 from aiokafka import TopicPartition
 
-from orderpipe.dataset import as_text_records
-from orderpipe.schema import CLEAN_COLUMNS
+from orderpipe.core.schema import CLEAN_COLUMNS
 from orderpipe.stream.messages import (
     DeadLetter,
     commit_offsets,
     dead_letter_headers,
     sort_messages,
 )
+from orderpipe.table.read import as_text_records
 from tests.factories import clean_rows, raw_event
 
 
@@ -164,7 +164,7 @@ def test_a_message_whose_cleaning_raises_is_isolated_and_dead_lettered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The last line of defence: whatever the line check missed costs one message, not a batch."""
-    import orderpipe.etl as etl
+    import orderpipe.core.cleaning as etl
 
     real = etl.clean_lines
 
@@ -196,7 +196,7 @@ def test_when_every_message_raises_alone_the_code_is_at_fault_and_the_error_is_r
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A bug that hits every message must stop the consumer, not dead-letter the stream."""
-    import orderpipe.etl as etl
+    import orderpipe.core.cleaning as etl
 
     def broken(_lines: pl.DataFrame) -> object:
         raise RuntimeError("a bug in the cleaning code")

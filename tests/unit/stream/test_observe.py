@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from orderpipe.errors import UsageError
+from orderpipe.core.errors import UsageError
 from orderpipe.stream.observe import (
     LATENCY_BUCKETS,
     MAX_REASON_LABELS,

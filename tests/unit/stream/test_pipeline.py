@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orderpipe.errors import Terminated
-from orderpipe.stream import pipeline, producer
+from orderpipe.core.errors import Terminated
+from orderpipe.stream import run as pipeline
 from orderpipe.stream.kafka import KafkaEndpoint
 from orderpipe.stream.producer import ProduceResult
 
@@ -56,7 +56,7 @@ def test_a_cancelled_stream_run_stops_its_consumer_instead_of_cancelling_it(
 
     monkeypatch.setattr(pipeline, "StreamConsumer", make_consumer)
     monkeypatch.setattr(pipeline, "produce", sent_at_once)
-    monkeypatch.setattr(producer, "ensure_topic", no_topic)
+    monkeypatch.setattr(pipeline, "ensure_topic", no_topic)
 
     async def cancel_once_produced() -> None:
         task = asyncio.ensure_future(

@@ -13,11 +13,11 @@ import polars as pl
 import pytest
 from aiokafka.partitioner import murmur2
 
-from orderpipe.dataset import as_text_records
-from orderpipe.lines import lines_from_bytes
-from orderpipe.stream import producer
+from orderpipe.core.rawinput import lines_from_bytes
+from orderpipe.stream import partitioner, producer
 from orderpipe.stream.kafka import KafkaEndpoint
 from orderpipe.stream.producer import ProduceResult, ProducerOptions, prepare_messages
+from orderpipe.table.read import as_text_records
 from tests.factories import clean_rows, raw_event
 
 
@@ -58,7 +58,7 @@ def test_key_hashes_are_kafkas_murmur2_for_every_length() -> None:
     # 40 keys of each length 0-13 (the vectorised path), a few odd ones (one by one), no key
     keys: list[bytes | None] = [rng.randbytes(n) for n in range(14) for _ in range(40)]
     keys += [b"ORD-00042", "commande-été".encode(), rng.randbytes(301), None]
-    hashes = producer.key_hashes(keys)
+    hashes = partitioner.key_hashes(keys)
     expected = [-1 if key is None else murmur2(key) & 0x7FFFFFFF for key in keys]
     assert hashes.tolist() == expected
 

@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, text
 
-from orderpipe.dataset import read_clean_dataset
-from orderpipe.etl import run_etl
-from orderpipe.generate import generate_events
+from orderpipe.core.settings import Settings
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.writer import generate_events
 from orderpipe.ml.train import run_train
-from orderpipe.settings import Settings
 from orderpipe.stream.sink import DatabaseSink
+from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under
 
 TABLES = ("table_customers", "table_orders", "table_events", "table_predictions")

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orderpipe.errors import OrderpipeError, Terminated
-from orderpipe.layout import Layout
-from orderpipe.settings import Settings
+from orderpipe.core.errors import OrderpipeError, Terminated
+from orderpipe.core.history import append_entry
+from orderpipe.core.layout import Layout
+from orderpipe.core.settings import Settings
 
-log = logging.getLogger("orderpipe.pipeline")
+log = logging.getLogger("orderpipe.runs.run_all")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def run_all(
     """Every phase in order on the configured database and Kafka (embedded by default)."""
     from orderpipe.eco.report import run_eco_report
     from orderpipe.eco.tracking import EcoTracker
-    from orderpipe.phases import PHASES, PhaseOptions, run_phase
+    from orderpipe.runs.phases import PHASES, PhaseOptions, run_phase
 
     began = time.perf_counter()
     if fresh:
@@ -120,7 +121,7 @@ def run_all(
         report=report,
     )
     _append_history(Layout.from_settings(settings).runs_history, result)
-    from orderpipe.report import run_report  # last: it reads this run's line of the history
+    from orderpipe.report.build import run_report
 
     log.info("writing %s", Layout.from_settings(settings).html_report)
     try:
@@ -131,7 +132,6 @@ def run_all(
 
 
 def _append_history(path: Path, result: RunAllResult) -> None:
-    from orderpipe.history import append_entry
 
     entry = {
         "command": "run-all",

@@ -10,20 +10,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from orderpipe.core.layout import Layout
+
 # The services are imported here, not inside the phases, so no phase's figures (time, energy)
 # include the import of its libraries. Only run-all and bench import this module.
-from orderpipe.etl import run_etl
-from orderpipe.generate import Dirt, generate_events
+from orderpipe.etl.run import run_etl
+from orderpipe.generate.dirt import Dirt
+from orderpipe.generate.writer import generate_events
 from orderpipe.ingest import run_ingest
-from orderpipe.layout import Layout
 from orderpipe.ml.predict import run_predict
 from orderpipe.ml.train import run_train
-from orderpipe.stream.pipeline import run_stream_with_settings
 from orderpipe.stream.producer import ProducerOptions
+from orderpipe.stream.run import run_stream_with_settings
 
 if TYPE_CHECKING:
+    from orderpipe.core.settings import Settings
     from orderpipe.eco.tracking import EcoTracker, PhaseRecord
-    from orderpipe.settings import Settings
 
 
 @dataclass(frozen=True)

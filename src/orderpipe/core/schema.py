@@ -66,10 +66,11 @@ CLEAN_COLUMNS = tuple(CLEAN_SCHEMA)
 EVENT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
 # ---------------------------------------------------------------- vocabularies
+# The generator's shares and effects are keyed by these (generate.world, in this order); a
+# country is any two letters.
 DEVICES = ("mobile", "desktop", "tablet")
 CHANNELS = ("seo", "sea", "email", "social", "direct", "affiliate")
 CATEGORIES = ("fashion", "electronics", "home", "beauty", "sports", "books", "toys", "grocery")
-COUNTRIES = ("FR", "BE", "CH", "DE", "ES", "IT", "NL", "LU", "PT", "GB")
 UNKNOWN_TEXT = "unknown"
 MAX_ID_LENGTH = 64  # event_id, order_id, customer_id: VARCHAR(64) in the tables
 # The text columns' lengths: the table models (db.models) use these, and the rules below reject

@@ -19,7 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orderpipe.errors import ConfigError
+from orderpipe.core.errors import ConfigError
+from orderpipe.core.layout import default_database
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -169,8 +170,6 @@ class Settings(BaseSettings):
                 )
                 self.database_url = SecretStr(url.render_as_string(hide_password=False))
             else:
-                from orderpipe.layout import default_database
-
                 self.database_url = SecretStr(f"sqlite:///{default_database(self.data_dir)}")
         _check_database_url(self.database_url.get_secret_value())
         return self

@@ -8,10 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from orderpipe.settings import Settings
+from typing import Protocol
 
 RAW_NAME = "orders_events.jsonl"
 PROCESSED_STEM = "orders_events_cleaned"
@@ -45,6 +42,16 @@ def evaluation_file(artifacts_dir: Path, name: str) -> Path:
     return artifacts_dir / f"{name}_model_eval.parquet"
 
 
+class Folders(Protocol):
+    """What a layout is derived from: the settings' four folders (`Settings` has them; the
+    settings sit above the layout, which they ask for the default database's path)."""
+
+    data_dir: Path
+    artifacts_dir: Path
+    reports_dir: Path
+    eco_output_dir: Path
+
+
 @dataclass(frozen=True)
 class Layout:
     """The folders from the settings and every file name inside them."""
@@ -55,7 +62,7 @@ class Layout:
     eco_output_dir: Path
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Layout:
+    def from_settings(cls, settings: Folders) -> Layout:
         return cls(
             data_dir=settings.data_dir,
             artifacts_dir=settings.artifacts_dir,

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from orderpipe.settings import Settings
+from orderpipe.core.errors import OrderpipeError, first_line
+from orderpipe.core.fileio import leftovers, size_of
+from orderpipe.core.layout import Layout
+from orderpipe.core.settings import Settings
 from orderpipe.stream.broker import find_tansu
 from orderpipe.stream.kafka import KafkaEndpoint, cluster_metadata, connection_problem
 
@@ -21,7 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.engine import URL
 
-    from orderpipe.layout import Layout
+    from orderpipe.core.layout import Layout
 
 PACKAGES = (
     "orderpipe",
@@ -62,7 +65,6 @@ class DoctorResult:
 
 def run_doctor(settings: Settings, *, timeout: float = 5.0) -> DoctorResult:
     """Check the database and Kafka the settings point at, and the state runs left behind."""
-    from orderpipe.layout import Layout
 
     layout = Layout.from_settings(settings)
     checks = [
@@ -95,7 +97,6 @@ def check_database(url: URL | str) -> Check:
     from orderpipe.db.models import Base
     from orderpipe.db.mysql import case_insensitive_ids
     from orderpipe.db.upsert import local_infile_available
-    from orderpipe.errors import OrderpipeError
 
     shown = masked(url)
     facts: dict[str, object] = {"url": shown, "tls": None, "tls_verified": False}
@@ -147,7 +148,7 @@ def check_database(url: URL | str) -> Check:
         )
         return Check("database", True, detail, facts)
     except Exception as exc:
-        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        reason = first_line(exc)
         return Check("database", False, f"{shown}: {reason}", facts)
     finally:
         engine.dispose()
@@ -156,9 +157,8 @@ def check_database(url: URL | str) -> Check:
 def check_leftovers(layout: Layout) -> Check:
     """The temporary files that runs no longer alive (killed, crashed) left where runs write;
     the next run that writes in that folder removes them."""
-    from orderpipe.dataset import orphan_files
-    from orderpipe.etl import unfinished_run
-    from orderpipe.fileio import leftovers, size_of
+    from orderpipe.etl.recovery import unfinished_run
+    from orderpipe.table.maintenance import orphan_files
 
     run = unfinished_run(layout)
     unfinished, kept = run if run is not None else (None, None)  # kept: the next etl moves it
@@ -192,11 +192,10 @@ def check_agreement(layout: Layout, url: URL | str) -> Check:
     predictions of it by the current model (predict watermark). Reads only."""
     from sqlalchemy import inspect
 
-    from orderpipe.dataset import is_table, table_files_since
     from orderpipe.db.engine import make_engine
     from orderpipe.db.models import Event, IngestWatermark, Prediction, PredictWatermark
-    from orderpipe.ingest import ingested_version
-    from orderpipe.ml.predict import predicted_version
+    from orderpipe.db.queries import ingested_version, predicted_version
+    from orderpipe.table.read import is_table, table_files_since
 
     name = "dataset vs database"
     if not is_table(layout.table):
@@ -218,7 +217,7 @@ def check_agreement(layout: Layout, url: URL | str) -> Check:
         if model and {Prediction.__tablename__, PredictWatermark.__tablename__} <= present:
             predicted = predicted_version(engine, files.table_id, model)
     except Exception as exc:  # down (the database check says why) or not allowed to read
-        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        reason = first_line(exc)
         return Check(name, True, f"not compared: {reason}", facts, note=True)
     finally:
         engine.dispose()

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orderpipe.errors import OrderpipeError
-from orderpipe.stream.consumer import ConsumeResult, ConsumerOptions, StreamConsumer
+from orderpipe.core.errors import OrderpipeError, Terminated
+from orderpipe.stream.broker import kafka_endpoint
+from orderpipe.stream.consumer import ConsumeResult, StreamConsumer
+from orderpipe.stream.lifecycle import ConsumerOptions
 from orderpipe.stream.producer import ProduceResult, ProducerOptions, produce
+from orderpipe.stream.topics import ensure_topic
 
 if TYPE_CHECKING:
-    from orderpipe.settings import Settings
+    from orderpipe.core.settings import Settings
     from orderpipe.stream.kafka import KafkaEndpoint
     from orderpipe.stream.sink import Sink
 
@@ -57,18 +60,8 @@ async def run_stream(
     timeout: float = 600.0,
 ) -> StreamRunResult:
     """Produce `source` and consume it concurrently; done when every message is accounted for."""
-    from aiokafka import TopicPartition
-
-    from orderpipe.stream.producer import ensure_topic
-
     producer_options = producer_options or ProducerOptions()
-    options = consumer_options or ConsumerOptions()
-    options = ConsumerOptions(
-        batch_size=options.batch_size,
-        batch_wait_ms=options.batch_wait_ms,
-        assign=True,  # one consumer owns every partition: no group wait
-        database_wait=0.0,  # a bounded command: an unreachable database is an error at once
-    )
+    options = _bounded(consumer_options or ConsumerOptions())
     began = time.perf_counter()
     await ensure_topic(endpoint, topic, producer_options.partitions)
     consumer = StreamConsumer(endpoint, topic, group_id, sink_factory, options=options)
@@ -78,11 +71,7 @@ async def run_stream(
         if producer_options.rate:
             # Paced: send once the consumer is ready (model loaded, partitions assigned), so the
             # latencies measure the pipeline at that rate, not the consumer's start-up.
-            ready = asyncio.create_task(consumer.ready.wait())
-            await asyncio.wait({ready, consuming}, return_when=asyncio.FIRST_COMPLETED)
-            if consuming.done():
-                ready.cancel()
-                await consuming  # it failed at start: raise its error
+            await _until_ready(consumer, consuming)
         # Unpaced: send at once; the topic holds the messages while the consumer starts (its
         # model load and the producer's reading overlap, and the consumer reads from where its
         # group's offsets are, the beginning of a new topic).
@@ -98,9 +87,7 @@ async def run_stream(
         # Done when everything up to our own last message is stored or dead-lettered: messages
         # left on the topic before count, and never in place of ours. (The brokers' answers to
         # the producer say where ours end; tansu's ListOffsets does not.)
-        consumer.stop_at = {
-            TopicPartition(topic, partition): end for partition, end in produced.end_offsets.items()
-        }
+        consumer.stop_at = _ends(topic, produced)
         # shielded: a cancel (SIGTERM, Ctrl-C) stops the consumer in `finally`, which ends its
         # batch and commits it, instead of cancelling it in the middle of one
         consumed = await asyncio.wait_for(asyncio.shield(consuming), timeout)
@@ -117,8 +104,43 @@ async def run_stream(
         if not consuming.done():
             consumer.stop()
             await asyncio.gather(consuming, return_exceptions=True)
+    return _run_result(topic, produced, consumed, began, streaming_began)
+
+
+def _bounded(options: ConsumerOptions) -> ConsumerOptions:
+    """The consumer options of `stream run`: its batching, one consumer, no database wait."""
+    return ConsumerOptions(
+        batch_size=options.batch_size,
+        batch_wait_ms=options.batch_wait_ms,
+        assign=True,  # one consumer owns every partition: no group wait
+        database_wait=0.0,  # a bounded command: an unreachable database is an error at once
+    )
+
+
+async def _until_ready(consumer: StreamConsumer, consuming: asyncio.Task[ConsumeResult]) -> None:
+    """Wait for the consumer to be ready; raise its error when it fails at start instead."""
+    ready = asyncio.create_task(consumer.ready.wait())
+    await asyncio.wait({ready, consuming}, return_when=asyncio.FIRST_COMPLETED)
+    if consuming.done():
+        ready.cancel()
+        await consuming  # it failed at start: raise its error
+
+
+def _ends(topic: str, produced: ProduceResult) -> dict[Any, int]:
+    """Per partition of `topic`, the offset just after the producer's last message."""
+    from aiokafka import TopicPartition
+
+    return {
+        TopicPartition(topic, partition): end for partition, end in produced.end_offsets.items()
+    }
+
+
+def _run_result(
+    topic: str, produced: ProduceResult, consumed: ConsumeResult, began: float, streaming: float
+) -> StreamRunResult:
+    """Both sides' figures; `began`, `streaming`: perf_counter() at the start, at the first send."""
     ended = time.perf_counter()
-    seconds, streaming = ended - began, ended - streaming_began
+    seconds, streaming = ended - began, ended - streaming
     return StreamRunResult(
         topic=topic,
         produced=produced.sent,
@@ -144,7 +166,6 @@ def run_stream_with_settings(
     consumer_options: ConsumerOptions | None = None,
 ) -> StreamRunResult:
     """`run_stream` on the configured Kafka (or an embedded broker) and database."""
-    from orderpipe.stream.kafka import kafka_endpoint
     from orderpipe.stream.sink import DatabaseSink
 
     with kafka_endpoint(settings) as endpoint:
@@ -174,7 +195,6 @@ def consume_with_settings(
 ) -> ConsumeResult:
     """`stream consume`: join the configured group until a stop rule, SIGINT or SIGTERM;
     with `metrics_port`, Prometheus metrics are served at http://addr:port/metrics meanwhile."""
-    from orderpipe.stream.kafka import kafka_endpoint
     from orderpipe.stream.observe import serve_metrics
     from orderpipe.stream.sink import DatabaseSink
 
@@ -193,8 +213,6 @@ def produce_with_settings(
     settings: Settings, source: Path, *, kind: str, options: ProducerOptions
 ) -> ProduceResult:
     """`stream produce`: send `source` to the configured topic."""
-    from orderpipe.stream.kafka import kafka_endpoint
-
     with kafka_endpoint(settings) as endpoint:
         return asyncio.run(
             _cancelled_by_sigterm(
@@ -224,8 +242,6 @@ async def _cancelled_by_sigterm(work: Coroutine[Any, Any, T], command: str) -> T
     the consumer finishes its batch and commits it, then the embedded broker stops), and the
     command ends with `Terminated` (exit 143) instead of being killed where it stood."""
     import signal
-
-    from orderpipe.errors import Terminated
 
     task = asyncio.current_task()
     terminated = False

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orderpipe.errors import OrderpipeError
-from orderpipe.phases import PhaseOptions
+from orderpipe.core.errors import OrderpipeError
+from orderpipe.runs.phases import PhaseOptions
 
 if TYPE_CHECKING:
-    from orderpipe.settings import Settings
+    from orderpipe.core.settings import Settings
 
 LATENCY_RATE = 2000.0  # events/s of the paced stream run that measures latency
 
@@ -62,7 +62,7 @@ def measure_phase(
 ) -> dict[str, Any]:
     """Run one phase as run-all does (eco task included when enabled); in the child process."""
     from orderpipe.eco.tracking import EcoTracker
-    from orderpipe.phases import PHASES_BY_NAME, run_phase
+    from orderpipe.runs.phases import PHASES_BY_NAME, run_phase
 
     if drop_tables:
         from orderpipe.db.engine import drop_tables as drop

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from orderpipe.errors import DiskFull
+from orderpipe.core.errors import DiskFull
 
 # How a full disk shows through the libraries that write for orderpipe: Python's OSError, and
 # the Rust writers' (polars, delta-rs) errors that carry the OS message in their text.
