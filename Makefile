@@ -46,7 +46,7 @@ test: install
 	  echo "make test: some services are down; their suites will be skipped (see the skip reasons below)" >&2; \
 	fi
 	$(MAKE) --no-print-directory lint
-	eval "$$($(SERVICES) env)"; $(BIN)/pytest -q
+	eval "$$($(SERVICES) env)"; $(BIN)/pytest -q --durations=25
 
 # The hostile-input properties for minutes, with fresh randomness (CI runs a fixed few hundred).
 fuzz: install
