@@ -18,6 +18,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from orderpipe.core.settings import Settings
+from tests.helpers import IN_CI, unavailable
 
 # Property tests: CI runs a fixed, derandomized set of examples; `make fuzz` the same properties
 # for minutes with fresh randomness (HYPOTHESIS_PROFILE=fuzz).
@@ -31,25 +32,11 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def ci_requires_services(value: str | None) -> bool:
-    """Whether this CI value makes every service required: CI=1 and CI=yes count, CI=false not.
-
-    The same rule as `docker/services.sh ci-requires`, which the Makefile's test target uses.
-    """
-    return value is not None and value.lower() not in ("", "false", "0")
-
-
-IN_CI = ci_requires_services(os.environ.get("CI"))
-
-
 def _require(variable: str, service: str) -> str:
     value = os.environ.get(variable)
     if value:
         return value
-    message = f"{service} is not available: {variable} is unset (run `docker/services.sh up`)"
-    if IN_CI:
-        pytest.fail(f"CI={os.environ['CI']} requires every service: {message}")
-    pytest.skip(message)
+    unavailable(f"{service} is not available: {variable} is unset (run `docker/services.sh up`)")
 
 
 @pytest.fixture(scope="session")

@@ -289,6 +289,18 @@ def ingest_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield request.getfixturevalue(f"{request.param}_url")
 
 
+def stored_events(url: str) -> int:
+    """Events in the tables of `url` (0 before they exist)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if "table_events" not in inspect(conn).get_table_names():
+                return 0
+            return int(conn.execute(text("SELECT COUNT(*) FROM table_events")).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
 def whole_units(url: str) -> tuple[int, dict[str, str]]:
     """(events stored, watermark rows); asserts no order without events, no event without
     its order. A kill that landed before the tables were created left nothing: (0, {})."""
@@ -553,10 +565,16 @@ def test_stream_run_rides_out_an_apache_kafka_restart(work: Work, kafka_bootstra
             [str(SERVICES), action, "kafka"], check=True, timeout=180, capture_output=True
         )
 
-    time.sleep(6)
+    # The restart lands on observed state: once events are stored, while the run goes on
+    # (2,000 events/s: ~20 s of work) and work remains; both are checked when Kafka is down.
+    deadline = time.monotonic() + 120  # a bound on a hang, not on speed
+    while stored_events(url) < 2000 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     try:
         kafka("down")
-        time.sleep(5)
+        down = stored_events(url), process.poll()
+        assert down[1] is None and 2000 <= down[0] < clean, (down, clean)
+        time.sleep(5)  # the outage itself
     finally:
         kafka("up")
     _, err = process.communicate(timeout=400)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from orderpipe.cli import app
 from orderpipe.table.read import table_version
-from tests.conftest import IN_CI
+from tests.helpers import IN_CI
 
 pytestmark = [pytest.mark.integration]
 FULL = re.compile(

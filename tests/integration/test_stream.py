@@ -510,10 +510,11 @@ def test_two_consumers_in_one_group_split_the_partitions(
 
 # ---------------------------------------------------------------- crashes and outages
 def _consume_process(
-    backend: Backend, topic: str, group: str, artifacts: Path, *extra: str
+    backend: Backend, topic: str, group: str, artifacts: Path, *extra: str, crash: str = ""
 ) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "ORDERPIPE_CRASH_AT"},
+        **({"ORDERPIPE_CRASH_AT": crash} if crash else {}),
         "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS": backend.bootstrap,
         "ORDERPIPE_KAFKA_TOPIC": topic,
         "ORDERPIPE_KAFKA_GROUP_ID": group,
@@ -537,6 +538,9 @@ def _consume_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+KILL_AT = "stream.batch-stored:2"  # batches of at most 250: at most 500 of EVENTS stored
 
 
 def _wait_for_rows(url: str, at_least: int, timeout: float) -> int:
@@ -566,12 +570,11 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(
             options=ProducerOptions(partitions=3),
         )
     )
-    victim = _consume_process(kafka_backend, topic, group, data.artifacts)
-    try:
-        _wait_for_rows(kafka_backend.database_url, 500, timeout=60)
-    finally:
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
+    # Killed (-9, by its own crash point) once its second batch is stored and dead-lettered but
+    # before its offsets are committed: that batch is redelivered, and work remains.
+    victim = _consume_process(kafka_backend, topic, group, data.artifacts, crash=KILL_AT)
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == -signal.SIGKILL, err.decode()[-2000:]
     partial = counts(kafka_backend.database_url)["table_events"]
     assert 0 < partial < EVENTS
     survivor = _consume_process(
@@ -597,30 +600,51 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(
 
 
 def test_database_outage_pauses_and_resumes_without_loss(
-    server_backend: Backend, data: StreamData
+    server_backend: Backend, data: StreamData, tmp_path: Path
 ) -> None:
+    """The second half of the events is produced while the database server is down, so the
+    consumer meets the outage whatever its speed: it pauses, retries, and loses nothing."""
+    import json
+    import threading
+
+    from tests.integration.test_chaos import database_outage
+
     kafka_backend = server_backend
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
-    asyncio.run(
-        produce(
-            kafka_backend.endpoint, topic, data.clean_jsonl, options=ProducerOptions(partitions=3)
-        )
-    )
+    lines = data.clean_jsonl.read_bytes().splitlines(keepends=True)
+    halves = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    halves[0].write_bytes(b"".join(lines[: len(lines) // 2]))
+    halves[1].write_bytes(b"".join(lines[len(lines) // 2 :]))
+
+    def produce_half(path: Path) -> None:
+        options = ProducerOptions(partitions=3)
+        asyncio.run(produce(kafka_backend.endpoint, topic, path, options=options))
+
+    produce_half(halves[0])
     process = _consume_process(
         kafka_backend, topic, group, data.artifacts, "--idle-timeout", "15", "--json"
     )
+    outage_log: list[tuple[str, float]] = []
+    outage = threading.Thread(
+        target=database_outage, args=(kafka_backend.database_url, 3.0, outage_log)
+    )
     try:
         _wait_for_rows(kafka_backend.database_url, 250, timeout=60)
-        from tests.integration.test_chaos import database_outage
-
-        database_outage(kafka_backend.database_url, 3.0, [])
+        outage.start()
+        deadline = time.monotonic() + 120  # a bound on a hang, not on speed
+        while len(outage_log) < 2 and outage.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [step for step, _ in outage_log][:2] == ["stopping", "down"], outage_log
+        produce_half(halves[1])  # met by a consumer whose database is down
+        outage.join(timeout=120)
+        assert [step for step, _ in outage_log] == ["stopping", "down", "up"], outage_log
         out, err = process.communicate(timeout=180)
     finally:
+        if outage.is_alive():
+            outage.join(timeout=120)
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, err.decode()
-    import json
-
     report = json.loads(out)
     assert report["database_retries"] > 0
     stored = counts(kafka_backend.database_url)
@@ -739,12 +763,9 @@ def test_kill_9_on_the_embedded_broker_and_sqlite(data: StreamData, tmp_path: Pa
         backend = Backend(f"127.0.0.1:{port}", f"sqlite:///{tmp_path}/crash.db", embedded=True)
         topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
         asyncio.run(produce(backend.endpoint, topic, data.raw, kind="raw"))
-        victim = _consume_process(backend, topic, group, data.artifacts)
-        try:
-            _wait_for_rows(backend.database_url, 500, timeout=90)
-        finally:
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(timeout=10)
+        victim = _consume_process(backend, topic, group, data.artifacts, crash=KILL_AT)
+        _, err = victim.communicate(timeout=120)
+        assert victim.returncode == -signal.SIGKILL, err.decode()[-2000:]
         assert 0 < counts(backend.database_url)["table_events"] < EVENTS
         survivor = _consume_process(
             backend, topic, group, data.artifacts, "--idle-timeout", "10", "--json"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ci_requires_services
+from tests.helpers import ci_requires_services
 
 SERVICES_SH = Path(__file__).resolve().parents[2] / "docker" / "services.sh"
 

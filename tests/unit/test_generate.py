@@ -220,33 +220,6 @@ def test_a_negative_seed_is_refused(tmp_path: Path) -> None:
         generate_events(tmp_path / "raw.jsonl", 10, seed=-1)
 
 
-@pytest.mark.slow
-def test_memory_does_not_grow_with_the_number_of_events(tmp_path: Path) -> None:
-    """Peak RSS of a whole `generate_events` process: 1,500,000 events vs 300,000 (one chunk of
-    65,536 events at a time; the old generator held every event and grew ~1.1 GB per million).
-    Measured: ~260 MB for both, and 275 MB at 4M."""
-    import subprocess
-    import sys
-
-    def peak(events: int) -> int:
-        code = (
-            "import resource, sys; from pathlib import Path; "
-            "from orderpipe.generate.writer import generate_events; "
-            f"generate_events(Path(sys.argv[1]), {events}, chunk_size=65536); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path / f"{events}.jsonl")],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return int(out.stdout.split()[-1])
-
-    small, large = peak(300_000), peak(1_500_000)
-    assert large <= 1.15 * small, (small, large)
-
-
 def test_generate_removes_its_own_leftovers_of_killed_runs_only(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from orderpipe.core.crashpoints import crash_point
 from orderpipe.db.errors import Fault, reason_of
 from orderpipe.stream.batches import Prepared, clean_and_score, fill_batch, write_isolating
 from orderpipe.stream.errors import StreamStopped, classify
@@ -319,6 +320,7 @@ class StreamConsumer(ConsumerLifecycle):
         dead = [*sorted_batch.dead, *refused]
         if dead:
             await self._dead_letter(dead, dlq)
+        crash_point("stream.batch-stored")  # stored and dead-lettered, offsets not committed
         offsets = commit_offsets(records)
         await commit(consumer, offsets)
         advance(self.positions, offsets)

