@@ -48,10 +48,14 @@ test: install
 	$(MAKE) --no-print-directory lint
 	eval "$$($(SERVICES) env)"; $(BIN)/pytest -q --durations=25
 
-# The hostile-input properties for minutes, with fresh randomness (CI runs a fixed few hundred).
+# The hostile-input properties for minutes (the stream's poison property on its three backends
+# too), fresh randomness; what fails is saved in tests/hypothesis-examples: commit it, CI replays it.
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider \
-	  tests/unit/test_hostile_input.py --hypothesis-show-statistics
+	$(SERVICES) up
+	eval "$$($(SERVICES) env)"; HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/unit/test_hostile_input.py \
+	  tests/integration/test_stream.py::test_poison_messages_never_stop_the_consumer \
+	  --hypothesis-show-statistics
 
 # Kills and outages for longer: every phase killed at its crash points and at CHAOS_ROUNDS timed
 # moments (CI: 2), the stream's consumers killed and MariaDB stopped, the disk filled.

@@ -16,18 +16,33 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 from orderpipe.core.settings import Settings
 from tests.helpers import IN_CI, unavailable
 
-# Property tests: CI runs a fixed, derandomized set of examples; `make fuzz` the same properties
-# for minutes with fresh randomness (HYPOTHESIS_PROFILE=fuzz).
-_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+# Property tests: CI runs 300 examples of each property, first replaying every failure that
+# `make fuzz` (the same properties for minutes, HYPOTHESIS_PROFILE=fuzz) ever found: fuzz saves
+# them in tests/hypothesis-examples, which is committed and which CI only reads. A failure prints
+# its reproduction blob. Health checks stay on but for the two that hostile inputs trip by design
+# (large, slow examples); a test that shares a fixture across examples says why, where it does.
+EXAMPLES = Path(__file__).resolve().parent / "hypothesis-examples"
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
 hypothesis_settings.register_profile(
-    "ci", max_examples=300, derandomize=True, deadline=None, suppress_health_check=_QUIET
+    "ci",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=_QUIET,
+    database=ReadOnlyDatabase(DirectoryBasedExampleDatabase(EXAMPLES)),
+    print_blob=True,
 )
 hypothesis_settings.register_profile(
-    "fuzz", max_examples=5_000, deadline=None, suppress_health_check=_QUIET
+    "fuzz",
+    max_examples=5_000,
+    deadline=None,
+    suppress_health_check=_QUIET,
+    database=DirectoryBasedExampleDatabase(EXAMPLES),
+    print_blob=True,
 )
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -197,7 +197,7 @@ async def dead_letters(bootstrap: str, topic: str, expected: int) -> list[object
     consumer = AIOKafkaConsumer(
         f"{topic}.dlq",
         bootstrap_servers=bootstrap,
-        group_id=f"dlq-{uuid.uuid4().hex[:6]}",
+        group_id=None,  # every partition, from the start, without a group join to wait for
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -424,7 +424,11 @@ def poison_run(backend: Backend, data: StreamData, poison: list[bytes]) -> None:
     messages = [*valid[:75], *poison, *valid[75:]]
     topic = new_topic()
     asyncio.run(send_exactly(backend, topic, messages))
-    result = consume(backend, topic, f"g-{uuid.uuid4().hex[:6]}", data.artifacts, idle=2.0)
+    # Ends once every message is consumed (a lost one: after the idle wait, and the count fails).
+    result = consume(
+        backend, topic, f"g-{uuid.uuid4().hex[:6]}", data.artifacts, idle=10.0,
+        max_events=len(messages), assign=True,  # no group join to wait for
+    )  # fmt: skip
     assert result.consumed == len(messages)  # type: ignore[attr-defined]
     assert result.stored == 150 and result.dead_lettered == len(poison)  # type: ignore[attr-defined]
     stored = counts(backend.database_url)
@@ -441,8 +445,15 @@ def test_the_regression_corpus_never_stops_the_consumer(backend: Backend, data: 
     poison_run(backend, data, [line for line in CORPUS.values() if len(line) < 900_000])
 
 
+# The broker and the database are shared by the examples on purpose (a broker and a database
+# per example would cost seconds each): every example has a topic and a group of its own, its
+# 150 valid events are the same ones, which the newer-wins upserts store once, and it checks
+# its own consumer's counts and its own topic's dead letters. CI: 20 examples a backend.
 @given(poison=st.lists(POISON_MESSAGES, min_size=1, max_size=6))
-@hypothesis_settings(max_examples=max(2, hypothesis_settings.default.max_examples // 150))
+@hypothesis_settings(
+    max_examples=max(20, hypothesis_settings.default.max_examples // 15),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 def test_poison_messages_never_stop_the_consumer(
     backend: Backend, data: StreamData, poison: list[bytes]
 ) -> None:
