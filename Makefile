@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := docker/services.sh
 EVENTS ?= 4000
 
-.PHONY: install browser run test lint fuzz chaos services-up services-down bench bench-train clean
+.PHONY: install browser run test test-fast lint fuzz chaos services-up services-down bench bench-train clean
 
 install: $(BIN)/orderpipe
 
@@ -47,6 +47,10 @@ test: install
 	fi
 	$(MAKE) --no-print-directory lint
 	eval "$$($(SERVICES) env)"; $(BIN)/pytest -q --durations=25
+
+# What needs no service (tests/unit), each property on 25 examples: a minute or so, for a loop.
+test-fast: install
+	HYPOTHESIS_PROFILE=quick $(BIN)/pytest -q -p no:cacheprovider tests/unit -m "not slow"
 
 # The hostile-input properties for minutes (the stream's poison property on its three backends
 # too), fresh randomness; what fails is saved in tests/hypothesis-examples: commit it, CI replays it.

@@ -6,7 +6,6 @@ value but empty, false or 0), where a missing service is a failure.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 from orderpipe.core.settings import Settings
-from tests.helpers import IN_CI, unavailable
+from tests.helpers import IN_CI, SecuredKafka, unavailable
 
 # Property tests: CI runs 300 examples of each property, first replaying every failure that
 # `make fuzz` (the same properties for minutes, HYPOTHESIS_PROFILE=fuzz) ever found: fuzz saves
@@ -35,6 +34,13 @@ hypothesis_settings.register_profile(
     suppress_health_check=_QUIET,
     database=ReadOnlyDatabase(DirectoryBasedExampleDatabase(EXAMPLES)),
     print_blob=True,
+)
+hypothesis_settings.register_profile(  # `make test-fast`: each property's smoke test
+    "quick",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=_QUIET,
+    database=ReadOnlyDatabase(DirectoryBasedExampleDatabase(EXAMPLES)),
 )
 hypothesis_settings.register_profile(
     "fuzz",
@@ -170,27 +176,6 @@ def _drop_postgres_database(server: Any, name: str) -> None:
 def kafka_bootstrap() -> str:
     """The Apache Kafka broker started by docker/services.sh (ORDERPIPE_TEST_KAFKA_BOOTSTRAP)."""
     return _require("ORDERPIPE_TEST_KAFKA_BOOTSTRAP", "Apache Kafka")
-
-
-@dataclasses.dataclass(frozen=True)
-class SecuredKafka:
-    """The SASL_SSL + SCRAM-SHA-512 listener of docker/services.sh."""
-
-    bootstrap: str
-    username: str
-    password: str
-    cafile: str
-
-    def env(self) -> dict[str, str]:
-        """The ORDERPIPE_* variables that point orderpipe at it."""
-        return {
-            "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "ORDERPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "ORDERPIPE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "ORDERPIPE_KAFKA_SASL_USERNAME": self.username,
-            "ORDERPIPE_KAFKA_SASL_PASSWORD": self.password,
-            "ORDERPIPE_KAFKA_SSL_CAFILE": self.cafile,
-        }
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import polars as pl
 
 from orderpipe.core.layout import Layout
+from orderpipe.db.models import table_frames
+from orderpipe.eco.tracking import PHASE_COLUMNS, PHASES_FILE
 
 BASE_EVENT: dict[str, Any] = {
     "event_id": "evt-0001",
@@ -75,3 +78,67 @@ def clean_rows(*events: dict[str, Any]) -> pl.DataFrame:
     batch = clean_lines(lines)
     assert batch.rejected.height == 0, batch.rejected["reason"].to_list()
     return batch.clean.sort("line_number").drop("line_number")
+
+
+def frames_of(count: int, start: int = 0) -> dict[str, pl.DataFrame]:
+    """Table frames of `count` events, each with its own order and customer."""
+    return table_frames(
+        clean_rows(
+            *[
+                raw_event(
+                    event_id=f"evt-{index}",
+                    order_id=f"ORD-{index}",
+                    customer__customer_id=f"CUST-{index}",
+                )
+                for index in range(start, start + count)
+            ]
+        )
+    )
+
+
+# CodeCarbon's emissions files: their columns, a task's row, and orderpipe's phases file.
+HEADER = [
+    "task_name",
+    "timestamp",
+    "project_name",
+    "run_id",
+    "duration",
+    "emissions",
+    "emissions_rate",
+    "energy_consumed",
+    "country_iso_code",
+    "tracking_mode",
+]
+
+
+def task_row(
+    task: str, run: str, ts: str, duration: float, energy: float, project: str = "orderpipe"
+) -> list[str]:
+    return [
+        task,
+        ts,
+        project,
+        run,
+        str(duration),
+        str(energy * 0.05),
+        "0",
+        str(energy),
+        "FRA",
+        "machine",
+    ]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def phases_file(folder: Path, rows: list[tuple[str, str, int]]) -> None:
+    write_csv(
+        folder / PHASES_FILE,
+        list(PHASE_COLUMNS),
+        [[run, phase, str(n), "1", "", "", "machine", "FRA"] for run, phase, n in rows],
+    )

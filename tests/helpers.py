@@ -6,6 +6,7 @@ failure under CI, where every service and tool the suite uses is required.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import NoReturn
 
@@ -28,3 +29,24 @@ def unavailable(message: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI={os.environ['CI']} requires every service and tool: {message}")
     pytest.skip(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecuredKafka:
+    """The SASL_SSL + SCRAM-SHA-512 listener of docker/services.sh."""
+
+    bootstrap: str
+    username: str
+    password: str
+    cafile: str
+
+    def env(self) -> dict[str, str]:
+        """The ORDERPIPE_* variables that point orderpipe at it."""
+        return {
+            "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "ORDERPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "ORDERPIPE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "ORDERPIPE_KAFKA_SASL_USERNAME": self.username,
+            "ORDERPIPE_KAFKA_SASL_PASSWORD": self.password,
+            "ORDERPIPE_KAFKA_SSL_CAFILE": self.cafile,
+        }

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,18 +33,17 @@ from orderpipe.stream.topics import ensure_topic
 from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under
 from tests.hostile import CORPUS
-from tests.integration.test_stream import (  # noqa: F401  (data, kafka_backend: fixtures)
+from tests.integration.helpers import (
     Backend,
     StreamData,
-    _consume_process,
+    consume_process,
     counts,
-    data,
-    kafka_backend,
+    database_outage,
     new_topic,
+    services,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.kafka, pytest.mark.mysql]
-SERVICES = Path(__file__).resolve().parents[2] / "docker" / "services.sh"
 
 # Hostile lines added to the generator's own bad lines: each must reach the DLQ. Left out: the
 # 3 MB line and the lone carriage return, which the producer skips (too large, empty).
@@ -257,35 +255,6 @@ def stored_events(url: str) -> tuple[list[str], dict[str, int]]:
     return ids, not_one
 
 
-def server_answers(url: str) -> bool:
-    """Whether the database server of `url` accepts TCP connections."""
-    parsed = make_url(url)
-    port = parsed.port or (5432 if parsed.get_backend_name() == "postgresql" else 3306)
-    try:
-        with socket.create_connection((parsed.host or "127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def services(action: str, service: str = "mariadb") -> None:
-    subprocess.run([str(SERVICES), action, service], check=True, timeout=120, capture_output=True)
-
-
-def database_outage(url: str, seconds: float, log: list[tuple[str, float]]) -> None:
-    """Stop the database server of `url` (MariaDB or PostgreSQL) for `seconds`, then start it
-    again (always, even when the stop failed)."""
-    service = "postgres" if make_url(url).get_backend_name() == "postgresql" else "mariadb"
-    log.append(("stopping", time.monotonic()))
-    try:
-        services("down", service)
-        log.append(("down" if not server_answers(url) else "still answers", time.monotonic()))
-        time.sleep(seconds)
-    finally:
-        services("up", service)
-        log.append(("up", time.monotonic()))
-
-
 # ---------------------------------------------------------------- chaos
 @dataclass(frozen=True)
 class ChaosInput:
@@ -415,8 +384,8 @@ class Group:
 
 
 def test_chaos_kills_and_outage_store_each_valid_event_once(
-    kafka_backend: Backend,  # noqa: F811
-    data: StreamData,  # noqa: F811
+    kafka_backend: Backend,
+    data: StreamData,
     tmp_path: Path,
 ) -> None:
     """Three consumers of one group, one of them killed (SIGKILL) every 4 s and started again,
@@ -428,7 +397,7 @@ def test_chaos_kills_and_outage_store_each_valid_event_once(
     asyncio.run(ensure_topic(KafkaEndpoint(bootstrap), topic, PARTITIONS))
     rng = random.Random(CHAOS_SEED)
     consumers = Group(
-        lambda: Drained(_consume_process(kafka_backend, topic, group, data.artifacts, "--json"))
+        lambda: Drained(consume_process(kafka_backend, topic, group, data.artifacts, "--json"))
     )
     outage_log: list[tuple[str, float]] = []
     outage = threading.Thread(target=database_outage, args=(url, OUTAGE_SECONDS, outage_log))
@@ -575,7 +544,7 @@ def restricted_database(mysql_server_url: str) -> Iterator[RestrictedDatabase]:
 def test_revoked_insert_on_predictions_stops_the_consumer_with_nothing_dead_lettered(
     kafka_bootstrap: str,
     restricted_database: RestrictedDatabase,
-    data: StreamData,  # noqa: F811
+    data: StreamData,
     tmp_path: Path,
 ) -> None:
     """Not the events' fault: the consumer stops (exit 1, one line naming the cause) instead of
@@ -593,7 +562,7 @@ def test_revoked_insert_on_predictions_stops_the_consumer_with_nothing_dead_lett
     topic, group = new_topic(), f"perm-{uuid.uuid4().hex[:6]}"
     asyncio.run(ensure_topic(endpoint, topic, 3))
 
-    consumer = Drained(_consume_process(backend, topic, group, data.artifacts))
+    consumer = Drained(consume_process(backend, topic, group, data.artifacts))
     try:
         asyncio.run(produce(endpoint, topic, first))
         deadline = time.monotonic() + 60
@@ -635,7 +604,7 @@ def test_revoked_insert_on_predictions_stops_the_consumer_with_nothing_dead_lett
 
     db.grant_predictions()
     resumed = Drained(
-        _consume_process(backend, topic, group, data.artifacts, "--idle-timeout", "8", "--json")
+        consume_process(backend, topic, group, data.artifacts, "--idle-timeout", "8", "--json")
     )
     try:
         assert resumed.wait(timeout=120) == 0, resumed.stderr

@@ -34,7 +34,8 @@ from orderpipe.core.layout import Layout
 from orderpipe.db.engine import make_engine
 from orderpipe.table.maintenance import orphan_files
 from orderpipe.table.read import is_table, read_clean_dataset, table_version
-from tests.integration.test_ingest_databases import dump
+from tests.factories import HEADER, phases_file, task_row, write_csv
+from tests.integration.helpers import SERVICES, counts, database_outage, dump, new_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -397,8 +398,6 @@ def test_ingest_rides_out_a_database_server_restart(
     keys its load into empty tables builds at the end)."""
     from sqlalchemy import inspect
 
-    from tests.integration.test_chaos import database_outage
-
     url = request.getfixturevalue(f"{server}_url")
     layout = work.layout
     work.ok("generate", "--events", "150000", "--seed", "4")
@@ -507,7 +506,6 @@ def test_predict_killed_keeps_what_it_stored_and_a_rerun_scores_the_rest(work: W
 def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(work: Work) -> None:
     """The three files are written first, then renamed back to back: a kill after the chart's
     rename leaves the tables as they were; the next report writes all three."""
-    from tests.unit.eco.test_report import HEADER, phases_file, task_row, write_csv
 
     def measured(folder: Path, runs: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -539,9 +537,6 @@ def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(work
 def test_stream_run_rides_out_an_apache_kafka_restart(work: Work, kafka_bootstrap: str) -> None:
     """Apache Kafka stopped and started again mid-stream: the producer and the consumer carry
     on, and every event is stored once, with one prediction."""
-    from tests.integration.test_chaos import SERVICES
-    from tests.integration.test_stream import counts, new_topic
-
     layout = work.layout
     url = f"sqlite:///{work.root}/stream.db"
     work.ok("generate", "--events", "40000", "--seed", "8")

@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from orderpipe.core.errors import OrderpipeError
 from orderpipe.db.engine import make_engine
@@ -20,6 +20,7 @@ from orderpipe.generate.writer import generate_events
 from orderpipe.ingest import ingest_dataset, run_ingest
 from orderpipe.table.read import read_clean_dataset
 from tests.factories import layout_under, raw_event, write_lines
+from tests.integration.helpers import dump
 
 pytestmark = pytest.mark.integration
 
@@ -35,20 +36,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/orderpipe.db"
     return request.getfixturevalue(f"{request.param}_url")
-
-
-def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, ordered by key, timestamps as text."""
-    engine = make_engine(url)
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
-            tables[table.name] = [
-                tuple(v.isoformat() if isinstance(v, datetime) else v for v in row) for row in rows
-            ]
-    engine.dispose()
-    return tables
 
 
 def clean_from(tmp_path: Path, events: list[Any], name: str = "raw") -> pl.DataFrame:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from orderpipe.cli import app
-from tests.conftest import SecuredKafka
+from tests.helpers import SecuredKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TABLES = (

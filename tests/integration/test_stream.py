@@ -13,9 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,79 +23,28 @@ from sqlalchemy import text
 
 from orderpipe.core.errors import OrderpipeError
 from orderpipe.db.engine import make_engine
-from orderpipe.etl.run import run_etl
-from orderpipe.generate.dirt import BAD_LINE_KINDS, Dirt
-from orderpipe.generate.writer import generate_events
-from orderpipe.ml.train import run_train
 from orderpipe.stream.admin import collect_status
-from orderpipe.stream.broker import EmbeddedBroker
 from orderpipe.stream.consumer import StreamConsumer
-from orderpipe.stream.kafka import KafkaEndpoint
 from orderpipe.stream.lifecycle import ConsumerOptions
 from orderpipe.stream.producer import ProducerOptions, produce
 from orderpipe.stream.run import run_stream
-from orderpipe.stream.sink import DatabaseSink, Sink
-from orderpipe.table.export import export_dataset
-from tests.factories import layout_under
+from orderpipe.stream.sink import Sink
 from tests.hostile import CORPUS, POISON_MESSAGES
+from tests.integration.helpers import (
+    BAD,
+    EVENTS,
+    Backend,
+    StreamData,
+    consume,
+    consume_process,
+    counts,
+    database_outage,
+    dead_letters,
+    new_topic,
+    snapshot,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-EVENTS = 3000
-BAD = 2 * len(BAD_LINE_KINDS)
-
-
-@dataclass(frozen=True)
-class StreamData:
-    raw: Path
-    clean_jsonl: Path
-    artifacts: Path
-    valid_events: int  # distinct valid events in the raw file
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> StreamData:
-    root = tmp_path_factory.mktemp("stream")
-    raw = generate_events(
-        root / "raw.jsonl", EVENTS, seed=11, dirt=Dirt(duplicates=60, bad_lines=BAD)
-    ).output
-    paths = layout_under(root)
-    result = run_etl(raw, paths)
-    run_train("classification", paths.table, root / "artifacts")
-    clean_jsonl = export_dataset(paths.table, paths.export("jsonl"), "jsonl").output
-    return StreamData(raw, clean_jsonl, root / "artifacts", result.clean)
-
-
-@dataclass(frozen=True)
-class Backend:
-    bootstrap: str
-    database_url: str
-    embedded: bool
-
-    @property
-    def endpoint(self) -> KafkaEndpoint:
-        return KafkaEndpoint(self.bootstrap, embedded=self.embedded)
-
-    def sink(self, artifacts: Path) -> Callable[[], DatabaseSink]:
-        return partial(DatabaseSink, self.database_url, artifacts)
-
-
-@pytest.fixture
-def embedded_backend(tmp_path: Path) -> Iterator[Backend]:
-    broker = EmbeddedBroker()
-    try:
-        yield Backend(broker.start(), f"sqlite:///{tmp_path}/stream.db", embedded=True)
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def kafka_backend(kafka_bootstrap: str, mysql_url: str) -> Backend:
-    return Backend(kafka_bootstrap, mysql_url, embedded=False)
-
-
-@pytest.fixture
-def kafka_postgres_backend(kafka_bootstrap: str, postgres_url: str) -> Backend:
-    return Backend(kafka_bootstrap, postgres_url, embedded=False)
 
 
 ON_MARIADB = pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.mysql], id="mariadb")
@@ -116,101 +62,6 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def server_backend(request: pytest.FixtureRequest) -> Backend:
     """Apache Kafka with each database server."""
     return request.getfixturevalue(f"{request.param}_backend")
-
-
-def new_topic() -> str:
-    return f"orders-{uuid.uuid4().hex[:10]}"
-
-
-def counts(url: str) -> dict[str, int]:
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        result = {
-            name: conn.execute(text(f"SELECT COUNT(*) FROM {name}")).scalar() or 0
-            for name in ("table_events", "table_predictions", "table_orders", "table_customers")
-        }
-        result["orphans"] = (
-            conn.execute(
-                text(
-                    "SELECT COUNT(*) FROM table_events e LEFT JOIN table_orders o "
-                    "ON o.order_id = e.order_id WHERE o.order_id IS NULL"
-                )
-            ).scalar()
-            or 0
-        )
-        result["unscored"] = (
-            conn.execute(
-                text(
-                    "SELECT COUNT(*) FROM table_events e LEFT JOIN table_predictions p "
-                    "ON p.event_id = e.event_id WHERE p.event_id IS NULL"
-                )
-            ).scalar()
-            or 0
-        )
-    engine.dispose()
-    return result
-
-
-def snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
-    """Every table's rows, predictions without their timestamp."""
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        tables = {
-            "events": conn.execute(text("SELECT * FROM table_events ORDER BY event_id")).all(),
-            "orders": conn.execute(text("SELECT * FROM table_orders ORDER BY order_id")).all(),
-            "customers": conn.execute(
-                text("SELECT * FROM table_customers ORDER BY customer_id")
-            ).all(),
-            "predictions": conn.execute(
-                text(
-                    "SELECT event_id, return_proba, model_version FROM table_predictions "
-                    "ORDER BY event_id"
-                )
-            ).all(),
-        }
-    engine.dispose()
-    return {name: [tuple(row) for row in rows] for name, rows in tables.items()}
-
-
-def consume(
-    backend: Backend,
-    topic: str,
-    group: str,
-    artifacts: Path,
-    *,
-    idle: float = 4.0,
-    **options: object,
-) -> object:
-    consumer = StreamConsumer(
-        backend.endpoint,
-        topic,
-        group,
-        backend.sink(artifacts),
-        options=ConsumerOptions(idle_timeout=idle, **options),
-    )
-    return asyncio.run(consumer.run())
-
-
-async def dead_letters(bootstrap: str, topic: str, expected: int) -> list[object]:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        f"{topic}.dlq",
-        bootstrap_servers=bootstrap,
-        group_id=None,  # every partition, from the start, without a group join to wait for
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[object] = []
-    try:
-        deadline = time.monotonic() + 30
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            records.extend(r for part in batch.values() for r in part)
-    finally:
-        await consumer.stop()
-    return records
 
 
 # ---------------------------------------------------------------- conservation
@@ -520,37 +371,6 @@ def test_two_consumers_in_one_group_split_the_partitions(
 
 
 # ---------------------------------------------------------------- crashes and outages
-def _consume_process(
-    backend: Backend, topic: str, group: str, artifacts: Path, *extra: str, crash: str = ""
-) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "ORDERPIPE_CRASH_AT"},
-        **({"ORDERPIPE_CRASH_AT": crash} if crash else {}),
-        "ORDERPIPE_KAFKA_BOOTSTRAP_SERVERS": backend.bootstrap,
-        "ORDERPIPE_KAFKA_TOPIC": topic,
-        "ORDERPIPE_KAFKA_GROUP_ID": group,
-        "ORDERPIPE_DATABASE_URL": backend.database_url,
-        "ORDERPIPE_ARTIFACTS_DIR": str(artifacts),
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orderpipe",
-            "stream",
-            "consume",
-            "--batch-size",
-            "250",
-            "--batch-wait-ms",
-            "50",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 KILL_AT = "stream.batch-stored:2"  # batches of at most 250: at most 500 of EVENTS stored
 
 
@@ -583,12 +403,12 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(
     )
     # Killed (-9, by its own crash point) once its second batch is stored and dead-lettered but
     # before its offsets are committed: that batch is redelivered, and work remains.
-    victim = _consume_process(kafka_backend, topic, group, data.artifacts, crash=KILL_AT)
+    victim = consume_process(kafka_backend, topic, group, data.artifacts, crash=KILL_AT)
     _, err = victim.communicate(timeout=120)
     assert victim.returncode == -signal.SIGKILL, err.decode()[-2000:]
     partial = counts(kafka_backend.database_url)["table_events"]
     assert 0 < partial < EVENTS
-    survivor = _consume_process(
+    survivor = consume_process(
         kafka_backend, topic, group, data.artifacts, "--idle-timeout", "8", "--json"
     )
     _out, err = survivor.communicate(timeout=120)
@@ -618,8 +438,6 @@ def test_database_outage_pauses_and_resumes_without_loss(
     import json
     import threading
 
-    from tests.integration.test_chaos import database_outage
-
     kafka_backend = server_backend
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     lines = data.clean_jsonl.read_bytes().splitlines(keepends=True)
@@ -632,7 +450,7 @@ def test_database_outage_pauses_and_resumes_without_loss(
         asyncio.run(produce(kafka_backend.endpoint, topic, path, options=options))
 
     produce_half(halves[0])
-    process = _consume_process(
+    process = consume_process(
         kafka_backend, topic, group, data.artifacts, "--idle-timeout", "15", "--json"
     )
     outage_log: list[tuple[str, float]] = []
@@ -718,7 +536,7 @@ def _sigterm_once_stored(
 def test_sigterm_finishes_the_batch_and_exits_0(kafka_backend: Backend, data: StreamData) -> None:
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     asyncio.run(produce(kafka_backend.endpoint, topic, data.clean_jsonl))
-    process = _consume_process(kafka_backend, topic, group, data.artifacts, "--json")
+    process = consume_process(kafka_backend, topic, group, data.artifacts, "--json")
     out, err, _children = _sigterm_once_stored(process, kafka_backend.database_url, 250)
     assert process.returncode == 0, err.decode()
     import json
@@ -774,11 +592,11 @@ def test_kill_9_on_the_embedded_broker_and_sqlite(data: StreamData, tmp_path: Pa
         backend = Backend(f"127.0.0.1:{port}", f"sqlite:///{tmp_path}/crash.db", embedded=True)
         topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
         asyncio.run(produce(backend.endpoint, topic, data.raw, kind="raw"))
-        victim = _consume_process(backend, topic, group, data.artifacts, crash=KILL_AT)
+        victim = consume_process(backend, topic, group, data.artifacts, crash=KILL_AT)
         _, err = victim.communicate(timeout=120)
         assert victim.returncode == -signal.SIGKILL, err.decode()[-2000:]
         assert 0 < counts(backend.database_url)["table_events"] < EVENTS
-        survivor = _consume_process(
+        survivor = consume_process(
             backend, topic, group, data.artifacts, "--idle-timeout", "10", "--json"
         )
         _, err = survivor.communicate(timeout=180)

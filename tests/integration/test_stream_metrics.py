@@ -12,17 +12,14 @@ import uuid
 import pytest
 
 from orderpipe.stream.producer import ProducerOptions, produce
-from tests.integration import test_stream as shared
-from tests.integration.test_stream import (
+from tests.integration.helpers import (
     BAD,
     EVENTS,
     Backend,
     StreamData,
-    _consume_process,
+    consume_process,
     new_topic,
 )
-
-data, kafka_backend = shared.data, shared.kafka_backend  # the fixtures, shared
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.mysql, pytest.mark.slow]
 PREFIX = "orderpipe_consumer"
@@ -64,7 +61,7 @@ def test_consume_serves_prometheus_metrics_while_running(
         )
     )
     port = free_port()
-    process = _consume_process(
+    process = consume_process(
         kafka_backend,
         topic,
         group,
@@ -115,7 +112,7 @@ def test_a_metrics_port_in_use_is_a_one_line_error(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = _consume_process(
+        process = consume_process(
             kafka_backend, new_topic(), "g-port", data.artifacts, "--metrics-port", str(port)
         )
         _out, err = process.communicate(timeout=60)

@@ -20,25 +20,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from orderpipe.db.models import table_frames
 from orderpipe.db.writer import TableWriter
-from tests.factories import clean_rows, raw_event
-
-
-def frames_of(count: int, start: int = 0) -> dict[str, pl.DataFrame]:
-    """Table frames of `count` events, each with its own order and customer."""
-    return table_frames(
-        clean_rows(
-            *[
-                raw_event(
-                    event_id=f"evt-{index}",
-                    order_id=f"ORD-{index}",
-                    customer__customer_id=f"CUST-{index}",
-                )
-                for index in range(start, start + count)
-            ]
-        )
-    )
+from tests.factories import frames_of
 
 
 @pytest.fixture
@@ -192,7 +175,7 @@ def test_close_stops_the_checkpointer_and_leaves_every_row_in_the_database_file(
 KILLED_WRITER = """
     import sys
     from orderpipe.db.writer import TableWriter
-    from tests.unit.db.test_writer import frames_of
+    from tests.factories import frames_of
 
     batches = [frames_of(500, start=batch * 500) for batch in range(40)]
     writer = TableWriter(sys.argv[1])

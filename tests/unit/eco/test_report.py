@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -10,53 +9,7 @@ import pytest
 from orderpipe.core.errors import OrderpipeError
 from orderpipe.core.layout import Layout
 from orderpipe.eco.report import build_report, run_eco_report
-from orderpipe.eco.tracking import PHASE_COLUMNS, PHASES_FILE
-
-HEADER = [
-    "task_name",
-    "timestamp",
-    "project_name",
-    "run_id",
-    "duration",
-    "emissions",
-    "emissions_rate",
-    "energy_consumed",
-    "country_iso_code",
-    "tracking_mode",
-]
-
-
-def task_row(
-    task: str, run: str, ts: str, duration: float, energy: float, project: str = "orderpipe"
-) -> list[str]:
-    return [
-        task,
-        ts,
-        project,
-        run,
-        str(duration),
-        str(energy * 0.05),
-        "0",
-        str(energy),
-        "FRA",
-        "machine",
-    ]
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def phases_file(folder: Path, rows: list[tuple[str, str, int]]) -> None:
-    write_csv(
-        folder / PHASES_FILE,
-        list(PHASE_COLUMNS),
-        [[run, phase, str(n), "1", "", "", "machine", "FRA"] for run, phase, n in rows],
-    )
+from tests.factories import HEADER, phases_file, task_row, write_csv
 
 
 def test_backups_are_merged_and_duplicates_counted_once(tmp_path: Path) -> None:
