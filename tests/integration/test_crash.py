@@ -503,9 +503,17 @@ def test_predict_killed_keeps_what_it_stored_and_a_rerun_scores_the_rest(work: W
 
 
 # ---------------------------------------------------------------- eco report
-def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(work: Work) -> None:
-    """The three files are written first, then renamed back to back: a kill after the chart's
-    rename leaves the tables as they were; the next report writes all three."""
+@pytest.mark.parametrize(
+    ("point", "renamed"),
+    [("eco.chart-moved", {"chart"}), ("eco.csv-moved", {"chart", "csv"}),
+     ("eco.md-moved", {"chart", "csv", "md"})],
+)  # fmt: skip
+def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(
+    work: Work, point: str, renamed: set[str]
+) -> None:
+    """The three files are written first, then renamed back to back (chart, CSV, Markdown): a
+    kill after any rename leaves the files not yet renamed as they were; the next report writes
+    all three."""
 
     def measured(folder: Path, runs: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -514,21 +522,24 @@ def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(work
             write_csv(folder / f"emissions_base_r{run}.csv", HEADER, [row])
         phases_file(folder, [(f"r{run}", "etl", 500 * run) for run in range(1, runs + 1)])
 
-    def report(layout: Layout) -> list[str | None]:
-        return [digest(path) for path in layout.eco_report_files]
+    def report(layout: Layout) -> dict[str, str | None]:
+        md, csv, chart = layout.eco_report_files
+        return {"md": digest(md), "csv": digest(csv), "chart": digest(chart)}
 
-    measured(work.layout.eco_output_dir, 1)
-    work.ok("eco", "report")
-    before = report(work.layout)
-    measured(work.layout.eco_output_dir, 2)
-    work.killed_at("eco.chart-moved", "eco", "report")
-    md, csv, _chart = report(work.layout)
-    assert [md, csv] == before[:2]
-    work.ok("eco", "report")
     reference = Work(work.root / "reference")
     measured(reference.layout.eco_output_dir, 2)
     reference.ok("eco", "report")
-    assert report(work.layout) == report(reference.layout) != before
+    after = report(reference.layout)
+    measured(work.layout.eco_output_dir, 1)
+    work.ok("eco", "report")
+    before = report(work.layout)
+    assert all(before[name] != after[name] for name in before)  # each file changes
+    measured(work.layout.eco_output_dir, 2)
+    work.killed_at(point, "eco", "report")
+    killed = report(work.layout)
+    assert killed == {name: after[name] if name in renamed else before[name] for name in killed}
+    work.ok("eco", "report")
+    assert report(work.layout) == after
     no_leftovers(work.layout)
 
 
