@@ -78,3 +78,42 @@ def test_doctor_reports_a_database_failing_with_an_empty_message(
     monkeypatch.setattr(orderpipe.db.engine, "make_engine", lambda _url: Refusing())
     check = check_database("sqlite:///nowhere.db")
     assert (check.ok, str(check.detail).endswith(": Silent")) == (False, True), check.detail
+
+
+def test_an_export_whose_writer_fails_with_an_empty_message_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orderpipe.table.export import export_dataset
+    from tests.factories import clean_rows, raw_event
+
+    source = tmp_path / "clean.parquet"
+    clean_rows(raw_event(event_id="e-1")).write_parquet(source)
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise pl.exceptions.ComputeError("")
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_csv", fail)
+    with pytest.raises(OrderpipeError, match=r"^cannot export to .*: ComputeError$"):
+        export_dataset(source, tmp_path / "out.csv", "csv")
+
+
+def test_the_reports_drift_query_failing_with_an_empty_message_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import orderpipe.db.engine
+    from orderpipe.db.queries import scored_inputs
+
+    class Refusing:
+        def connect(self) -> None:
+            raise OperationalError("SELECT", {}, Silent())
+
+        def dispose(self) -> None:
+            pass
+
+    database = tmp_path / "scored.db"
+    database.write_bytes(b"")
+    monkeypatch.setattr(orderpipe.db.engine, "make_engine", lambda _url: Refusing())
+    with pytest.raises(OrderpipeError, match=r"^OperationalError$"):
+        scored_inputs(f"sqlite:///{database}", "v1", ["device"], None, limit=10)
