@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := docker/services.sh
 EVENTS ?= 4000
 
-.PHONY: install browser run test test-fast lint fuzz chaos services-up services-down bench bench-train clean
+.PHONY: install browser run test suite test-fast lint fuzz chaos services-up services-down bench bench-train clean
 
 install: $(BIN)/orderpipe
 
@@ -39,7 +39,14 @@ browser:
 
 # install + services (required under CI: see `docker/services.sh ci-requires`) + lint + pytest;
 # under CI also Chromium (elsewhere `make browser` is yours to run: it installs a package as root).
+# One at a time on a machine: its tests stop and start the shared services, so a second `make
+# test` (or `make chaos`) started meanwhile refuses at once with one line instead of breaking both.
+SUITE_LOCK := /tmp/orderpipe-test-suite.lock
 test: install
+	@flock -n -E 75 $(SUITE_LOCK) $(MAKE) --no-print-directory suite || { rc=$$?; \
+	  if [ $$rc -eq 75 ]; then echo "make test: another make test or make chaos is running on this machine (it holds $(SUITE_LOCK)); wait for it to end" >&2; fi; exit $$rc; }
+
+suite:
 	@if $(SERVICES) ci-requires; then $(MAKE) --no-print-directory browser; fi
 	@if ! $(SERVICES) up; then \
 	  if $(SERVICES) ci-requires; then echo "make test: a service did not start and CI=$$CI requires every service" >&2; exit 1; fi; \
@@ -66,7 +73,7 @@ fuzz: install
 chaos: install
 	$(SERVICES) up
 	eval "$$($(SERVICES) env)"; CI=true ORDERPIPE_CRASH_ROUNDS=$${CHAOS_ROUNDS:-20} \
-	  $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_crash.py \
+	  flock -n -E 75 $(SUITE_LOCK) $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_crash.py \
 	  tests/integration/test_chaos.py tests/integration/test_disk_full.py
 
 # BENCH_DATABASE_URL: a server database other than MariaDB's (e.g. $ORDERPIPE_TEST_POSTGRES_URL)

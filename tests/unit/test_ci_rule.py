@@ -54,3 +54,31 @@ def test_conftest_requires_services_for_any_ci_but_false_or_0(
 @pytest.mark.parametrize(("ci", "required"), CASES)
 def test_services_sh_ci_requires_follows_the_same_rule(ci: str | None, required: bool) -> None:
     assert _shell_says_required(ci) is required
+
+
+def test_a_second_make_test_refuses_at_once_with_one_line(tmp_path: Path) -> None:
+    """The suite stops and starts the shared services: while one `make test` runs (holding the
+    suite lock), another refuses with exit 75 and one line, and runs nothing."""
+    import fcntl
+    import shutil
+
+    if shutil.which("flock") is None or shutil.which("make") is None:
+        pytest.fail("make and flock (util-linux) are needed by `make test`")
+    lock = tmp_path / "suite.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `make test` does
+        done = subprocess.run(
+            ["make", "-s", "-o", "install", "test", f"SUITE_LOCK={lock}"],
+            cwd=SERVICES_SH.parents[1],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("make test:")]
+    assert lines == [
+        f"make test: another make test or make chaos is running on this machine (it holds "
+        f"{lock}); wait for it to end"
+    ], done.stderr
+    assert done.stdout == ""  # nothing ran: no service started, no test collected
