@@ -39,8 +39,9 @@ browser:
 
 # install + services (required under CI: see `docker/services.sh ci-requires`) + lint + pytest;
 # under CI also Chromium (elsewhere `make browser` is yours to run: it installs a package as root).
-# One at a time on a machine: its tests stop and start the shared services, so a second `make
-# test` (or `make chaos`) started meanwhile refuses at once with one line instead of breaking both.
+# One at a time on a machine: the tests that stop a server stop private instances of their own,
+# but both runs would share the machine's two cores, its services and /tmp/pytest-of-root, so a
+# second `make test` (or `make chaos`) started meanwhile refuses at once with one line.
 SUITE_LOCK := /tmp/orderpipe-test-suite.lock
 test: install
 	@flock -n -E 75 $(SUITE_LOCK) $(MAKE) --no-print-directory suite || { rc=$$?; \

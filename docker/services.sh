@@ -17,6 +17,15 @@
 #
 # `up` twice is harmless. Exit code of `up`: 0 when both answer, 1 when one could not start
 # (the reason is printed). State lives in $ORDERPIPE_SERVICES_DIR (default /tmp/orderpipe-services).
+#
+# A second, private instance runs beside the shared one with its own state folder and ports
+# (ORDERPIPE_SERVICES_DIR, ORDERPIPE_SERVICES_*_PORT): everything an instance writes (data, PID
+# file, socket, logs, TLS files) is in its state folder, and `down` stops only the process of
+# that folder. The tests that stop a server start such an instance (tests/integration/conftest.py)
+# and ask for less memory with ORDERPIPE_SERVICES_MYSQL_BUFFER_POOL_SIZE (default 6G),
+# ORDERPIPE_SERVICES_MYSQL_LOG_FILE_SIZE (1G), ORDERPIPE_SERVICES_POSTGRES_SHARED_BUFFERS (2GB)
+# and ORDERPIPE_SERVICES_KAFKA_HEAP (768m). As root, MariaDB and PostgreSQL run as the mysql and
+# postgres users: every folder above the state folder must be searchable by them (o+x).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,6 +35,10 @@ postgres_port=${ORDERPIPE_SERVICES_POSTGRES_PORT:-5432}
 kafka_port=${ORDERPIPE_SERVICES_KAFKA_PORT:-9092}
 controller_port=${ORDERPIPE_SERVICES_KAFKA_CONTROLLER_PORT:-9093}
 sasl_port=${ORDERPIPE_SERVICES_KAFKA_SASL_PORT:-9094}
+mysql_buffer_pool=${ORDERPIPE_SERVICES_MYSQL_BUFFER_POOL_SIZE:-6G}
+mysql_log_file=${ORDERPIPE_SERVICES_MYSQL_LOG_FILE_SIZE:-1G}
+postgres_shared_buffers=${ORDERPIPE_SERVICES_POSTGRES_SHARED_BUFFERS:-2GB}
+kafka_heap=${ORDERPIPE_SERVICES_KAFKA_HEAP:-768m}
 db_user=orderpipe
 db_password=orderpipe
 db_tls_user=orderpipe_tls  # REQUIRE SSL
@@ -45,6 +58,16 @@ pid_alive() {
   [ -f "$1" ] || return 1
   local pid; pid=$(cat "$1")
   kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
+
+# reachable_by USER PATH: as root, USER (the server's own user) can read PATH. A state folder
+# below a private one (pytest's temporary folders are 0700) cannot be reached: say so, rather
+# than let the server fail later with a less telling error.
+reachable_by() {
+  [ "$(id -u)" = 0 ] || return 0
+  runuser -u "$1" -- test -r "$2" && return 0
+  log "user $1 cannot read $2: every folder above it must be searchable by others (chmod o+x)"
+  return 1
 }
 
 # ---------------------------------------------------------------- TLS (throw-away CA)
@@ -95,14 +118,16 @@ mariadb_install() {
   apt_install mariadb-server mariadb-client
 }
 
+# The answers checks give up after a few seconds: a program of another kind holding the port
+# (one that accepts and never speaks) must not hang `up`, `env` or `status`.
 mysql_answers() {
-  mariadb --protocol=tcp -h 127.0.0.1 -P "$mysql_port" -u "$db_user" -p"$db_password" \
+  timeout 10 mariadb --connect-timeout=5 --protocol=tcp -h 127.0.0.1 -P "$mysql_port" -u "$db_user" -p"$db_password" \
     -e 'SELECT 1' "$db_name" >/dev/null 2>&1
 }
 
 # The TLS user gets in over TLS (it requires it), checking the server certificate against our CA.
 mysql_tls_answers() {
-  mariadb --protocol=tcp -h 127.0.0.1 -P "$mysql_port" -u "$db_tls_user" -p"$db_password" \
+  timeout 10 mariadb --connect-timeout=5 --protocol=tcp -h 127.0.0.1 -P "$mysql_port" -u "$db_tls_user" -p"$db_password" \
     --ssl --ssl-ca="$tls/ca.pem" --ssl-verify-server-cert -e 'SELECT 1' "$db_name" >/dev/null 2>&1
 }
 
@@ -115,6 +140,7 @@ mariadb_up() {
     log "MariaDB answers without TLS: restarting it with TLS"; mariadb_down
   fi
   mariadb_install || return 1
+  reachable_by mysql "$tls/ca.pem" || return 1
   local dir=$state/mariadb
   mkdir -p "$dir"
   if pid_alive "$dir/mariadb.pid" mariadbd; then
@@ -135,7 +161,7 @@ mariadb_up() {
     "$(mariadb_bin)" --no-defaults --user=mysql --datadir="$dir/data" \
       --bind-address=127.0.0.1 --port="$mysql_port" --socket="$dir/mariadb.sock" \
       --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
-      --local-infile=1 --innodb-buffer-pool-size=6G --innodb-log-file-size=1G \
+      --local-infile=1 --innodb-buffer-pool-size="$mysql_buffer_pool" --innodb-log-file-size="$mysql_log_file" \
       --innodb-flush-log-at-trx-commit=2 \
       --ssl-ca="$tls/ca.pem" --ssl-cert="$tls/server.pem" --ssl-key="$tls/server.key" \
       --max-connections=200 --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
@@ -187,7 +213,7 @@ postgres_install() {
 }
 
 postgres_answers() {
-  PGPASSWORD=$db_password psql -h 127.0.0.1 -p "$postgres_port" -U "$db_user" -d "$db_name" \
+  PGPASSWORD=$db_password PGCONNECT_TIMEOUT=5 timeout 10 psql -h 127.0.0.1 -p "$postgres_port" -U "$db_user" -d "$db_name" \
     -tAc 'SELECT 1' >/dev/null 2>&1
 }
 
@@ -212,6 +238,7 @@ postgres_up() {
   cp "$tls/server.pem" "$tls/server.key" "$dir/tls/"
   chmod 600 "$dir/tls/server.key"
   if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$dir"; fi
+  reachable_by postgres "$dir/tls/server.pem" || return 1
   if ! as_postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
     if port_open "$postgres_port"; then
       log "port $postgres_port is taken by another program; set ORDERPIPE_SERVICES_POSTGRES_PORT"
@@ -226,7 +253,7 @@ postgres_up() {
         >"$dir/data/pg_hba.conf"
     fi
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $postgres_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=200 -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key" \
+      -o "-c listen_addresses=127.0.0.1 -p $postgres_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=200 -c shared_buffers=$postgres_shared_buffers -c max_wal_size=8GB -c checkpoint_timeout=30min -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key" \
       start >/dev/null 2>&1 || { log "PostgreSQL did not start: see $dir/server.log"; return 1; }
   fi
   as_postgres psql -h "$dir" -p "$postgres_port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<SQL \
@@ -342,7 +369,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 PROPS
-    local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+    local java_opts=(-Xms256m "-Xmx$kafka_heap" -XX:+UseG1GC -Djava.awt.headless=true
       "-Dlog4j2.configurationFile=$here/kafka/log4j2.properties")
     if [ ! -f "$dir/data/meta.properties" ]; then
       local cluster_id

@@ -7,10 +7,8 @@ value but empty, false or 0), where a missing service is a failure.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck
@@ -18,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 from orderpipe.core.settings import Settings
-from tests.helpers import IN_CI, SecuredKafka, unavailable
+from tests.helpers import IN_CI, SecuredKafka, mysql_database, postgres_database, unavailable
 
 # Property tests: CI runs 300 examples of each property, first replaying every failure that
 # `make fuzz` (the same properties for minutes, HYPOTHESIS_PROFILE=fuzz) ever found: fuzz saves
@@ -105,19 +103,8 @@ def mysql_server_url() -> str:
 @pytest.fixture
 def mysql_url(mysql_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the test server, dropped after the test."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"orderpipe_it_{uuid.uuid4().hex[:10]}"
-    server = create_engine(make_url(mysql_server_url), pool_pre_ping=True)  # survives restarts
-    with server.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    try:
-        yield make_url(mysql_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with server.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        server.dispose()
+    with mysql_database(mysql_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -136,40 +123,8 @@ def postgres_tls_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the PostgreSQL test server, dropped after the test."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"orderpipe_it_{uuid.uuid4().hex[:10]}"
-    server = create_engine(
-        make_url(postgres_server_url), isolation_level="AUTOCOMMIT", pool_pre_ping=True
-    )
-    with server.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _drop_postgres_database(server, name)
-        server.dispose()
-
-
-def _drop_postgres_database(server: Any, name: str) -> None:
-    """DROP DATABASE ... WITH (FORCE), tried again for a few seconds: a server restarting after
-    an outage test, or a backend that is just ending, can refuse it for a moment."""
-    import time
-
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with server.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            return
-        except DBAPIError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    with postgres_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,19 @@
 """Helpers shared by test modules (which never import each other, nor conftest).
 
 `unavailable` is the one way a test says a tool or service is missing: a skip on a laptop, a
-failure under CI, where every service and tool the suite uses is required.
+failure under CI, where every service and tool the suite uses is required. `mysql_database` and
+`postgres_database` make the database of one test on a server (shared or private).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import NoReturn
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import pytest
 
@@ -50,3 +55,57 @@ class SecuredKafka:
             "ORDERPIPE_KAFKA_SASL_PASSWORD": self.password,
             "ORDERPIPE_KAFKA_SSL_CAFILE": self.cafile,
         }
+
+
+# ---------------------------------------------------------------- a database per test
+@contextmanager
+def mysql_database(server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the MariaDB/MySQL server of `server_url`, dropped after use."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"orderpipe_it_{uuid.uuid4().hex[:10]}"
+    server = create_engine(make_url(server_url), pool_pre_ping=True)  # survives restarts
+    with server.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        server.dispose()
+
+
+@contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the PostgreSQL server of `server_url`, dropped after use."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"orderpipe_it_{uuid.uuid4().hex[:10]}"
+    server = create_engine(make_url(server_url), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _drop_postgres_database(server, name)
+        server.dispose()
+
+
+def _drop_postgres_database(server: Any, name: str) -> None:
+    """DROP DATABASE ... WITH (FORCE), tried again for a few seconds: a server restarting after
+    an outage test, or a backend that is just ending, can refuse it for a moment."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with server.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except DBAPIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

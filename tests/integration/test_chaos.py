@@ -40,7 +40,6 @@ from tests.integration.helpers import (
     counts,
     database_outage,
     new_topic,
-    services,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.kafka, pytest.mark.mysql]
@@ -384,12 +383,16 @@ class Group:
 
 
 def test_chaos_kills_and_outage_store_each_valid_event_once(
-    kafka_backend: Backend,
+    private_kafka_backend: Backend,
     data: StreamData,
     tmp_path: Path,
 ) -> None:
     """Three consumers of one group, one of them killed (SIGKILL) every 4 s and started again,
-    MariaDB stopped for 7 s mid-way, a paced producer sending a dirty raw file meanwhile."""
+    MariaDB stopped for 7 s mid-way, a paced producer sending a dirty raw file meanwhile. The
+    MariaDB server is the session's private one: the outage stops no server another test uses."""
+    kafka_backend = private_kafka_backend
+    server = kafka_backend.server
+    assert server is not None
     began = time.monotonic()
     expected = chaos_input(data, tmp_path)
     bootstrap, url = kafka_backend.bootstrap, kafka_backend.database_url
@@ -400,7 +403,7 @@ def test_chaos_kills_and_outage_store_each_valid_event_once(
         lambda: Drained(consume_process(kafka_backend, topic, group, data.artifacts, "--json"))
     )
     outage_log: list[tuple[str, float]] = []
-    outage = threading.Thread(target=database_outage, args=(url, OUTAGE_SECONDS, outage_log))
+    outage = threading.Thread(target=database_outage, args=(server, OUTAGE_SECONDS, outage_log))
     producer: Drained | None = None
     try:
         consumers.start()
@@ -435,7 +438,7 @@ def test_chaos_kills_and_outage_store_each_valid_event_once(
     finally:
         if outage.is_alive():
             outage.join(timeout=120)
-        services("up")  # whatever happened above (a no-op when MariaDB answers)
+        server.up()  # whatever happened above (a no-op when MariaDB answers)
         consumers.kill_all()
         if producer is not None:
             producer.kill()

@@ -35,7 +35,7 @@ from orderpipe.db.engine import make_engine
 from orderpipe.table.maintenance import orphan_files
 from orderpipe.table.read import is_table, read_clean_dataset, table_version
 from tests.factories import HEADER, phases_file, task_row, write_csv
-from tests.integration.helpers import SERVICES, counts, database_outage, dump, new_topic
+from tests.integration.helpers import PrivateService, counts, database_outage, dump, new_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -383,6 +383,10 @@ def test_ingest_killed_leaves_whole_days_and_a_rerun_gives_the_uninterrupted_tab
     assert whole_units(ingest_url)[0] == both and dump(ingest_url) == expected
 
 
+# The private server (tests/integration/conftest.py) a restart test stops, by URL fixture prefix.
+PRIVATE_SERVERS = {"mysql": "private_mariadb", "postgres": "private_postgres"}
+
+
 @pytest.mark.parametrize(
     "server",
     [
@@ -395,10 +399,12 @@ def test_ingest_rides_out_a_database_server_restart(
 ) -> None:
     """The server stopped and started again mid-ingest: the writes wait and retry (transient
     faults), the run ends with exit 0 and every event stored once (on PostgreSQL, with the
-    keys its load into empty tables builds at the end)."""
+    keys its load into empty tables builds at the end). The server is the session's private
+    one, the database the test's own on it."""
     from sqlalchemy import inspect
 
-    url = request.getfixturevalue(f"{server}_url")
+    private = request.getfixturevalue(PRIVATE_SERVERS[server])
+    url = request.getfixturevalue(f"private_{server}_url")  # the test's database on it
     layout = work.layout
     work.ok("generate", "--events", "150000", "--seed", "4")
     work.ok("etl")
@@ -417,7 +423,7 @@ def test_ingest_rides_out_a_database_server_restart(
     engine.dispose()
     assert process.poll() is None, "the ingest ended before the outage"
     log: list[tuple[str, float]] = []
-    database_outage(url, 4.0, log)
+    database_outage(private, 4.0, log)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, (log, err.decode()[-2000:])
     assert log[1][0] == "down", log
@@ -545,9 +551,13 @@ def test_eco_report_killed_between_its_renames_is_written_whole_by_the_next(
 
 # ---------------------------------------------------------------- a Kafka restart
 @pytest.mark.kafka
-def test_stream_run_rides_out_an_apache_kafka_restart(work: Work, kafka_bootstrap: str) -> None:
+def test_stream_run_rides_out_an_apache_kafka_restart(
+    work: Work, private_kafka: PrivateService
+) -> None:
     """Apache Kafka stopped and started again mid-stream: the producer and the consumer carry
-    on, and every event is stored once, with one prediction."""
+    on, and every event is stored once, with one prediction. The broker is the session's
+    private one: the restart stops no broker another test uses."""
+    kafka_bootstrap = private_kafka.bootstrap
     layout = work.layout
     url = f"sqlite:///{work.root}/stream.db"
     work.ok("generate", "--events", "40000", "--seed", "8")
@@ -566,23 +576,18 @@ def test_stream_run_rides_out_an_apache_kafka_restart(work: Work, kafka_bootstra
         for name in stream_env:
             os.environ.pop(name)
 
-    def kafka(action: str) -> None:
-        subprocess.run(
-            [str(SERVICES), action, "kafka"], check=True, timeout=180, capture_output=True
-        )
-
     # The restart lands on observed state: once events are stored, while the run goes on
     # (2,000 events/s: ~20 s of work) and work remains; both are checked when Kafka is down.
     deadline = time.monotonic() + 120  # a bound on a hang, not on speed
     while stored_events(url) < 2000 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
-        kafka("down")
+        private_kafka.down()
         down = stored_events(url), process.poll()
         assert down[1] is None and 2000 <= down[0] < clean, (down, clean)
         time.sleep(5)  # the outage itself
     finally:
-        kafka("up")
+        private_kafka.up()
     _, err = process.communicate(timeout=400)
     assert process.returncode == 0, err.decode()[-3000:]
     stored = counts(url)

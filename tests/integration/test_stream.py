@@ -64,6 +64,13 @@ def server_backend(request: pytest.FixtureRequest) -> Backend:
     return request.getfixturevalue(f"{request.param}_backend")
 
 
+@pytest.fixture(params=[ON_MARIADB, ON_POSTGRES])
+def private_server_backend(request: pytest.FixtureRequest) -> Backend:
+    """Apache Kafka with each database server, a private one of this session (that a test may
+    stop: no other test uses it)."""
+    return request.getfixturevalue(f"private_{request.param}_backend")
+
+
 # ---------------------------------------------------------------- conservation
 def test_stream_run_stores_or_dead_letters_every_event(backend: Backend, data: StreamData) -> None:
     result = asyncio.run(
@@ -431,14 +438,16 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(
 
 
 def test_database_outage_pauses_and_resumes_without_loss(
-    server_backend: Backend, data: StreamData, tmp_path: Path
+    private_server_backend: Backend, data: StreamData, tmp_path: Path
 ) -> None:
     """The second half of the events is produced while the database server is down, so the
     consumer meets the outage whatever its speed: it pauses, retries, and loses nothing."""
     import json
     import threading
 
-    kafka_backend = server_backend
+    kafka_backend = private_server_backend
+    server = kafka_backend.server
+    assert server is not None
     topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
     lines = data.clean_jsonl.read_bytes().splitlines(keepends=True)
     halves = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
@@ -454,9 +463,7 @@ def test_database_outage_pauses_and_resumes_without_loss(
         kafka_backend, topic, group, data.artifacts, "--idle-timeout", "15", "--json"
     )
     outage_log: list[tuple[str, float]] = []
-    outage = threading.Thread(
-        target=database_outage, args=(kafka_backend.database_url, 3.0, outage_log)
-    )
+    outage = threading.Thread(target=database_outage, args=(server, 3.0, outage_log))
     try:
         _wait_for_rows(kafka_backend.database_url, 250, timeout=60)
         outage.start()

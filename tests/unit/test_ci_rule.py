@@ -57,8 +57,8 @@ def test_services_sh_ci_requires_follows_the_same_rule(ci: str | None, required:
 
 
 def test_a_second_make_test_refuses_at_once_with_one_line(tmp_path: Path) -> None:
-    """The suite stops and starts the shared services: while one `make test` runs (holding the
-    suite lock), another refuses with exit 75 and one line, and runs nothing."""
+    """While one `make test` runs (holding the suite lock), another refuses with one line, and
+    runs nothing."""
     import fcntl
     import shutil
 
