@@ -73,12 +73,18 @@ def chromium() -> str:
     pytest.skip(message)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty current directory, with no ORDERPIPE_*/MYSQL_*/KAFKA_*/CC_* variables leaking in."""
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test inherits its caller's settings: ORDERPIPE_*, MYSQL_*, KAFKA_* and CC_* variables
+    are removed for every test, but the services' test URLs (ORDERPIPE_TEST_*)."""
     for name in list(os.environ):
         if name.startswith(("ORDERPIPE_", "MYSQL_", "KAFKA_", "CC_")) and "_TEST_" not in name:
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current directory (no `.env` in it), the environment cleaned as for every test."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -197,7 +197,10 @@ async def messages_of(bootstrap: str, topic: str) -> list[tuple[bytes | None, by
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         found: list[tuple[bytes | None, bytes | None]] = []
+        reads = 0  # a bound on a hang: every record is in reach after a few reads
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            reads += 1
+            assert reads <= 120, f"{topic}: positions stuck below the end offsets {ends}"
             batch = await consumer.getmany(timeout_ms=1000)
             found += [(r.key, r.value) for part in batch.values() for r in part]
         return found
