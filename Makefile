@@ -64,7 +64,7 @@ test-fast: install
 # too), fresh randomness; what fails is saved in tests/hypothesis-examples: commit it, CI replays it.
 fuzz: install
 	$(SERVICES) up
-	eval "$$($(SERVICES) env)"; HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider \
+	eval "$$($(SERVICES) env)"; HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider --timeout 0 \
 	  tests/unit/test_hostile_input.py \
 	  tests/integration/test_stream.py::test_poison_messages_never_stop_the_consumer \
 	  --hypothesis-show-statistics
@@ -74,7 +74,8 @@ fuzz: install
 chaos: install
 	$(SERVICES) up
 	eval "$$($(SERVICES) env)"; CI=true ORDERPIPE_CRASH_ROUNDS=$${CHAOS_ROUNDS:-20} \
-	  flock -n -E 75 $(SUITE_LOCK) $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_crash.py \
+	  flock -n -E 75 $(SUITE_LOCK) $(BIN)/pytest -q -p no:cacheprovider --timeout 0 \
+	  tests/integration/test_crash.py \
 	  tests/integration/test_chaos.py tests/integration/test_disk_full.py
 
 # BENCH_DATABASE_URL: a server database other than MariaDB's (e.g. $ORDERPIPE_TEST_POSTGRES_URL)
